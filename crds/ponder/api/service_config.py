@@ -1,0 +1,119 @@
+"""Runtime configuration of one ReasoningService's scheduler and workers.
+
+The operator renders it from the ReasoningService spec into a ConfigMap (JSON); the scheduler
+and workers load it from a file or the environment. Tests and `make demo` build it directly.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ponder.api.strategy import StrategyName
+
+
+class VerifierKind(StrEnum):
+    NONE = "none"
+    LOGPROB = "logprob"  # mean token logprob of the branch
+    HTTP = "http"  # POST {question, answer, steps} -> {"score": float}
+    REWARD_MODEL = "reward-model"  # a reward model served by vLLM (its /score or /pooling)
+
+
+class ExtractorKind(StrEnum):
+    AUTO = "auto"  # the first of boxed, hashes, answer-colon that matches, else the last line
+    BOXED = "boxed"
+    HASHES = "hashes"
+    ANSWER_COLON = "answer-colon"
+
+
+class VerifierConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: VerifierKind = VerifierKind.NONE
+    url: str | None = Field(default=None, description="HTTP verifier or reward-model base URL.")
+    model: str | None = Field(default=None, description="Reward model name (reward-model kind).")
+    timeout_seconds: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _url_when_remote(self) -> VerifierConfig:
+        if self.kind in (VerifierKind.HTTP, VerifierKind.REWARD_MODEL) and not self.url:
+            raise ValueError(f"verifier kind {self.kind.value} needs a url")
+        return self
+
+
+class BeamConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    width: int = Field(default=4, ge=1, le=64, description="Beams kept after each step (B).")
+    expansions: int = Field(default=4, ge=1, le=64, description="Continuations per beam (K).")
+    step_delimiter: str = Field(default="\n", min_length=1)
+    max_steps: int = Field(default=16, ge=1, le=256)
+
+
+class BudgetForcingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min_thinking_tokens: int = Field(default=0, ge=0)
+    wait_token: str = "Wait"
+    answer_prompt: str = Field(default="Final Answer:", description="Appended at the cap.")
+    max_waits: int = Field(default=2, ge=0, le=16)
+
+
+class StrategyDefaults(BaseModel):
+    """Defaults a request falls back to, and the limits it may not exceed."""
+
+    model_config = ConfigDict(extra="forbid")
+    default: StrategyName = StrategyName.ADAPTIVE_CONSISTENCY
+    allowed: list[StrategyName] = Field(default_factory=lambda: list(StrategyName))
+    branches: int = Field(default=8, ge=1, le=256)
+    max_branches: int = Field(default=32, ge=1, le=256)
+    branches_per_job: int = Field(default=4, ge=1, le=64, description="k branches share a job.")
+    confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
+    temperature: float = Field(default=0.8, ge=0.0, le=5.0)
+    extractor: ExtractorKind = ExtractorKind.AUTO
+    verifier: VerifierConfig = Field(default_factory=VerifierConfig)
+    beam: BeamConfig = Field(default_factory=BeamConfig)
+    budget_forcing: BudgetForcingConfig = Field(default_factory=BudgetForcingConfig)
+
+    @model_validator(mode="after")
+    def _branches_within_limit(self) -> StrategyDefaults:
+        if self.branches > self.max_branches:
+            raise ValueError(f"branches={self.branches} exceeds max_branches={self.max_branches}")
+        return self
+
+
+class BudgetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    default_tokens: int = Field(default=4096, ge=1, description="Per-query token budget.")
+    max_tokens: int = Field(default=32768, ge=1)
+    max_tokens_per_branch: int = Field(default=1024, ge=1)
+
+    @model_validator(mode="after")
+    def _default_within_limit(self) -> BudgetConfig:
+        if self.default_tokens > self.max_tokens:
+            raise ValueError(
+                f"default_tokens={self.default_tokens} exceeds max_tokens={self.max_tokens}"
+            )
+        return self
+
+
+class SloConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    target_latency_ms: int = Field(default=30_000, ge=10, description="Latency SLO per query.")
+    attainment: float = Field(default=0.95, gt=0.0, le=1.0)
+    max_deadline_ms: int = Field(default=300_000, ge=10, description="Longest deadline allowed.")
+
+
+class ServiceConfig(BaseModel):
+    """Everything a scheduler or worker of one ReasoningService needs to know."""
+
+    model_config = ConfigDict(extra="forbid")
+    namespace: str = Field(default="default", pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    name: str = Field(pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=40)
+    nats_url: str = "nats://127.0.0.1:4222"
+    model: str = Field(description="Served model name, as vLLM serves it and clients ask for it.")
+    max_model_len: int | None = Field(default=None, ge=16)
+    strategy: StrategyDefaults = Field(default_factory=StrategyDefaults)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    slo: SloConfig = Field(default_factory=SloConfig)
+    slots_per_worker: int = Field(default=32, ge=1, le=1024)
+    job_max_deliver: int = Field(default=3, ge=1, le=20)
+    job_ack_wait_seconds: float = Field(default=30.0, gt=0)

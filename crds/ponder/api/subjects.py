@@ -1,0 +1,66 @@
+"""NATS subject and stream names of one ReasoningService (DESIGN.md, "Subjects and stream")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WORKERS_CONSUMER = "workers"
+"""Durable name of the pull consumer that all workers of a pool share."""
+
+
+@dataclass(frozen=True)
+class ServiceSubjects:
+    """Every subject of one ReasoningService `namespace/name`.
+
+    Kubernetes namespaces and our service names are DNS-1035 labels (no dots, no underscores;
+    the CRD enforces it), so `.` never splits a name and `_` separates them unambiguously in
+    stream names, where `-` is kept as it is.
+    """
+
+    namespace: str
+    name: str
+
+    @property
+    def prefix(self) -> str:
+        return f"ponder.{self.namespace}.{self.name}"
+
+    @property
+    def jobs(self) -> str:
+        """JetStream subject of branch jobs (work-queue stream)."""
+        return f"{self.prefix}.jobs"
+
+    @property
+    def deadletter(self) -> str:
+        """JetStream subject (same stream) where malformed or undeliverable jobs are kept."""
+        return f"{self.prefix}.deadletter"
+
+    def results(self, scheduler_id: str) -> str:
+        """Core NATS inbox of one scheduler replica."""
+        return f"{self.prefix}.results.{scheduler_id}"
+
+    @property
+    def cancel(self) -> str:
+        """Core NATS subject of query cancellations."""
+        return f"{self.prefix}.cancel"
+
+    @property
+    def stats(self) -> str:
+        """Core NATS subject where schedulers publish load and latency for the autoscaler."""
+        return f"{self.prefix}.stats"
+
+    @property
+    def stream(self) -> str:
+        """JetStream stream name, e.g. `PONDER_DEFAULT_MATH-SOLVER`."""
+        return f"PONDER_{self.namespace.upper()}_{self.name.upper()}"
+
+    @property
+    def stream_subjects(self) -> list[str]:
+        return [self.jobs, self.deadletter]
+
+    @property
+    def consumer(self) -> str:
+        return WORKERS_CONSUMER
+
+    def max_deliveries_advisory(self) -> str:
+        """Advisory JetStream publishes when a job reached the consumer's MaxDeliver."""
+        return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.{self.consumer}"

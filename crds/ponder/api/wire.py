@@ -1,0 +1,119 @@
+"""NATS wire messages between scheduler and workers (JSON, validated, versioned).
+
+Nobody builds these dicts by hand: publish `Model.model_dump_json()`, parse with
+`Model.model_validate_json()`. A message that fails validation is dead-lettered by its receiver.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Endpoint(StrEnum):
+    """Which vLLM OpenAI endpoint runs the job."""
+
+    COMPLETIONS = "completions"
+    CHAT = "chat"
+
+
+class SamplingParams(BaseModel):
+    """Sampling parameters passed to vLLM for every branch of a job."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_tokens: int = Field(ge=1, description="Generation cap per branch, in tokens.")
+    temperature: float = Field(default=0.8, ge=0.0, le=5.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    stop: list[str] = Field(default_factory=list, max_length=8)
+    seed: int | None = Field(default=None, description="Base seed; branch i uses seed + i.")
+    logprobs: bool = Field(default=False, description="Return per-token logprobs (mean kept).")
+
+
+class BranchJob(_Wire):
+    """A group of k branches of one query, run by one worker as one vLLM request with n=k."""
+
+    query_id: str = Field(min_length=1, max_length=128)
+    job_id: str = Field(min_length=1, max_length=160, description="Also the Nats-Msg-Id.")
+    branch_ids: list[str] = Field(min_length=1, max_length=256)
+    reply_subject: str = Field(min_length=1, description="Scheduler inbox for the results.")
+    endpoint: Endpoint = Endpoint.COMPLETIONS
+    model: str = Field(min_length=1, description="Served model name in vLLM.")
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    sampling: SamplingParams
+    deadline_at: float = Field(description="Unix time (s) after which the job is worthless.")
+
+    def model_post_init(self, _context: object) -> None:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("a job carries exactly one of prompt or messages")
+
+
+class BranchStatus(StrEnum):
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"  # aborted on a cancel; text holds what was generated so far
+    EXPIRED = "expired"  # past its deadline before or during generation
+    FAILED = "failed"  # engine error, or MaxDeliver reached
+
+
+class BranchResult(_Wire):
+    """The outcome of one branch. Tokens are counted even when the branch did not complete."""
+
+    query_id: str
+    job_id: str
+    branch_id: str
+    status: BranchStatus
+    text: str = ""
+    finish_reason: str | None = None
+    prompt_tokens: int = Field(default=0, ge=0, description="Counted once per job, first branch.")
+    completion_tokens: int = Field(default=0, ge=0)
+    mean_logprob: float | None = None
+    error: str | None = None
+    worker_id: str = ""
+    generation_seconds: float = Field(default=0.0, ge=0.0)
+
+
+class CancelMessage(_Wire):
+    """Stop every outstanding branch of a query (all of them when branch_ids is empty)."""
+
+    query_id: str
+    branch_ids: list[str] = Field(default_factory=list)
+    reason: str = "stopped"
+
+
+class SchedulerStats(_Wire):
+    """What a scheduler replica publishes on `stats` for the autoscaler, every few seconds."""
+
+    scheduler_id: str
+    at: float = Field(description="Unix time of the snapshot.")
+    queries_in_flight: int = Field(ge=0)
+    branches_outstanding: int = Field(ge=0, description="Launched, not yet finished branches.")
+    expected_branch_tokens: int = Field(
+        ge=0, description="Tokens the outstanding branches are expected to generate."
+    )
+    p95_latency_seconds: float | None = None
+    slo_attainment: float | None = Field(default=None, ge=0.0, le=1.0)
+    queries_total: int = Field(default=0, ge=0)
+
+
+class DeadLetter(_Wire):
+    """A job that could not be run, kept on the dead-letter subject with the reason."""
+
+    reason: str
+    subject: str
+    payload: str = Field(description="The original message body (utf-8, replaced if binary).")
+    worker_id: str = ""

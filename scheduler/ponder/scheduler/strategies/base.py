@@ -1,0 +1,148 @@
+"""The one interface every test-time strategy implements (DESIGN.md, "Strategies").
+
+A strategy is pure: it never does I/O and never reads the clock. The query runner
+(`ponder.scheduler.runner`) owns the I/O: it turns `BranchRequest`s into NATS jobs, collects
+`BranchResult`s, extracts answers and asks the verifier for scores where a request wants them,
+then hands each finished branch back to the strategy as a `ScoredBranch`.
+
+Life of a query:
+    strategy = make_strategy(plan)             # ponder.scheduler.strategies.make_strategy
+    requests = strategy.begin()                # first wave
+    for every finished branch:                 # completed, cancelled, expired or failed
+        decision = strategy.on_branch(scored)  # Wait | Launch | Finish
+    at the deadline, or when nothing is outstanding and the strategy still waits:
+        answer = strategy.best_so_far()        # None -> the runner answers 504
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from ponder.api.service_config import BeamConfig, BudgetForcingConfig, ExtractorKind
+from ponder.api.strategy import StrategyName
+from ponder.api.wire import BranchResult, BranchStatus, ChatMessage, Endpoint
+
+
+class ScoreMode(StrEnum):
+    """What the runner asks the verifier for before handing a branch to the strategy."""
+
+    NONE = "none"
+    FINAL = "final"  # score the extracted final answer with its steps
+    STEP = "step"  # process reward: score the partial solution (prefix + this step)
+
+
+@dataclass(frozen=True)
+class PlannedQuery:
+    """A query as the planner resolved it: everything a strategy may decide on."""
+
+    query_id: str
+    strategy: StrategyName
+    endpoint: Endpoint
+    question: str  # the user's question as plain text (last user message, or the prompt)
+    prompt: str | None  # completions endpoint
+    messages: tuple[ChatMessage, ...] | None  # chat endpoint
+    branches: int  # initial / total branch count the planner granted
+    max_branches: int  # hard cap for adaptive strategies
+    budget_tokens: int  # total completion tokens over all branches
+    max_tokens_per_branch: int
+    temperature: float
+    top_p: float
+    stop: tuple[str, ...]
+    seed: int | None
+    confidence: float  # adaptive stopping threshold in (0, 1)
+    extractor: ExtractorKind
+    has_verifier: bool
+    beam: BeamConfig
+    budget_forcing: BudgetForcingConfig
+    wave_size: int  # branches per wave for adaptive strategies
+
+
+@dataclass(frozen=True)
+class BranchRequest:
+    """Branches to launch that share one prompt (the runner groups them into jobs of k)."""
+
+    n: int
+    max_tokens: int
+    tag: str = ""  # strategy-private label, echoed back in ScoredBranch.request
+    continuation: str = ""  # text appended after the query's prompt (beam prefix, "Wait", ...)
+    prompt_override: str | None = None  # a whole new prompt (refine's critique / revise turns)
+    temperature: float | None = None  # None: the query's temperature
+    stop: tuple[str, ...] | None = None  # None: the query's stop strings
+    score: ScoreMode = ScoreMode.NONE
+    logprobs: bool = False
+
+
+@dataclass(frozen=True)
+class ScoredBranch:
+    """A finished branch as a strategy sees it."""
+
+    request: BranchRequest
+    result: BranchResult
+    answer: str | None  # extracted from continuation + text; None when nothing matched
+    score: float | None = None  # verifier score in [0, 1] (or mean logprob), when asked
+
+    @property
+    def completed(self) -> bool:
+        return self.result.status == BranchStatus.COMPLETED
+
+    @property
+    def full_text(self) -> str:
+        """The branch's whole answer text: the strategy's continuation plus what was generated."""
+        return self.request.continuation + self.result.text
+
+
+@dataclass(frozen=True)
+class FinalAnswer:
+    """What the query answers with, and the evidence behind it (goes into `ponder`)."""
+
+    text: str
+    answer: str | None
+    confidence: float | None = None
+    votes: dict[str, float] = field(default_factory=dict)  # answer -> votes or weight
+    scores: list[float] = field(default_factory=list)
+    finish_reason: str = "stop"
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Nothing to do until more outstanding branches finish."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Launch these branches (and keep waiting for the outstanding ones)."""
+
+    requests: tuple[BranchRequest, ...]
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Answer now; the runner cancels whatever is still outstanding."""
+
+    answer: FinalAnswer
+
+
+Decision = Wait | Launch | Finish
+
+
+class Strategy(ABC):
+    """Base class: one instance per query."""
+
+    name: StrategyName
+
+    def __init__(self, query: PlannedQuery) -> None:
+        self.query = query
+
+    @abstractmethod
+    def begin(self) -> list[BranchRequest]:
+        """The first wave of branches."""
+
+    @abstractmethod
+    def on_branch(self, branch: ScoredBranch) -> Decision:
+        """Take one finished branch; decide what happens next."""
+
+    @abstractmethod
+    def best_so_far(self) -> FinalAnswer | None:
+        """The best answer from what has finished (deadline, or nothing left to wait for)."""

@@ -1,0 +1,85 @@
+"""Start and stop local processes; wait for their ports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_for_port(port: int, timeout_seconds: float, process: subprocess.Popen[bytes]) -> None:
+    """Wait until 127.0.0.1:port accepts connections; fail early if the process died."""
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode} before listening")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return
+    raise TimeoutError(f"{process.args!r} did not listen on port {port} in {timeout_seconds}s")
+
+
+def stop_process(process: subprocess.Popen[bytes], grace_seconds: float = 10.0) -> None:
+    """SIGTERM the process group, then SIGKILL it after the grace period."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace_seconds)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    args: Sequence[str],
+    *,
+    port: int | None = None,
+    ready_timeout_seconds: float = 30.0,
+    log_path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """Run `args` in its own process group until the block exits; wait for `port` first."""
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    process = subprocess.Popen(
+        list(args),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        start_new_session=True,
+    )
+    try:
+        if port is not None:
+            await wait_for_port(port, ready_timeout_seconds, process)
+        yield process
+    finally:
+        await asyncio.to_thread(stop_process, process)
+        if log_path:
+            log.close()  # type: ignore[union-attr]
