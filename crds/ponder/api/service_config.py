@@ -21,7 +21,7 @@ class VerifierKind(StrEnum):
 
 
 class ExtractorKind(StrEnum):
-    AUTO = "auto"  # the first of boxed, hashes, answer-colon that matches, else the last line
+    AUTO = "auto"  # the first of boxed, hashes, answer-colon that matches, else no answer
     BOXED = "boxed"
     HASHES = "hashes"
     ANSWER_COLON = "answer-colon"

@@ -1,0 +1,125 @@
+"""Answer extractors: pull the final answer out of a branch's text, normalised for voting.
+
+Pure functions. The runner calls `extract_answer(branch.full_text, query.extractor)` for every
+finished branch; strategies vote on the normalised strings, so `"1,234."`, `"+1234"` and
+`"1234.0"` all count as the same answer `"1234"`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+
+from ponder.api.service_config import ExtractorKind
+
+_BOXED_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
+# GSM8K's "#### 42" (anything up to the end of the line) ...
+_FOUR_HASHES = re.compile(r"####[ \t]*([^\n]*?)[ \t]*$", re.MULTILINE)
+# ... and the short "#54" our arithmetic task ends with: a single '#' followed by a number.
+_HASH_NUMBER = re.compile(r"(?<![#\w])#[ \t]*([+-]?(?:\d[\d,]*)?\.?\d+)")
+_ANSWER_COLON = re.compile(r"(?i)\b(?:final[ \t]+)?answer[ \t]*(?:is[ \t]*)?:[ \t]*([^\n]*)")
+_NUMBER = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?")
+_TEXT_WRAPPER = re.compile(r"^\\(?:text|textbf|mathrm)\{(.*)\}$", re.DOTALL)
+
+
+def extract_boxed(text: str) -> str | None:
+    """The content of the last `\\boxed{...}` (braces may nest), or None."""
+    found: str | None = None
+    for opening in _BOXED_OPEN.finditer(text):
+        content = _balanced(text, opening.end())
+        if content is not None:
+            found = content
+    return found
+
+
+def extract_hashes(text: str) -> str | None:
+    """The last `#### answer` (GSM8K) or, failing that, the last `#42` marker, or None."""
+    four = [m.group(1) for m in _FOUR_HASHES.finditer(text) if m.group(1).strip()]
+    if four:
+        return four[-1]
+    single = _HASH_NUMBER.findall(text)
+    return single[-1] if single else None
+
+
+def extract_answer_colon(text: str) -> str | None:
+    """The rest of the line after the last `Answer:` / `Final Answer:` / `answer is:`, or None."""
+    found = [m.group(1) for m in _ANSWER_COLON.finditer(text) if m.group(1).strip()]
+    if not found:
+        return None
+    # "Final Answer: \boxed{42}" is common; keep only what is inside the box.
+    return extract_boxed(found[-1]) or found[-1]
+
+
+_EXTRACTORS: dict[ExtractorKind, Callable[[str], str | None]] = {
+    ExtractorKind.BOXED: extract_boxed,
+    ExtractorKind.HASHES: extract_hashes,
+    ExtractorKind.ANSWER_COLON: extract_answer_colon,
+}
+_AUTO_ORDER = (ExtractorKind.BOXED, ExtractorKind.HASHES, ExtractorKind.ANSWER_COLON)
+
+
+def extract_answer(text: str, kind: ExtractorKind) -> str | None:
+    """The normalised final answer in `text` by `kind`; AUTO tries boxed, hashes, answer-colon.
+
+    None when no pattern matches or the match is empty after normalisation: such a branch is not
+    a vote.
+    """
+    kinds = _AUTO_ORDER if kind == ExtractorKind.AUTO else (kind,)
+    for each in kinds:
+        raw = _EXTRACTORS[each](text)
+        if raw is not None:
+            answer = normalize_answer(raw)
+            if answer:
+                return answer
+    return None
+
+
+def normalize_answer(raw: str) -> str:
+    """A canonical spelling so that equal answers vote together.
+
+    Strips whitespace, `$` math delimiters, `\\text{}` wrappers and trailing periods; collapses
+    inner whitespace; numbers lose thousands separators, a leading `+` and trailing zeros
+    (`"1,234.50"` -> `"1234.5"`, `"42.0"` -> `"42"`, `"-0"` -> `"0"`).
+    """
+    answer = " ".join(raw.split())
+    previous = None
+    while answer != previous:
+        previous = answer
+        answer = answer.strip().strip("$").strip().rstrip(".").strip()
+        wrapped = _TEXT_WRAPPER.match(answer)
+        if wrapped:
+            answer = wrapped.group(1)
+    number = _canonical_number(answer)
+    return number if number is not None else answer
+
+
+def _canonical_number(text: str) -> str | None:
+    if not any(ch.isdigit() for ch in text) or not _NUMBER.fullmatch(text):
+        return None
+    try:
+        value = Decimal(text.replace(",", ""))
+    except InvalidOperation:
+        return None
+    if value == value.to_integral_value():
+        return str(int(value))
+    return format(value.normalize(), "f")
+
+
+def split_steps(text: str, delimiter: str) -> list[str]:
+    """The non-empty steps of a solution, split at `delimiter` and stripped."""
+    return [step.strip() for step in text.split(delimiter) if step.strip()]
+
+
+def _balanced(text: str, start: int) -> str | None:
+    """The text from `start` up to the brace that closes an already-open `{`, or None."""
+    depth = 1
+    for index in range(start, len(text)):
+        char = text[index]
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start:index]
+    return None
