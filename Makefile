@@ -36,7 +36,7 @@ test: $(VENV_STAMP) tools lint ## Set up everything, lint, then run every test t
 	$(PY) -m pytest $(PYTEST_ARGS) tests
 
 .PHONY: test-unit
-test-unit: $(VENV_STAMP) ## Fast pure tests only
+test-unit: $(VENV_STAMP) tools ## Fast pure tests (the chart tests need the pinned helm from `make tools`)
 	$(PY) -m pytest $(PYTEST_ARGS) tests/unit
 
 .PHONY: test-integration

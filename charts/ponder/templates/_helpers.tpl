@@ -1,0 +1,104 @@
+{{/*
+Expand the name of the chart.
+*/}}
+{{- define "ponder.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Create a default fully qualified app name.
+We truncate at 63 chars because some Kubernetes name fields are limited to this (by the DNS naming spec).
+If release name contains chart name it will be used as a full name.
+*/}}
+{{- define "ponder.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Create chart name and version as used by the chart label.
+*/}}
+{{- define "ponder.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels
+*/}}
+{{- define "ponder.labels" -}}
+helm.sh/chart: {{ include "ponder.chart" . }}
+{{ include "ponder.selectorLabels" . }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: ponder
+{{- end }}
+
+{{/*
+Selector labels
+*/}}
+{{- define "ponder.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ponder.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Selector labels of the operator pods.
+*/}}
+{{- define "ponder.operator.selectorLabels" -}}
+{{ include "ponder.selectorLabels" . }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/*
+Selector labels of the NATS pod.
+*/}}
+{{- define "ponder.nats.selectorLabels" -}}
+{{ include "ponder.selectorLabels" . }}
+app.kubernetes.io/component: nats
+{{- end }}
+
+{{/*
+Create the name of the service account to use
+*/}}
+{{- define "ponder.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "ponder.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Ponder image, tagged with the chart's appVersion unless image.tag says otherwise.
+*/}}
+{{- define "ponder.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+Name of the NATS StatefulSet and of its headless Service.
+*/}}
+{{- define "ponder.nats.fullname" -}}
+{{- printf "%s-nats" (include "ponder.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The NATS URL the operator (and, through it, every scheduler and worker) connects to.
+*/}}
+{{- define "ponder.natsUrl" -}}
+{{- if .Values.nats.enabled }}
+{{- printf "nats://%s.%s.svc:%d" (include "ponder.nats.fullname" .) .Release.Namespace (int .Values.nats.clientPort) }}
+{{- else }}
+{{- required "nats.externalUrl is required when nats.enabled is false (e.g. nats://nats.messaging.svc:4222)" .Values.nats.externalUrl }}
+{{- end }}
+{{- end }}
