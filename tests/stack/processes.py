@@ -23,12 +23,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def wait_for_port(port: int, timeout_seconds: float, process: subprocess.Popen[bytes]) -> None:
+async def wait_for_port(
+    port: int, timeout_seconds: float, process: subprocess.Popen[bytes]
+) -> None:
     """Wait until 127.0.0.1:port accepts connections; fail early if the process died."""
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode} before listening")
+            raise RuntimeError(
+                f"{process.args!r} exited with {process.returncode} before listening"
+            )
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
         except OSError:
@@ -66,20 +70,37 @@ async def running(
     cwd: Path | None = None,
 ) -> AsyncIterator[subprocess.Popen[bytes]]:
     """Run `args` in its own process group until the block exits; wait for `port` first."""
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    process = subprocess.Popen(
-        list(args),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
-        cwd=cwd,
-        start_new_session=True,
-    )
+    process = await asyncio.to_thread(_spawn, args, log_path, env, cwd)
     try:
         if port is not None:
             await wait_for_port(port, ready_timeout_seconds, process)
         yield process
     finally:
         await asyncio.to_thread(stop_process, process)
-        if log_path:
-            log.close()  # type: ignore[union-attr]
+
+
+def _spawn(
+    args: Sequence[str],
+    log_path: Path | None,
+    env: Mapping[str, str] | None,
+    cwd: Path | None,
+) -> subprocess.Popen[bytes]:
+    """Start `args` in a new session (so stopping it reaches its children), logging to a file."""
+    if log_path is None:
+        return subprocess.Popen(
+            list(args),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
+        )
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            list(args),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
+        )

@@ -16,3 +16,5 @@ WORKER_TOKENS_TOTAL = "ponder_worker_tokens_total"  # labels: kind=prompt|comple
 WORKER_DEADLETTERS_TOTAL = "ponder_worker_deadletters_total"  # labels: reason
 DESIRED_REPLICAS = "ponder_desired_replicas"  # operator, labels: namespace, name
 ACTUAL_REPLICAS = "ponder_actual_replicas"
+RESULTS_MALFORMED_TOTAL = "ponder_results_malformed_total"  # scheduler: invalid branch results
+PLANS_SHRUNK_TOTAL = "ponder_plans_shrunk_total"  # scheduler: fewer branches than asked

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 
 class _Wire(BaseModel):
@@ -42,6 +42,9 @@ class SamplingParams(BaseModel):
     stop: list[str] = Field(default_factory=list, max_length=8)
     seed: int | None = Field(default=None, description="Base seed; branch i uses seed + i.")
     logprobs: bool = Field(default=False, description="Return per-token logprobs (mean kept).")
+    ignore_eos: bool = Field(
+        default=False, description="Keep generating past end-of-sequence (vLLM extension)."
+    )
 
 
 class BranchJob(_Wire):

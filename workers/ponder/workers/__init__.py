@@ -1,1 +1,4 @@
-"""workers package."""
+"""Ponder workers: pull branch jobs from JetStream as slots free up and run them on vLLM.
+
+Run with `python -m ponder.workers --config service.json`; `app.worker_app` is the factory.
+"""

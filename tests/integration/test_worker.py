@@ -1,0 +1,673 @@
+"""Real worker processes (`python -m ponder.workers`) against a real nats-server and real vLLM.
+
+Each test uses a ReasoningService of its own (its own stream), so tests never see each other's
+jobs. vLLM serves random weights: assertions are on statuses, token counts and timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nats
+import pytest
+import pytest_asyncio
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+from ponder.api.jetstream import delete_stream, ensure_stream
+from ponder.api.service_config import ServiceConfig
+from ponder.api.subjects import ServiceSubjects
+from ponder.api.wire import (
+    BranchJob,
+    BranchResult,
+    BranchStatus,
+    CancelMessage,
+    DeadLetter,
+    SamplingParams,
+)
+
+from tests.stack.nats import NatsServer
+from tests.stack.processes import free_port
+from tests.stack.vllm import VllmServer
+from tests.stack.worker import WorkerProcess, worker_process
+
+PROMPT = "Q:1+2 A:"
+PROMPT_TOKENS = 9  # 8 characters + BOS with the arithmetic model's tokenizer
+LONG_TOKENS = 240  # with ignore_eos, about 2 s for n=64 on this machine's CPU vLLM
+_names = itertools.count()
+
+
+def new_service(**overrides: Any) -> ServiceConfig:
+    """A service of its own for one test (a fresh stream)."""
+    fields: dict[str, Any] = {
+        "name": f"w{next(_names)}-{uuid.uuid4().hex[:6]}",
+        "model": "ponder-arith",
+        "slots_per_worker": 64,
+        "job_ack_wait_seconds": 10.0,
+        "job_max_deliver": 3,
+    }
+    fields.update(overrides)
+    fields["strategy"] = {"branches_per_job": 4}
+    return ServiceConfig.model_validate(fields)
+
+
+def subjects_of(service: ServiceConfig) -> ServiceSubjects:
+    return ServiceSubjects(service.namespace, service.name)
+
+
+def new_job(
+    service: ServiceConfig,
+    reply_subject: str,
+    *,
+    branches: int = 3,
+    max_tokens: int = 8,
+    deadline_in: float = 60.0,
+    ignore_eos: bool = False,
+    logprobs: bool = True,
+    model: str | None = None,
+) -> BranchJob:
+    query_id = f"q-{uuid.uuid4().hex[:8]}"
+    return BranchJob(
+        query_id=query_id,
+        job_id=f"{query_id}.j0",
+        branch_ids=[f"{query_id}.b{index}" for index in range(branches)],
+        reply_subject=reply_subject,
+        model=model or service.model,
+        prompt=PROMPT,
+        sampling=SamplingParams(
+            max_tokens=max_tokens, temperature=1.0, logprobs=logprobs, ignore_eos=ignore_eos
+        ),
+        deadline_at=time.time() + deadline_in,
+    )
+
+
+def long_job(service: ServiceConfig, reply_subject: str, branches: int = 64) -> BranchJob:
+    return new_job(
+        service, reply_subject, branches=branches, max_tokens=LONG_TOKENS, ignore_eos=True
+    )
+
+
+class Inbox:
+    """A scheduler's results subject: collects the BranchResults published to it."""
+
+    def __init__(self, nc: NatsClient, subjects: ServiceSubjects) -> None:
+        self.nc = nc
+        self.subject = subjects.results(f"test-{uuid.uuid4().hex[:8]}")
+        self.queue: asyncio.Queue[BranchResult] = asyncio.Queue()
+
+    async def __aenter__(self) -> Inbox:
+        async def on_result(msg: Any) -> None:
+            await self.queue.put(BranchResult.model_validate_json(msg.data))
+
+        self.subscription = await self.nc.subscribe(self.subject, cb=on_result)
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.subscription.unsubscribe()
+
+    async def collect(self, count: int, within: float) -> list[BranchResult]:
+        results: list[BranchResult] = []
+        async with asyncio.timeout(within):
+            while len(results) < count:
+                results.append(await self.queue.get())
+        return results
+
+    async def nothing_more(self, seconds: float) -> bool:
+        await asyncio.sleep(seconds)
+        return self.queue.empty()
+
+
+@pytest_asyncio.fixture
+async def nc(nats: NatsServer) -> AsyncIterator[NatsClient]:
+    client = await _connect(nats.url)
+    yield client
+    await client.close()
+
+
+async def _connect(url: str) -> NatsClient:
+    return await nats.connect(url)
+
+
+@contextlib.asynccontextmanager
+async def stream_of(js: JetStreamContext, service: ServiceConfig) -> AsyncIterator[ServiceSubjects]:
+    """The service's stream and consumer, as the operator would create them."""
+    subjects = subjects_of(service)
+    await ensure_stream(js, subjects, service, max_workers=2)
+    try:
+        yield subjects
+    finally:
+        await delete_stream(js, subjects)
+
+
+async def publish(js: JetStreamContext, subjects: ServiceSubjects, job: BranchJob) -> None:
+    await js.publish(
+        subjects.jobs, job.model_dump_json().encode(), headers={"Nats-Msg-Id": job.job_id}
+    )
+
+
+async def queued_jobs(js: JetStreamContext, subjects: ServiceSubjects) -> int:
+    """Jobs still on the stream (pending or delivered and unacked)."""
+    info = await js.stream_info(subjects.stream, subjects_filter=subjects.jobs)
+    return (info.state.subjects or {}).get(subjects.jobs, 0)
+
+
+async def poll_until(check: Callable[[], Awaitable[bool]], within: float) -> float:
+    """Seconds until `check()` holds; TimeoutError after `within` seconds."""
+    started = time.monotonic()
+    async with asyncio.timeout(within):
+        while True:
+            if await check():
+                return time.monotonic() - started
+            await asyncio.sleep(0.02)
+
+
+async def wait_until_queue_empty(js: JetStreamContext, subjects: ServiceSubjects) -> None:
+    async def empty() -> bool:
+        return await queued_jobs(js, subjects) == 0
+
+    await poll_until(empty, within=5)
+    consumer = await js.consumer_info(subjects.stream, subjects.consumer)
+    assert (consumer.num_pending, consumer.num_ack_pending) == (0, 0)
+
+
+async def dead_letters(js: JetStreamContext, subjects: ServiceSubjects) -> list[DeadLetter]:
+    letters: list[DeadLetter] = []
+    sequence = 1
+    while True:
+        try:
+            stored = await js.get_msg(
+                subjects.stream, seq=sequence, subject=subjects.deadletter, next=True
+            )
+        except NotFoundError:
+            return letters
+        letters.append(DeadLetter.model_validate_json(stored.data or b""))
+        sequence = (stored.seq or sequence) + 1
+
+
+async def vllm_metric(base_url: str, name: str) -> float:
+    """The sum over all series of one metric on vLLM's /metrics."""
+    async with aiohttp.ClientSession() as session, session.get(f"{base_url}/metrics") as response:
+        text = await response.text()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def vllm_running(base_url: str) -> float:
+    return await vllm_metric(base_url, "vllm:num_requests_running")
+
+
+async def wait_for_vllm_running(base_url: str) -> None:
+    async def busy() -> bool:
+        return await vllm_running(base_url) > 0
+
+    await poll_until(busy, within=10)
+
+
+async def wait_for_vllm_idle(base_url: str, within: float) -> float:
+    """Seconds until vLLM runs nothing."""
+
+    async def idle() -> bool:
+        return await vllm_running(base_url) == 0
+
+    return await poll_until(idle, within)
+
+
+async def http_get(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.text()
+
+
+def worker_metric(text: str, series: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{series} not in worker metrics")
+
+
+async def wait_for_worker_busy(worker: WorkerProcess) -> None:
+    """Until the worker reports slots in use (it is generating)."""
+
+    async def busy() -> bool:
+        _, metrics = await http_get(f"{worker.http_url}/metrics")
+        return worker_metric(metrics, "ponder_worker_slots_in_use") > 0
+
+    await poll_until(busy, within=10)
+
+
+def dead_vllm_url() -> str:
+    """A vLLM URL where nothing listens."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest_asyncio.fixture
+async def js(nc: NatsClient) -> JetStreamContext:
+    return nc.jetstream()
+
+
+# --- without vLLM --------------------------------------------------------------------------
+
+
+async def test_ensure_stream_is_idempotent_and_updates_the_consumer(js: JetStreamContext) -> None:
+    service = new_service(job_ack_wait_seconds=5.0)
+    subjects = subjects_of(service)
+    await ensure_stream(js, subjects, service, max_workers=2)
+    await ensure_stream(js, subjects, service, max_workers=2)
+    changed = service.model_copy(update={"job_ack_wait_seconds": 7.0, "job_max_deliver": 5})
+    await ensure_stream(js, subjects, changed, max_workers=3)
+    consumer = await js.consumer_info(subjects.stream, subjects.consumer)
+    assert consumer.config.ack_wait == 7.0
+    assert consumer.config.max_deliver == 5
+    assert consumer.config.max_ack_pending == 3 * service.slots_per_worker
+    await delete_stream(js, subjects)
+    await delete_stream(js, subjects)  # absent is fine
+    with pytest.raises(NotFoundError):
+        await js.stream_info(subjects.stream)
+
+
+async def test_republished_job_within_the_duplicate_window_runs_once(
+    js: JetStreamContext, nc: NatsClient
+) -> None:
+    service = new_service()
+    async with stream_of(js, service) as subjects:
+        job = new_job(service, "unused")
+        await publish(js, subjects, job)
+        await publish(js, subjects, job)
+        assert await queued_jobs(js, subjects) == 1
+
+
+async def test_engine_that_always_fails_ends_in_failed_branches_and_a_dead_letter(
+    nats: NatsServer, nc: NatsClient, js: JetStreamContext, stack_log_dir: Path
+) -> None:
+    service = new_service(job_max_deliver=2, job_ack_wait_seconds=2.0)
+    subjects = subjects_of(service)
+    async with (
+        Inbox(nc, subjects) as inbox,
+        worker_process(
+            service,
+            nats_url=nats.url,
+            vllm_url=dead_vllm_url(),
+            worker_id="no-engine",
+            ensure_stream=True,  # the worker creates the stream for local runs
+            log_dir=stack_log_dir,
+        ) as worker,
+    ):
+        job = new_job(service, inbox.subject, branches=2)
+        await publish(js, subjects, job)
+        results = await inbox.collect(2, within=15)
+        assert sorted(r.branch_id for r in results) == sorted(job.branch_ids)
+        assert all(r.status is BranchStatus.FAILED for r in results)
+        assert all("max deliveries reached (2 attempts)" in (r.error or "") for r in results)
+        await wait_until_queue_empty(js, subjects)
+        (letter,) = await dead_letters(js, subjects)
+        assert letter.reason == "max deliveries reached (2 attempts)"
+        assert BranchJob.model_validate_json(letter.payload) == job
+        _, metrics = await http_get(f"{worker.http_url}/metrics")
+        assert worker_metric(metrics, 'ponder_worker_jobs_total{outcome="retried"}') == 2
+        assert (
+            worker_metric(metrics, 'ponder_worker_deadletters_total{reason="max_deliveries"}') == 1
+        )
+        await delete_stream(js, subjects)
+
+
+async def test_healthz_reports_an_unreachable_vllm(
+    nats: NatsServer, js: JetStreamContext, stack_log_dir: Path
+) -> None:
+    service = new_service()
+    vllm_url = dead_vllm_url()
+    async with (
+        stream_of(js, service),
+        worker_process(service, nats_url=nats.url, vllm_url=vllm_url, log_dir=stack_log_dir) as w,
+    ):
+        status, body = await http_get(f"{w.http_url}/healthz")
+        assert status == 503
+        assert vllm_url in body and "unhealthy" in body
+
+
+async def test_cancel_that_overtakes_a_queued_job_answers_it_without_generating(
+    nats: NatsServer, nc: NatsClient, js: JetStreamContext, stack_log_dir: Path
+) -> None:
+    service = new_service()
+    async with (
+        stream_of(js, service) as subjects,
+        Inbox(nc, subjects) as inbox,
+        worker_process(service, nats_url=nats.url, vllm_url=dead_vllm_url(), log_dir=stack_log_dir),
+    ):
+        job = new_job(service, inbox.subject, branches=2)
+        cancel = CancelMessage(query_id=job.query_id)
+        await nc.publish(subjects.cancel, cancel.model_dump_json().encode())
+        await nc.flush()
+        await asyncio.sleep(0.2)
+        await publish(js, subjects, job)
+        results = await inbox.collect(2, within=5)
+        assert [r.status for r in results] == [BranchStatus.CANCELLED] * 2
+        assert sum(r.completion_tokens for r in results) == 0
+        await wait_until_queue_empty(js, subjects)
+
+
+# --- with vLLM -----------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture(scope="module")
+async def served(
+    nats: NatsServer, vllm: VllmServer, stack_log_dir: Path
+) -> AsyncIterator[tuple[ServiceConfig, WorkerProcess]]:
+    """One service with one worker on the real vLLM, shared by the quick vLLM tests."""
+    service = new_service()
+    client = await _connect(nats.url)
+    subjects = subjects_of(service)
+    await ensure_stream(client.jetstream(), subjects, service, max_workers=2)
+    try:
+        async with worker_process(
+            service, nats_url=nats.url, vllm_url=vllm.base_url, log_dir=stack_log_dir
+        ) as worker:
+            yield service, worker
+    finally:
+        await delete_stream(client.jetstream(), subjects)
+        await client.close()
+
+
+@pytest.mark.vllm
+async def test_job_yields_a_result_per_branch_with_tokens_and_is_acked(
+    served: tuple[ServiceConfig, WorkerProcess], nc: NatsClient, js: JetStreamContext
+) -> None:
+    service, worker = served
+    subjects = subjects_of(service)
+    async with Inbox(nc, subjects) as inbox:
+        job = new_job(service, inbox.subject, branches=3, max_tokens=8)
+        await publish(js, subjects, job)
+        results = await inbox.collect(3, within=20)
+    assert sorted(r.branch_id for r in results) == sorted(job.branch_ids)
+    by_branch = {r.branch_id: r for r in results}
+    assert by_branch[job.branch_ids[0]].prompt_tokens == PROMPT_TOKENS
+    assert all(by_branch[b].prompt_tokens == 0 for b in job.branch_ids[1:])
+    for result in results:
+        assert result.status is BranchStatus.COMPLETED
+        assert result.query_id == job.query_id and result.job_id == job.job_id
+        assert 1 <= result.completion_tokens <= 8
+        assert result.finish_reason in ("stop", "length")
+        assert result.mean_logprob is not None and result.mean_logprob < 0
+        assert result.worker_id == worker.worker_id
+        assert result.generation_seconds > 0
+    await wait_until_queue_empty(js, subjects)
+
+
+@pytest.mark.vllm
+async def test_job_past_its_deadline_is_acked_expired_and_vllm_sees_no_request(
+    served: tuple[ServiceConfig, WorkerProcess],
+    nc: NatsClient,
+    js: JetStreamContext,
+    vllm: VllmServer,
+) -> None:
+    service, _ = served
+    subjects = subjects_of(service)
+    prompt_tokens_before = await vllm_metric(vllm.base_url, "vllm:prompt_tokens_total")
+    async with Inbox(nc, subjects) as inbox:
+        job = new_job(service, inbox.subject, branches=2, deadline_in=-1.0)
+        await publish(js, subjects, job)
+        results = await inbox.collect(2, within=10)
+    assert [r.status for r in results] == [BranchStatus.EXPIRED] * 2
+    assert sum(r.completion_tokens + r.prompt_tokens for r in results) == 0
+    await wait_until_queue_empty(js, subjects)
+    assert await vllm_metric(vllm.base_url, "vllm:prompt_tokens_total") == prompt_tokens_before
+
+
+@pytest.mark.vllm
+async def test_malformed_jobs_are_dead_lettered_and_the_worker_keeps_serving(
+    served: tuple[ServiceConfig, WorkerProcess], nc: NatsClient, js: JetStreamContext
+) -> None:
+    service, worker = served
+    subjects = subjects_of(service)
+    async with Inbox(nc, subjects) as inbox:
+        await js.publish(subjects.jobs, b"{not json")
+        broken = new_job(service, inbox.subject, branches=2).model_dump(mode="json")
+        broken["sampling"]["max_tokens"] = -5
+        await js.publish(subjects.jobs, json.dumps(broken).encode())
+        failed = await inbox.collect(2, within=10)
+        assert [r.status for r in failed] == [BranchStatus.FAILED] * 2
+        assert all("sampling.max_tokens" in (r.error or "") for r in failed)
+
+        job = new_job(service, inbox.subject, branches=2)
+        await publish(js, subjects, job)
+        results = await inbox.collect(2, within=20)
+        assert [r.status for r in results] == [BranchStatus.COMPLETED] * 2
+    await wait_until_queue_empty(js, subjects)
+    letters = await dead_letters(js, subjects)
+    assert letters[0].payload == "{not json"
+    assert all(letter.reason.startswith("malformed job: ") for letter in letters)
+    assert "sampling.max_tokens" in letters[1].reason
+    assert all(letter.worker_id == worker.worker_id for letter in letters)
+    _, metrics = await http_get(f"{worker.http_url}/metrics")
+    assert worker_metric(metrics, 'ponder_worker_deadletters_total{reason="malformed"}') == 2
+    assert worker.process.poll() is None
+
+
+@pytest.mark.vllm
+async def test_rejected_job_fails_with_vllms_reason_without_retrying(
+    served: tuple[ServiceConfig, WorkerProcess], nc: NatsClient, js: JetStreamContext
+) -> None:
+    service, _ = served
+    subjects = subjects_of(service)
+    async with Inbox(nc, subjects) as inbox:
+        job = new_job(service, inbox.subject, branches=2, model="no-such-model")
+        await publish(js, subjects, job)
+        results = await inbox.collect(2, within=10)
+        assert [r.status for r in results] == [BranchStatus.FAILED] * 2
+        assert all("no-such-model" in (r.error or "") for r in results)
+        assert await inbox.nothing_more(0.5)
+    await wait_until_queue_empty(js, subjects)
+
+
+@pytest.mark.vllm
+async def test_cancel_mid_generation_returns_partial_results_and_frees_vllm(
+    served: tuple[ServiceConfig, WorkerProcess],
+    nc: NatsClient,
+    js: JetStreamContext,
+    vllm: VllmServer,
+) -> None:
+    service, _ = served
+    subjects = subjects_of(service)
+    async with Inbox(nc, subjects) as inbox:
+        job = long_job(service, inbox.subject)
+        await publish(js, subjects, job)
+        await wait_for_vllm_running(vllm.base_url)
+        await asyncio.sleep(0.2)
+        cancelled_at = time.monotonic()
+        cancel = CancelMessage(query_id=job.query_id, reason="test")
+        await nc.publish(subjects.cancel, cancel.model_dump_json().encode())
+        results = await inbox.collect(len(job.branch_ids), within=10)
+        answered_seconds = time.monotonic() - cancelled_at
+        idle_seconds = await wait_for_vllm_idle(vllm.base_url, within=5)
+    assert all(r.status is BranchStatus.CANCELLED for r in results)
+    assert answered_seconds < 0.5
+    assert idle_seconds < 1.0
+    tokens = [r.completion_tokens for r in results]
+    assert sum(tokens) > 0 and max(tokens) < LONG_TOKENS
+    assert sum(len(r.text) for r in results) > 0  # the partial text came back
+    assert sum(r.prompt_tokens for r in results) == PROMPT_TOKENS
+    await wait_until_queue_empty(js, subjects)
+
+
+@pytest.mark.vllm
+async def test_deadline_mid_generation_expires_the_job_with_partial_results(
+    served: tuple[ServiceConfig, WorkerProcess],
+    nc: NatsClient,
+    js: JetStreamContext,
+    vllm: VllmServer,
+) -> None:
+    service, _ = served
+    subjects = subjects_of(service)
+    async with Inbox(nc, subjects) as inbox:
+        job = long_job(service, inbox.subject).model_copy(update={"deadline_at": time.time() + 0.6})
+        await publish(js, subjects, job)
+        results = await inbox.collect(len(job.branch_ids), within=10)
+        late_seconds = time.time() - job.deadline_at
+        idle_seconds = await wait_for_vllm_idle(vllm.base_url, within=5)
+    assert all(r.status is BranchStatus.EXPIRED for r in results)
+    assert late_seconds < 0.25
+    assert idle_seconds < 1.0
+    tokens = [r.completion_tokens for r in results]
+    assert sum(tokens) > 0 and max(tokens) < LONG_TOKENS
+    await wait_until_queue_empty(js, subjects)
+
+
+@pytest.mark.vllm
+async def test_healthz_and_metrics_answer(
+    served: tuple[ServiceConfig, WorkerProcess],
+) -> None:
+    service, worker = served
+    status, body = await http_get(f"{worker.http_url}/healthz")
+    assert (status, body) == (200, '{"status": "ok"}')
+    status, metrics = await http_get(f"{worker.http_url}/metrics")
+    assert status == 200
+    assert worker_metric(metrics, "ponder_worker_slots") == service.slots_per_worker
+    assert worker_metric(metrics, "ponder_worker_slots_in_use") == 0
+    assert worker_metric(metrics, 'ponder_worker_jobs_total{outcome="completed"}') >= 0
+    assert "ponder_worker_generation_seconds_bucket" in metrics
+    assert 'ponder_worker_tokens_total{kind="completion"}' in metrics
+
+
+@pytest.mark.vllm
+async def test_worker_killed_mid_job_loses_nothing(
+    nats: NatsServer,
+    nc: NatsClient,
+    js: JetStreamContext,
+    vllm: VllmServer,
+    stack_log_dir: Path,
+) -> None:
+    service = new_service(job_ack_wait_seconds=2.0)
+    async with stream_of(js, service) as subjects, Inbox(nc, subjects) as inbox:
+        job = long_job(service, inbox.subject, branches=16)
+        async with worker_process(
+            service,
+            nats_url=nats.url,
+            vllm_url=vllm.base_url,
+            worker_id="doomed",
+            log_dir=stack_log_dir,
+        ) as doomed:
+            await publish(js, subjects, job)
+            await wait_for_worker_busy(doomed)
+            await wait_for_vllm_running(vllm.base_url)
+            os.killpg(doomed.process.pid, signal.SIGKILL)
+            doomed.process.wait(5)
+        await wait_for_vllm_idle(vllm.base_url, within=5)  # its connection died with it
+        async with worker_process(
+            service,
+            nats_url=nats.url,
+            vllm_url=vllm.base_url,
+            worker_id="survivor",
+            log_dir=stack_log_dir,
+        ) as survivor:
+            results = await inbox.collect(len(job.branch_ids), within=30)
+            await wait_until_queue_empty(js, subjects)
+            _, metrics = await http_get(f"{survivor.http_url}/metrics")
+    assert sorted(r.branch_id for r in results) == sorted(job.branch_ids)
+    assert all(r.status is BranchStatus.COMPLETED for r in results)
+    assert all(r.worker_id == "survivor" for r in results)
+    assert all(r.completion_tokens == LONG_TOKENS for r in results)
+    assert worker_metric(metrics, "ponder_branches_redelivered_total") == 16
+
+
+@pytest.mark.vllm
+async def test_generation_longer_than_the_ack_wait_is_kept_alive_and_runs_once(
+    nats: NatsServer,
+    nc: NatsClient,
+    js: JetStreamContext,
+    vllm: VllmServer,
+    stack_log_dir: Path,
+) -> None:
+    service = new_service(job_ack_wait_seconds=0.6)
+    async with (
+        stream_of(js, service) as subjects,
+        Inbox(nc, subjects) as inbox,
+        worker_process(
+            service, nats_url=nats.url, vllm_url=vllm.base_url, log_dir=stack_log_dir
+        ) as worker,
+    ):
+        job = long_job(service, inbox.subject)
+        started = time.monotonic()
+        await publish(js, subjects, job)
+        results = await inbox.collect(len(job.branch_ids), within=30)
+        assert time.monotonic() - started > 2 * service.job_ack_wait_seconds
+        assert await inbox.nothing_more(1.0)  # no redelivery ran it a second time
+        _, metrics = await http_get(f"{worker.http_url}/metrics")
+    assert all(r.status is BranchStatus.COMPLETED for r in results)
+    assert worker_metric(metrics, "ponder_branches_redelivered_total") == 0
+
+
+@pytest.mark.vllm
+async def test_sigterm_drains_in_flight_work_and_exits_zero(
+    nats: NatsServer,
+    nc: NatsClient,
+    js: JetStreamContext,
+    vllm: VllmServer,
+    stack_log_dir: Path,
+) -> None:
+    service = new_service()
+    async with (
+        stream_of(js, service) as subjects,
+        Inbox(nc, subjects) as inbox,
+        worker_process(
+            service, nats_url=nats.url, vllm_url=vllm.base_url, log_dir=stack_log_dir
+        ) as worker,
+    ):
+        job = long_job(service, inbox.subject)
+        await publish(js, subjects, job)
+        await wait_for_worker_busy(worker)
+        worker.process.send_signal(signal.SIGTERM)
+        returncode = await asyncio.to_thread(worker.process.wait, 30)
+        results = await inbox.collect(len(job.branch_ids), within=1)
+        assert returncode == 0
+        assert all(r.status is BranchStatus.COMPLETED for r in results)
+        assert all(r.completion_tokens == LONG_TOKENS for r in results)
+        await wait_until_queue_empty(js, subjects)
+
+
+@pytest.mark.vllm
+async def test_drain_hands_unfinished_jobs_to_another_worker(
+    nats: NatsServer,
+    nc: NatsClient,
+    js: JetStreamContext,
+    vllm: VllmServer,
+    stack_log_dir: Path,
+) -> None:
+    service = new_service()
+    async with stream_of(js, service) as subjects, Inbox(nc, subjects) as inbox:
+        job = long_job(service, inbox.subject)
+        async with worker_process(
+            service,
+            nats_url=nats.url,
+            vllm_url=vllm.base_url,
+            worker_id="leaving",
+            drain_seconds=0.1,
+            log_dir=stack_log_dir,
+        ) as leaving:
+            await publish(js, subjects, job)
+            await wait_for_worker_busy(leaving)
+            leaving.process.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(leaving.process.wait, 10) == 0
+        assert await inbox.nothing_more(0.1)  # handed back, not answered
+        assert await queued_jobs(js, subjects) == 1
+        async with worker_process(
+            service,
+            nats_url=nats.url,
+            vllm_url=vllm.base_url,
+            worker_id="staying",
+            log_dir=stack_log_dir,
+        ):
+            results = await inbox.collect(len(job.branch_ids), within=30)
+            await wait_until_queue_empty(js, subjects)
+    assert all(r.status is BranchStatus.COMPLETED and r.worker_id == "staying" for r in results)

@@ -1,0 +1,254 @@
+"""The worker's vLLM request bodies and stream parsing (ponder.workers.generation, .results)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from ponder.api.wire import BranchJob, BranchStatus, ChatMessage, Endpoint, SamplingParams
+from ponder.workers.generation import (
+    Generation,
+    StreamError,
+    apply_chunk,
+    parse_sse_line,
+    request_body,
+    request_path,
+)
+from ponder.workers.results import branch_results, failed_results, salvage_identity
+
+
+def job(**overrides: Any) -> BranchJob:
+    fields: dict[str, Any] = {
+        "query_id": "q1",
+        "job_id": "q1.j0",
+        "branch_ids": ["q1.b0", "q1.b1", "q1.b2"],
+        "reply_subject": "ponder.default.svc.results.s1",
+        "model": "ponder-arith",
+        "prompt": "Q:1+2 A:",
+        "sampling": SamplingParams(max_tokens=16),
+        "deadline_at": 2_000_000_000.0,
+    }
+    fields.update(overrides)
+    return BranchJob(**fields)
+
+
+CHAT = [ChatMessage(role="user", content="1+2?")]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "path"),
+    [(Endpoint.COMPLETIONS, "/v1/completions"), (Endpoint.CHAT, "/v1/chat/completions")],
+)
+def test_request_path_follows_the_endpoint(endpoint: Endpoint, path: str) -> None:
+    assert request_path(endpoint) == path
+
+
+def test_completions_body_runs_all_branches_as_one_streamed_request() -> None:
+    body = request_body(
+        job(sampling=SamplingParams(max_tokens=16, temperature=0.3, stop=["#"], seed=7))
+    )
+    assert body == {
+        "model": "ponder-arith",
+        "prompt": "Q:1+2 A:",
+        "n": 3,
+        "temperature": 0.3,
+        "top_p": 1.0,
+        "max_tokens": 16,
+        "stop": ["#"],
+        "seed": 7,
+        "stream": True,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+    }
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "expected"),
+    [
+        (Endpoint.COMPLETIONS, {"logprobs": 0}),
+        (Endpoint.CHAT, {"logprobs": True, "top_logprobs": 0}),
+    ],
+)
+def test_logprobs_are_asked_in_each_endpoint_format(
+    endpoint: Endpoint, expected: dict[str, Any]
+) -> None:
+    chat = endpoint is Endpoint.CHAT
+    body = request_body(
+        job(
+            endpoint=endpoint,
+            prompt=None if chat else "Q:1+2 A:",
+            messages=CHAT if chat else None,
+            sampling=SamplingParams(max_tokens=4, logprobs=True),
+        )
+    )
+    assert {key: body[key] for key in expected} == expected
+
+
+def test_chat_body_carries_messages_and_ignore_eos() -> None:
+    body = request_body(
+        job(
+            endpoint=Endpoint.CHAT,
+            prompt=None,
+            messages=CHAT,
+            sampling=SamplingParams(max_tokens=4, ignore_eos=True),
+        )
+    )
+    assert body["messages"] == [{"role": "user", "content": "1+2?"}]
+    assert body["ignore_eos"] is True
+    assert "prompt" not in body and "logprobs" not in body
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b'data: {"a": 1}\n', {"a": 1}),
+        (b"data: [DONE]\n", None),
+        (b"\n", None),
+        (b": keep-alive\n", None),
+    ],
+)
+def test_sse_lines(line: bytes, expected: dict[str, Any] | None) -> None:
+    assert parse_sse_line(line) == expected
+
+
+def completion_chunk(
+    index: int,
+    text: str,
+    tokens: int,
+    logprobs: list[float] | None = None,
+    finish: str | None = None,
+) -> dict[str, Any]:
+    choice: dict[str, Any] = {"index": index, "text": text, "finish_reason": finish}
+    if logprobs is not None:
+        choice["logprobs"] = {"token_logprobs": logprobs}
+    return {
+        "choices": [choice],
+        "usage": {"prompt_tokens": 9, "completion_tokens": tokens, "total_tokens": 9 + tokens},
+    }
+
+
+def test_completion_stream_collects_text_tokens_and_mean_logprob_per_choice() -> None:
+    generation = Generation.for_job(job())
+    chunks = [
+        completion_chunk(0, "1+", 2, [-0.5, -1.5]),
+        completion_chunk(1, "7", 1, [-2.0]),
+        completion_chunk(0, "2=3", 5, [-1.0, -1.0, -1.0], finish="stop"),
+        completion_chunk(1, "", 2, [-4.0], finish="length"),
+        {"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 7}},
+    ]
+    for chunk in chunks:
+        apply_chunk(generation, chunk, Endpoint.COMPLETIONS)
+    first, second, third = generation.choices
+    assert (first.text, first.completion_tokens, first.finish_reason) == ("1+2=3", 5, "stop")
+    assert first.mean_logprob == pytest.approx(-1.0)
+    assert (second.text, second.completion_tokens, second.finish_reason) == ("7", 2, "length")
+    assert second.mean_logprob == pytest.approx(-3.0)
+    assert (third.text, third.completion_tokens, third.mean_logprob) == ("", 0, None)
+    assert generation.prompt_tokens == 9
+    assert generation.completion_tokens == 7
+
+
+def test_chat_stream_reads_deltas_and_content_logprobs() -> None:
+    generation = Generation.for_job(job(branch_ids=["b0"]))
+    apply_chunk(
+        generation,
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+        Endpoint.CHAT,
+    )
+    apply_chunk(
+        generation,
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"content": "ab"},
+                    "logprobs": {
+                        "content": [
+                            {"token": "a", "logprob": -1.0},
+                            {"token": "b", "logprob": -3.0},
+                        ]
+                    },
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 4, "completion_tokens": 2},
+        },
+        Endpoint.CHAT,
+    )
+    (choice,) = generation.choices
+    assert (choice.text, choice.completion_tokens, choice.finish_reason) == ("ab", 2, "stop")
+    assert choice.mean_logprob == pytest.approx(-2.0)
+    assert generation.prompt_tokens == 4
+
+
+def test_without_usage_each_logprob_counts_one_token() -> None:
+    generation = Generation.for_job(job(branch_ids=["b0"]))
+    chunk = {"choices": [{"index": 0, "text": "xy", "logprobs": {"token_logprobs": [-1, -1]}}]}
+    apply_chunk(generation, chunk, Endpoint.COMPLETIONS)
+    apply_chunk(generation, chunk, Endpoint.COMPLETIONS)
+    assert generation.choices[0].completion_tokens == 4
+
+
+@pytest.mark.parametrize(
+    ("chunk", "status"),
+    [
+        ({"error": {"message": "boom", "type": "InternalServerError", "code": 500}}, 500),
+        ({"object": "error", "message": "too long", "code": 400}, 400),
+        ({"error": {"message": "no code"}}, 500),
+        ({"choices": [{"index": 5, "text": "x"}]}, 502),
+    ],
+)
+def test_stream_errors_carry_a_status(chunk: dict[str, Any], status: int) -> None:
+    with pytest.raises(StreamError) as raised:
+        apply_chunk(Generation.for_job(job()), chunk, Endpoint.COMPLETIONS)
+    assert raised.value.status == status
+
+
+def test_results_count_the_prompt_once_and_keep_partial_output() -> None:
+    the_job = job(branch_ids=["b0", "b1"])
+    generation = Generation.for_job(the_job)
+    apply_chunk(generation, completion_chunk(0, "12", 2), Endpoint.COMPLETIONS)
+    apply_chunk(generation, completion_chunk(1, "3", 1), Endpoint.COMPLETIONS)
+    results = branch_results(
+        the_job, generation, BranchStatus.CANCELLED, worker_id="w1", generation_seconds=0.5
+    )
+    assert [(r.branch_id, r.status, r.text) for r in results] == [
+        ("b0", BranchStatus.CANCELLED, "12"),
+        ("b1", BranchStatus.CANCELLED, "3"),
+    ]
+    assert [r.prompt_tokens for r in results] == [9, 0]
+    assert [r.completion_tokens for r in results] == [2, 1]
+    assert all(r.worker_id == "w1" and r.generation_seconds == 0.5 for r in results)
+
+
+GOOD_IDENTITY = {
+    "query_id": "q1",
+    "job_id": "q1.j0",
+    "branch_ids": ["b0", "b1"],
+    "reply_subject": "ponder.default.svc.results.s1",
+}
+
+
+@pytest.mark.parametrize(
+    ("payload", "salvaged"),
+    [
+        (json.dumps({**GOOD_IDENTITY, "sampling": "nonsense"}).encode(), True),
+        (json.dumps({**GOOD_IDENTITY, "reply_subject": "ponder.*.x"}).encode(), False),
+        (json.dumps({**GOOD_IDENTITY, "reply_subject": ""}).encode(), False),
+        (json.dumps({**GOOD_IDENTITY, "branch_ids": []}).encode(), False),
+        (json.dumps({**GOOD_IDENTITY, "branch_ids": [1, 2]}).encode(), False),
+        (json.dumps({**GOOD_IDENTITY, "query_id": None}).encode(), False),
+        (b"not json", False),
+        (b"\xff\xfe", False),
+        (b"[1, 2]", False),
+    ],
+)
+def test_malformed_jobs_are_answered_only_when_their_identity_is_intact(
+    payload: bytes, salvaged: bool
+) -> None:
+    identity = salvage_identity(payload)
+    assert (identity is not None) == salvaged
+    if identity is not None:
+        results = failed_results(identity, "malformed job: x", worker_id="w1")
+        assert [r.branch_id for r in results] == ["b0", "b1"]
+        assert all(r.status is BranchStatus.FAILED and r.error for r in results)

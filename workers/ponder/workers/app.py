@@ -1,0 +1,160 @@
+"""The worker app factory: wires NATS, the engine, the pull loop, advisories and HTTP together.
+
+    async with worker_app(settings) as worker:    # connected, subscribed, serving HTTP
+        await worker.run(stop)                    # until `stop` is set, then drained
+
+Everything lives inside the `async with` block (an AsyncExitStack), nothing at module level,
+so tests and benchmarks can run several workers in one process, e.g. with a stub engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from ponder.api.jetstream import ensure_stream
+from ponder.api.wire import CancelMessage
+from ponder.workers.advisories import MaxDeliveriesHandler
+from ponder.workers.cancellation import CancelRegistry
+from ponder.workers.config import WorkerSettings
+from ponder.workers.consumer import Consumer
+from ponder.workers.engine import Engine, VllmEngine
+from ponder.workers.metrics import WorkerMetrics
+from ponder.workers.runner import JobRunner
+from ponder.workers.server import build_app, serving
+from ponder.workers.slots import Slots
+from pydantic import ValidationError
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_SECONDS = 5
+"""Longest the NATS connection takes to flush on the way out (after the jobs drained)."""
+
+
+@dataclass
+class Worker:
+    """A started worker: connected to NATS, subscribed, serving `/healthz` and `/metrics`."""
+
+    settings: WorkerSettings
+    nc: NatsClient
+    engine: Engine
+    consumer: Consumer
+    metrics: WorkerMetrics
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve jobs until `stop` is set, then drain (see Consumer.run)."""
+        log.info(
+            "worker %s serving %s with %d slots",
+            self.settings.worker_id,
+            self.settings.subjects.jobs,
+            self.settings.slots,
+        )
+        await self.consumer.run(stop)
+        log.info("worker %s drained", self.settings.worker_id)
+
+    async def health_problem(self) -> str | None:
+        if not self.nc.is_connected:
+            return "not connected to NATS"
+        return await self.engine.health_problem()
+
+
+async def _log_nats_error(error: Exception) -> None:
+    log.warning("NATS: %r", error)
+
+
+@contextlib.asynccontextmanager
+async def worker_app(
+    settings: WorkerSettings, engine: Engine | None = None
+) -> AsyncIterator[Worker]:
+    """A started worker for `settings`; `engine` defaults to vLLM at `settings.vllm_url`."""
+    subjects = settings.subjects
+    async with contextlib.AsyncExitStack() as stack:
+        if engine is None:
+            engine = await stack.enter_async_context(VllmEngine(settings.vllm_url))
+
+        async def on_disconnected() -> None:
+            if not (nc.is_closed or nc.is_draining):
+                log.warning("lost the NATS connection; reconnecting")
+
+        async def on_reconnected() -> None:
+            log.info("reconnected to NATS at %s", nc.connected_url)
+
+        nc = await nats.connect(
+            settings.nats_url,
+            name=f"ponder-worker {settings.worker_id}",
+            # A NATS outage is waited out, not fatal: running generations continue and their
+            # results are buffered until the connection is back.
+            max_reconnect_attempts=-1,
+            error_cb=_log_nats_error,
+            disconnected_cb=on_disconnected,
+            reconnected_cb=on_reconnected,
+            drain_timeout=DRAIN_TIMEOUT_SECONDS,
+        )
+        stack.push_async_callback(nc.close)
+        js = nc.jetstream()
+        if settings.ensure_stream:
+            await ensure_stream(js, subjects, settings.service, settings.max_workers)
+        subscription = await js.pull_subscribe_bind(
+            durable=subjects.consumer, stream=subjects.stream
+        )
+
+        metrics = WorkerMetrics(settings.worker_id)
+        slots = Slots(settings.slots, settings.service.strategy.branches_per_job)
+        metrics.track_slots(settings.slots, lambda: slots.in_use)
+        # A job of a cancelled query is worthless until the longest deadline has passed.
+        cancels = CancelRegistry(remember_seconds=settings.service.slo.max_deadline_ms / 1000)
+        runner = JobRunner(
+            nc=nc, js=js, engine=engine, settings=settings, metrics=metrics, cancels=cancels
+        )
+        consumer = Consumer(
+            subscription=subscription,
+            runner=runner,
+            slots=slots,
+            cancels=cancels,
+            fetch_timeout_seconds=settings.fetch_timeout_seconds,
+            drain_seconds=settings.drain_seconds,
+        )
+
+        async def on_cancel(msg: Msg) -> None:
+            try:
+                cancel = CancelMessage.model_validate_json(msg.data)
+            except ValidationError as error:
+                log.warning("ignoring malformed cancel %r: %s", msg.data[:200], error)
+                return
+            consumer.on_cancel(cancel)
+
+        # Every worker hears every cancel (no queue group): any of them may run the branches.
+        await nc.subscribe(subjects.cancel, cb=on_cancel)
+        await MaxDeliveriesHandler(
+            nc=nc, js=js, subjects=subjects, worker_id=settings.worker_id, metrics=metrics
+        ).subscribe()
+
+        worker = Worker(settings=settings, nc=nc, engine=engine, consumer=consumer, metrics=metrics)
+        # Listening last: once the port answers, the worker is ready.
+        http_app = build_app(worker.health_problem, metrics.registry)
+        await stack.enter_async_context(serving(http_app, settings.http_host, settings.http_port))
+        yield worker
+        # The pull subscription is dropped rather than drained: nobody reads its queue any
+        # more (drain would wait for that forever). A job a last pull request delivered after
+        # the final fetch is redelivered after the ack wait.
+        await subscription.unsubscribe()
+        # Results of the last jobs are flushed before the connection goes.
+        await nc.drain()
+
+
+async def serve(settings: WorkerSettings, engine: Engine | None = None) -> int:
+    """Run a worker until SIGTERM or SIGINT, drain it, and return the exit status (0)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with worker_app(settings, engine) as worker:
+        await worker.run(stop)
+    return 0

@@ -1,0 +1,131 @@
+"""The pull loop: fetch no more jobs than free slots, run each as an owned task, stop on cancel
+messages, drain on shutdown.
+
+Backpressure comes from pulling: a busy worker does not ask, so jobs wait in the stream (where
+the autoscaler counts them) and go to whichever worker has room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js.client import JetStreamContext
+from ponder.api.wire import CancelMessage
+from ponder.workers.cancellation import CancelRegistry, cancel_matches
+from ponder.workers.generation import Generation
+from ponder.workers.outcomes import AbortReason
+from ponder.workers.runner import JobRunner, RunningJob, parse_job
+from ponder.workers.slots import Slots
+from pydantic import ValidationError
+
+log = logging.getLogger(__name__)
+
+FETCH_ERROR_BACKOFF_SECONDS = 1.0
+
+
+class Consumer:
+    """One worker's share of the pool's durable pull consumer."""
+
+    def __init__(
+        self,
+        *,
+        subscription: JetStreamContext.PullSubscription,
+        runner: JobRunner,
+        slots: Slots,
+        cancels: CancelRegistry,
+        fetch_timeout_seconds: float,
+        drain_seconds: float,
+    ) -> None:
+        self.subscription = subscription
+        self.runner = runner
+        self.slots = slots
+        self.cancels = cancels
+        self.fetch_timeout_seconds = fetch_timeout_seconds
+        self.drain_seconds = drain_seconds
+        self.running: dict[RunningJob, asyncio.Task[None]] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fetch and run jobs until `stop` is set, then drain: running jobs get
+        `drain_seconds` to finish, the rest are aborted and handed back to the stream."""
+        async with asyncio.TaskGroup() as jobs:
+            await self._fetch_until(stop, jobs)
+            await self._drain()
+
+    def on_cancel(self, cancel: CancelMessage) -> None:
+        """Remember `cancel` and abort the running jobs it names."""
+        self.cancels.record(cancel, time.time())
+        for running in self.running:
+            if cancel_matches(cancel, running.job):
+                log.info("cancelling job %s (%s)", running.job.job_id, cancel.reason)
+                running.abort(AbortReason.CANCELLED)
+
+    async def _fetch_until(self, stop: asyncio.Event, jobs: asyncio.TaskGroup) -> None:
+        while True:
+            batch = await self.slots.wait_for_batch(stop)
+            if batch == 0:
+                return
+            # A fetch is never interrupted: a pull request cancelled on our side could still
+            # deliver jobs nobody reads. It ends within the fetch timeout, and whatever it
+            # brings after a stop is handed back.
+            try:
+                messages = await self.subscription.fetch(batch, timeout=self.fetch_timeout_seconds)
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue
+            except Exception as error:
+                log.warning("fetching jobs failed: %r", error)
+                await _sleep_unless(stop, FETCH_ERROR_BACKOFF_SECONDS)
+                continue
+            for msg in messages:
+                if stop.is_set():
+                    await _hand_back(msg)
+                else:
+                    self._admit(msg, jobs)
+
+    def _admit(self, msg: Msg, jobs: asyncio.TaskGroup) -> None:
+        job = parse_job(msg)
+        if isinstance(job, ValidationError):
+            # Malformed jobs take no slot; the task is tracked so the drain waits for it.
+            jobs.create_task(self.runner.reject(msg, job))
+            return
+        running = RunningJob(job=job, msg=msg, generation=Generation.for_job(job))
+        self.slots.acquire(running.branches)
+        self.running[running] = jobs.create_task(self._run(running))
+
+    async def _run(self, running: RunningJob) -> None:
+        try:
+            await self.runner.run(running)
+        except Exception:
+            # One job's bug must not take the worker (and every other job) down.
+            log.exception("job %s crashed; JetStream will redeliver it", running.job.job_id)
+        finally:
+            self.slots.release(running.branches)
+            del self.running[running]
+
+    async def _drain(self) -> None:
+        if not self.running:
+            return
+        log.info("draining: %d jobs running, %.1fs grace", len(self.running), self.drain_seconds)
+        tasks = set(self.running.values())
+        _, unfinished = await asyncio.wait(tasks, timeout=self.drain_seconds)
+        for running, task in list(self.running.items()):
+            if task in unfinished:
+                running.abort(AbortReason.DRAINING)
+        if unfinished:
+            log.info("handed %d unfinished jobs back", len(unfinished))
+
+
+async def _hand_back(msg: Msg) -> None:
+    try:
+        await msg.nak()
+    except Exception as error:
+        log.warning("handing back %s failed: %r", msg.subject, error)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -1,0 +1,167 @@
+"""What one job generated so far, and how a vLLM OpenAI stream adds to it (pure, no I/O).
+
+The worker owns a `Generation` and hands it to the engine, which fills it chunk by chunk; when
+the job is cancelled or runs past its deadline, the text and tokens so far are still there.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ponder.api.wire import BranchJob, Endpoint
+
+
+@dataclass
+class ChoiceOutput:
+    """One branch's output (one choice of the `n=k` request)."""
+
+    text_parts: list[str] = field(default_factory=list)
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    logprob_sum: float = 0.0
+    logprob_count: int = 0
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+    @property
+    def mean_logprob(self) -> float | None:
+        """Mean log-probability of the sampled tokens; None when logprobs were not asked for."""
+        if self.logprob_count == 0:
+            return None
+        return self.logprob_sum / self.logprob_count
+
+
+@dataclass
+class Generation:
+    """All branches of one job; `choices[i]` is `job.branch_ids[i]`."""
+
+    choices: list[ChoiceOutput]
+    prompt_tokens: int = 0
+
+    @classmethod
+    def for_job(cls, job: BranchJob) -> Generation:
+        return cls(choices=[ChoiceOutput() for _ in job.branch_ids])
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(choice.completion_tokens for choice in self.choices)
+
+
+class StreamError(Exception):
+    """vLLM reported an error inside the stream; `status` is its HTTP-like code."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def request_path(endpoint: Endpoint) -> str:
+    return "/v1/chat/completions" if endpoint is Endpoint.CHAT else "/v1/completions"
+
+
+def request_body(job: BranchJob) -> dict[str, Any]:
+    """The streaming OpenAI request that runs every branch of `job` as one `n=k` request.
+
+    Streaming keeps the tokens-so-far known while generating and lets closing the connection
+    abort the sequences in vLLM. `continuous_usage_stats` puts each choice's running
+    completion-token count on its chunks, so counts stay exact even for text held back by stop
+    strings. vLLM gives child i of an `n=k` request the seed `seed + i`, which is the wire
+    contract (`SamplingParams.seed`).
+    """
+    sampling = job.sampling
+    body: dict[str, Any] = {
+        "model": job.model,
+        "n": len(job.branch_ids),
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "max_tokens": sampling.max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+    }
+    if sampling.stop:
+        body["stop"] = list(sampling.stop)
+    if sampling.seed is not None:
+        body["seed"] = sampling.seed
+    if sampling.ignore_eos:
+        body["ignore_eos"] = True  # a vLLM extension of the OpenAI API
+    if job.endpoint is Endpoint.CHAT:
+        assert job.messages is not None  # BranchJob guarantees exactly one of prompt/messages
+        body["messages"] = [message.model_dump() for message in job.messages]
+        if sampling.logprobs:
+            # The sampled token's logprob is always returned; no alternatives are needed.
+            body["logprobs"] = True
+            body["top_logprobs"] = 0
+    else:
+        body["prompt"] = job.prompt
+        if sampling.logprobs:
+            body["logprobs"] = 0
+    return body
+
+
+def parse_sse_line(line: bytes) -> dict[str, Any] | None:
+    """The JSON object of one server-sent-events `data:` line; None for blank, comment or
+    `[DONE]` lines."""
+    text = line.decode("utf-8").strip()
+    if not text.startswith("data:"):
+        return None
+    payload = text[len("data:") :].strip()
+    if not payload or payload == "[DONE]":
+        return None
+    parsed = json.loads(payload)
+    if not isinstance(parsed, dict):
+        raise StreamError(f"unexpected stream payload {payload[:200]!r}", status=502)
+    return parsed
+
+
+def apply_chunk(generation: Generation, chunk: dict[str, Any], endpoint: Endpoint) -> None:
+    """Add one streamed chunk (completions or chat format) to `generation`.
+
+    Raises StreamError when the chunk is vLLM's in-stream error object.
+    """
+    error = chunk.get("error")
+    if chunk.get("object") == "error" or error is not None:
+        details = error if isinstance(error, dict) else chunk
+        status = details.get("code")
+        raise StreamError(
+            str(details.get("message", "vLLM stream error")),
+            status=status if isinstance(status, int) else 500,
+        )
+    choices = chunk.get("choices") or []
+    usage = chunk.get("usage")
+    if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+        # The prompt is counted once per job whichever chunk reports it (see BranchResult).
+        generation.prompt_tokens = usage["prompt_tokens"]
+    for choice in choices:
+        index = choice.get("index", 0)
+        if not 0 <= index < len(generation.choices):
+            raise StreamError(f"choice index {index} outside n={len(generation.choices)}", 502)
+        output = generation.choices[index]
+        if endpoint is Endpoint.CHAT:
+            delta = choice.get("delta") or {}
+            text = delta.get("content") or ""
+            token_logprobs = [
+                item.get("logprob") for item in (choice.get("logprobs") or {}).get("content") or []
+            ]
+        else:
+            text = choice.get("text") or ""
+            token_logprobs = list((choice.get("logprobs") or {}).get("token_logprobs") or [])
+        if text:
+            output.text_parts.append(text)
+        for logprob in token_logprobs:
+            if isinstance(logprob, int | float):
+                output.logprob_sum += float(logprob)
+                output.logprob_count += 1
+        if choice.get("finish_reason"):
+            output.finish_reason = str(choice["finish_reason"])
+        # With continuous usage stats, a chunk of one choice carries that choice's running
+        # total; without them, each logprob stands for one token.
+        if len(choices) == 1 and isinstance(usage, dict):
+            completion_tokens = usage.get("completion_tokens")
+            if isinstance(completion_tokens, int):
+                output.completion_tokens = max(output.completion_tokens, completion_tokens)
+        else:
+            output.completion_tokens += len(token_logprobs)

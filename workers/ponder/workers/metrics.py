@@ -1,0 +1,96 @@
+"""The worker's Prometheus collectors, on a registry of its own (no module-level singletons)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import StrEnum
+
+from ponder.api import metrics as names
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class JobOutcome(StrEnum):
+    """Label values of `ponder_worker_jobs_total{outcome}`: what became of a fetched job."""
+
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    FAILED = "failed"  # the engine refused it, or an unexpected error; results say why
+    RETRIED = "retried"  # engine unavailable: handed back with a delay for another try
+    HANDED_BACK = "handed_back"  # draining: handed back for another worker at once
+    MALFORMED = "malformed"  # dead-lettered and terminated
+    MAX_DELIVERIES = "max_deliveries"  # turned into FAILED results from the advisory
+
+
+class DeadLetterReason(StrEnum):
+    MALFORMED = "malformed"
+    MAX_DELIVERIES = "max_deliveries"
+
+
+GENERATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+class WorkerMetrics:
+    """Every metric one worker exports."""
+
+    def __init__(self, worker_id: str) -> None:
+        self.registry = CollectorRegistry()
+        self.worker_id = worker_id
+        self.slots_in_use = Gauge(
+            names.WORKER_SLOTS_IN_USE,
+            "Branches this worker is generating now",
+            registry=self.registry,
+        )
+        self.slots = Gauge(
+            names.WORKER_SLOTS, "Branches this worker runs at once", registry=self.registry
+        )
+        self.jobs = Counter(
+            names.WORKER_JOBS_TOTAL,
+            "Fetched jobs by what became of them",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.generation_seconds = Histogram(
+            names.WORKER_GENERATION_SECONDS,
+            "Seconds a job spent generating in vLLM (all its branches at once)",
+            buckets=GENERATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            names.WORKER_TOKENS_TOTAL,
+            "Tokens processed by vLLM for this worker's jobs",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.deadletters = Counter(
+            names.WORKER_DEADLETTERS_TOTAL,
+            "Jobs kept on the dead-letter subject",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.redelivered_branches = Counter(
+            names.BRANCHES_REDELIVERED_TOTAL,
+            "Branches this worker received on a second or later delivery",
+            registry=self.registry,
+        )
+        for outcome in JobOutcome:
+            self.jobs.labels(outcome=outcome.value)
+        for reason in DeadLetterReason:
+            self.deadletters.labels(reason=reason.value)
+        for kind in ("prompt", "completion"):
+            self.tokens.labels(kind=kind)
+
+    def track_slots(self, capacity: int, in_use: Callable[[], float]) -> None:
+        """Read slot usage at scrape time, so it is never stale."""
+        self.slots.set(capacity)
+        self.slots_in_use.set_function(in_use)
+
+    def count_job(self, outcome: JobOutcome) -> None:
+        self.jobs.labels(outcome=outcome.value).inc()
+
+    def count_tokens(self, prompt_tokens: int, completion_tokens: int) -> None:
+        self.tokens.labels(kind="prompt").inc(prompt_tokens)
+        self.tokens.labels(kind="completion").inc(completion_tokens)
+
+    def count_deadletter(self, reason: DeadLetterReason) -> None:
+        self.deadletters.labels(reason=reason.value).inc()

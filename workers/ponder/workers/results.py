@@ -1,0 +1,105 @@
+"""Turn a job and what it generated into the `BranchResult`s the scheduler receives (pure)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ponder.api.wire import BranchJob, BranchResult, BranchStatus
+from ponder.workers.generation import Generation
+
+
+def branch_results(
+    job: BranchJob,
+    generation: Generation,
+    status: BranchStatus,
+    *,
+    worker_id: str,
+    generation_seconds: float = 0.0,
+    error: str | None = None,
+) -> list[BranchResult]:
+    """One result per branch of `job`, in `branch_ids` order.
+
+    Tokens are reported whatever the status, so the scheduler's `usage` counts what cancelled
+    and expired branches spent; the prompt's tokens ride on the first branch only.
+    """
+    results = []
+    for index, (branch_id, choice) in enumerate(
+        zip(job.branch_ids, generation.choices, strict=True)
+    ):
+        results.append(
+            BranchResult(
+                query_id=job.query_id,
+                job_id=job.job_id,
+                branch_id=branch_id,
+                status=status,
+                text=choice.text,
+                finish_reason=choice.finish_reason,
+                prompt_tokens=generation.prompt_tokens if index == 0 else 0,
+                completion_tokens=choice.completion_tokens,
+                mean_logprob=choice.mean_logprob,
+                error=error,
+                worker_id=worker_id,
+                generation_seconds=generation_seconds,
+            )
+        )
+    return results
+
+
+@dataclass(frozen=True)
+class JobIdentity:
+    """Enough of a job to tell its scheduler that its branches failed."""
+
+    query_id: str
+    job_id: str
+    branch_ids: tuple[str, ...]
+    reply_subject: str
+
+
+def salvage_identity(payload: bytes) -> JobIdentity | None:
+    """The identity fields of a job that failed validation, when they are all present and sane.
+
+    Lets the worker answer a malformed job with FAILED results at once instead of leaving its
+    scheduler waiting for the deadline. None when the payload is not even that much of a job.
+    """
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    query_id, job_id = data.get("query_id"), data.get("job_id")
+    branch_ids, reply_subject = data.get("branch_ids"), data.get("reply_subject")
+    if not (isinstance(query_id, str) and query_id and isinstance(job_id, str) and job_id):
+        return None
+    if not (isinstance(reply_subject, str) and _is_publishable_subject(reply_subject)):
+        return None
+    if not (isinstance(branch_ids, list) and 0 < len(branch_ids) <= 256):
+        return None
+    if not all(isinstance(branch_id, str) and branch_id for branch_id in branch_ids):
+        return None
+    return JobIdentity(query_id, job_id, tuple(branch_ids), reply_subject)
+
+
+def _is_publishable_subject(subject: str) -> bool:
+    tokens = subject.split(".")
+    return all(token and token not in ("*", ">") and " " not in token for token in tokens)
+
+
+def failed_results(
+    identity: JobIdentity | BranchJob, error: str, *, worker_id: str
+) -> list[BranchResult]:
+    """FAILED results without output for every branch of a job that never ran."""
+    branch_ids: Sequence[str] = identity.branch_ids
+    return [
+        BranchResult(
+            query_id=identity.query_id,
+            job_id=identity.job_id,
+            branch_id=branch_id,
+            status=BranchStatus.FAILED,
+            error=error,
+            worker_id=worker_id,
+        )
+        for branch_id in branch_ids
+    ]
