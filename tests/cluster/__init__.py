@@ -1,0 +1,1 @@
+"""A real local Kubernetes control plane for the e2e tests (see local_cluster.py)."""

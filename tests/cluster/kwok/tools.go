@@ -1,0 +1,10 @@
+//go:build tools
+
+// Package tools records the commands scripts/build-tools.sh builds from this module,
+// so that `go mod tidy` keeps their dependencies in go.mod and go.sum.
+package tools
+
+import (
+	_ "sigs.k8s.io/kwok/cmd/kwok"
+	_ "sigs.k8s.io/kwok/cmd/kwokctl"
+)
