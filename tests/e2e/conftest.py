@@ -16,6 +16,10 @@ import pytest_asyncio
 from tests.cluster.commands import Kubectl
 from tests.cluster.local_cluster import LocalCluster, ToolsMissingError, local_cluster
 
+# The chart installed once per session, and a kubeconfig with its ServiceAccount's token
+# (registered here so that every module shares the one release).
+from tests.e2e.chart_fixtures import operator_kubeconfig, ponder_release  # noqa: F401
+
 
 @pytest_asyncio.fixture(scope="session")
 async def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:

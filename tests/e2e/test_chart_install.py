@@ -24,14 +24,10 @@ from tests.e2e.chart_fixtures import (
     ChartRelease,
     helm_install,
     helm_uninstall,
-    operator_kubeconfig,
-    ponder_release,
     write_token_kubeconfig,
 )
 
 pytestmark = pytest.mark.e2e
-
-__all__ = ["operator_kubeconfig", "ponder_release"]  # session fixtures used below
 
 CRD_NAME = "reasoningservices.ponder.dev"
 RSVC = "reasoningservices.ponder.dev"

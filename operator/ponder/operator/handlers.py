@@ -1,0 +1,121 @@
+"""kopf handlers: translate kopf's calls into `reconcile` and `finalize`, nothing more.
+
+Handlers return nothing (kopf would store a returned value in status). They are registered on
+a fresh registry by `build_registry()`, with the timer interval the operator was started with.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+from lightkube import ApiError
+
+from ponder.api import crd
+from ponder.operator.reconcile import finalize, owning_service, reconcile, refresh
+from ponder.operator.render import MANAGED_BY
+from ponder.operator.runtime import OperatorConfig, Runtime
+
+FINALIZER = "ponder.dev/finalizer"
+ANNOTATION_PREFIX = "ponder.dev"
+RESOURCE = (crd.GROUP, crd.VERSION, crd.PLURAL)
+RETRY_SECONDS = 5.0
+
+
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+
+def _runtime(memo: Any) -> Runtime:
+    runtime: Runtime = memo["runtime"]
+    return runtime
+
+
+async def on_change(body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> None:
+    """Create, update (spec changes, including the scale subresource) and operator resume."""
+    try:
+        await reconcile(_runtime(memo), body, autoscale=False, logger=logger)
+    except ApiError as error:
+        raise kopf.TemporaryError(f"API server refused: {error}", delay=RETRY_SECONDS) from error
+
+
+async def on_timer(body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> None:
+    """Every interval: read the signals, let the autoscaler decide, refresh status."""
+    result = await reconcile(_runtime(memo), body, autoscale=True, logger=logger)
+    decision = result.decision
+    if decision is not None and decision.changed:
+        logger.info(decision.message)
+        kopf.event(body, type="Normal", reason="ScaledWorkers", message=decision.message)
+
+
+async def on_child_event(
+    body: kopf.Body, memo: Any, logger: Logger, namespace: str | None, **_: Any
+) -> None:
+    """A worker or scheduler Deployment changed (a rollout, pods becoming ready): refresh the
+    owning service's status now rather than at the next tick."""
+    owner = owning_service(body)
+    if owner is not None and namespace is not None:
+        await refresh(_runtime(memo), namespace, owner, logger)
+
+
+async def on_delete(body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> None:
+    """Remove the job stream; owner references take care of every child object."""
+    await finalize(_runtime(memo), body, logger)
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """kopf settings: our finalizer, our annotations, Events only for warnings and decisions."""
+    settings.persistence.finalizer = FINALIZER
+    # Keep kopf's bookkeeping in annotations: status is ours and its schema has no `kopf` field.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATION_PREFIX
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.posting.enabled = True
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = "ponder-operator"
+    # One operator replica (the chart runs one); no peering objects to manage or grant.
+    settings.peering.standalone = True
+    # The resources are known; no need to watch CustomResourceDefinitions.
+    settings.scanning.disabled = True
+    settings.watching.server_timeout = 300
+    settings.networking.error_backoffs = [1, 2, 5, 10]
+
+
+def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
+    """A registry with every handler of the operator."""
+    registry = kopf.OperatorRegistry()
+    # A fresh registry has none of kopf's fallback logins: in a pod the service account's token,
+    # else the KUBECONFIG (local runs and tests).
+    kopf.on.login(registry=registry, id="service-account", errors=kopf.ErrorsMode.IGNORED)(
+        kopf.login_with_service_account
+    )
+    kopf.on.login(registry=registry, id="kubeconfig", errors=kopf.ErrorsMode.IGNORED)(
+        kopf.login_with_kubeconfig
+    )
+    for decorator in (kopf.on.create, kopf.on.update, kopf.on.resume):
+        decorator(*RESOURCE, registry=registry, id="reconcile", backoff=RETRY_SECONDS)(on_change)
+    kopf.timer(
+        *RESOURCE,
+        registry=registry,
+        id="autoscale",
+        interval=config.autoscale_interval_seconds,
+        backoff=config.autoscale_interval_seconds,
+        errors=kopf.ErrorsMode.IGNORED,
+    )(on_timer)
+    kopf.on.event(
+        "apps",
+        "v1",
+        "deployments",
+        registry=registry,
+        id="child-changed",
+        labels={"app.kubernetes.io/managed-by": MANAGED_BY},
+    )(on_child_event)
+    # A NATS that stays unreachable must not block deletion forever: after a minute of retries
+    # the finalizer goes and the stream is left for NATS's max age to expire.
+    kopf.on.delete(*RESOURCE, registry=registry, id="finalize", backoff=RETRY_SECONDS, retries=12)(
+        on_delete
+    )
+    return registry

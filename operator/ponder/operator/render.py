@@ -1,0 +1,428 @@
+"""Render a ReasoningService into the manifests of its children (pure: spec in, dicts out).
+
+Children of ReasoningService `ns/name` (all owned by it, so deleting it garbage-collects them):
+    ConfigMap `name-config`          service.json: the ServiceConfig scheduler and workers load
+    Deployment `name-workers`        GPU pods: `vllm serve` engine + `python -m ponder.workers`
+    PodDisruptionBudget `name-workers`
+    Deployment `name-scheduler`      `python -m ponder.scheduler`, the OpenAI-compatible front
+    Service `name`                   the scheduler's endpoint, http://name.ns.svc:8000/v1
+
+The manifests are what server-side apply sends: only the fields the operator has an opinion on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ponder.api import crd
+from ponder.api.crd import ReasoningServiceSpec, ResourceRequirements, Toleration
+from ponder.api.service_config import ServiceConfig
+from ponder.operator.service_config import served_model_name, service_config_from_spec
+
+Manifest = dict[str, Any]
+
+CONFIG_DIR = "/etc/ponder"
+CONFIG_FILE = "service.json"
+CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_FILE}"
+ENGINE_PORT = 8000
+WORKER_LOOP_PORT = 8081
+SCHEDULER_PORT = 8000
+SHM_PATH = "/dev/shm"
+CONFIG_HASH_ANNOTATION = "ponder.dev/config-hash"
+MANAGED_BY = "ponder-operator"
+DRAIN_MARGIN_SECONDS = 30
+HAND_BACK_SECONDS = 10
+"""Of the grace period, what the worker loop keeps to hand unfinished jobs back to the stream."""
+
+# Entry points of the Ponder image (the Dockerfile's test checks they agree).
+WORKER_COMMAND = ["python", "-m", "ponder.workers"]
+SCHEDULER_COMMAND = ["python", "-m", "ponder.scheduler"]
+ENGINE_COMMAND = ["vllm", "serve"]
+
+# The engine's preStop hook: wait until vLLM has nothing running or waiting (the worker loop got
+# SIGTERM at the same moment, stops pulling and finishes what it holds), so removing a worker
+# never kills an in-flight branch. Runs in the engine image, which has Python but maybe no curl.
+ENGINE_DRAIN_SCRIPT = (
+    "import time, urllib.request\n"
+    "time.sleep(5)\n"
+    "idle = 0\n"
+    "while idle < 2:\n"
+    "    try:\n"
+    f"        page = urllib.request.urlopen('http://127.0.0.1:{ENGINE_PORT}/metrics', timeout=5)\n"
+    "        text = page.read().decode()\n"
+    "    except Exception:\n"
+    "        break\n"
+    "    busy = sum(float(line.split()[-1]) for line in text.splitlines()\n"
+    "               if line.startswith(('vllm:num_requests_running',\n"
+    "                                   'vllm:num_requests_waiting')))\n"
+    "    idle = idle + 1 if busy == 0 else 0\n"
+    "    time.sleep(2)\n"
+)
+
+DEFAULT_GPU_TOLERATION: Manifest = {
+    "key": crd.GPU_RESOURCE,
+    "operator": "Exists",
+    "effect": "NoSchedule",
+}
+WORKER_LOOP_RESOURCES: Manifest = {
+    "requests": {"cpu": "100m", "memory": "256Mi"},
+    "limits": {"memory": "1Gi"},
+}
+DEFAULT_SCHEDULER_RESOURCES: Manifest = {
+    "requests": {"cpu": "500m", "memory": "512Mi"},
+    "limits": {"memory": "2Gi"},
+}
+CONTAINER_SECURITY: Manifest = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The ReasoningService the children belong to."""
+
+    namespace: str
+    name: str
+    uid: str
+
+    @property
+    def reference(self) -> Manifest:
+        """Owner reference: the garbage collector deletes children with their owner."""
+        return {
+            "apiVersion": crd.API_VERSION,
+            "kind": crd.KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+@dataclass(frozen=True)
+class ChildNames:
+    """Names of the children of ReasoningService `name`."""
+
+    name: str
+
+    @property
+    def config_map(self) -> str:
+        return f"{self.name}-config"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.name}-workers"
+
+    @property
+    def scheduler(self) -> str:
+        return f"{self.name}-scheduler"
+
+    @property
+    def service(self) -> str:
+        return self.name
+
+
+def selector_labels(name: str, component: str) -> dict[str, str]:
+    """The immutable selector of one component's pods."""
+    return {
+        "app.kubernetes.io/name": "ponder",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": component,
+    }
+
+
+def labels(name: str, component: str) -> dict[str, str]:
+    """Recommended labels (app.kubernetes.io/*) of a child and its pods."""
+    return {
+        **selector_labels(name, component),
+        "app.kubernetes.io/part-of": "ponder",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+
+
+def worker_selector(name: str) -> str:
+    """The worker pods' label selector as a string (status.selector, the scale subresource)."""
+    return ",".join(f"{key}={value}" for key, value in selector_labels(name, "worker").items())
+
+
+def endpoint_url(owner: Owner) -> str:
+    """The OpenAI base URL of the service inside the cluster."""
+    service = ChildNames(owner.name).service
+    return f"http://{service}.{owner.namespace}.svc:{SCHEDULER_PORT}/v1"
+
+
+def termination_grace_seconds(spec: ReasoningServiceSpec) -> int:
+    """How long a removed worker may drain: the longest deadline plus a margin, unless set."""
+    if spec.workers.termination_grace_period_seconds is not None:
+        return spec.workers.termination_grace_period_seconds
+    return math.ceil(spec.slo.max_deadline_milliseconds / 1000) + DRAIN_MARGIN_SECONDS
+
+
+def _metadata(owner: Owner, name: str, component: str) -> Manifest:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels(owner.name, component),
+        "ownerReferences": [owner.reference],
+    }
+
+
+def _resources(requirements: ResourceRequirements) -> Manifest:
+    return requirements.model_dump(mode="json", exclude_none=True)
+
+
+def _tolerations(tolerations: list[Toleration] | None) -> list[Manifest]:
+    if tolerations is None:
+        return [DEFAULT_GPU_TOLERATION]
+    return [toleration.model_dump(mode="json", exclude_none=True) for toleration in tolerations]
+
+
+def config_map(owner: Owner, config: ServiceConfig) -> Manifest:
+    """The ConfigMap holding service.json."""
+    names = ChildNames(owner.name)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(owner, names.config_map, "config"),
+        "data": {CONFIG_FILE: config.model_dump_json(indent=2)},
+    }
+
+
+def config_hash(config: ServiceConfig) -> str:
+    """A short digest of service.json; in the pod templates, so a config change rolls the pods."""
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+
+
+def _config_volume(owner: Owner) -> Manifest:
+    return {"name": "config", "configMap": {"name": ChildNames(owner.name).config_map}}
+
+
+_CONFIG_MOUNT: Manifest = {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}
+# The root filesystem is read-only; Python and libraries may still want a scratch /tmp.
+_TMP_MOUNT: Manifest = {"name": "tmp", "mountPath": "/tmp"}
+_TMP_VOLUME: Manifest = {"name": "tmp", "emptyDir": {}}
+
+
+def _pod_name_env(variable: str) -> Manifest:
+    """An environment variable holding the pod's name (a unique worker or scheduler id)."""
+    return {"name": variable, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+
+
+def engine_args(spec: ReasoningServiceSpec) -> list[str]:
+    """`vllm serve` arguments: the model, the served name, the port, parallelism, extras."""
+    model = spec.model.name or spec.model.path or ""
+    args = [
+        model,
+        "--served-model-name",
+        served_model_name(spec),
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(ENGINE_PORT),
+        "--tensor-parallel-size",
+        str(spec.workers.gpus_per_worker),
+    ]
+    if spec.model.max_model_len is not None:
+        args += ["--max-model-len", str(spec.model.max_model_len)]
+    return args + list(spec.model.extra_args)
+
+
+def _engine_container(spec: ReasoningServiceSpec) -> Manifest:
+    gpus = str(spec.workers.gpus_per_worker)
+    resources = _resources(spec.workers.resources)
+    resources["requests"] = {**resources.get("requests", {}), crd.GPU_RESOURCE: gpus}
+    resources["limits"] = {**resources.get("limits", {}), crd.GPU_RESOURCE: gpus}
+    health = {"httpGet": {"path": "/health", "port": "engine"}}
+    return {
+        "name": "engine",
+        "image": spec.workers.engine_image,
+        "imagePullPolicy": spec.workers.image_pull_policy.value,
+        "command": ENGINE_COMMAND,
+        "args": engine_args(spec),
+        "ports": [{"name": "engine", "containerPort": ENGINE_PORT, "protocol": "TCP"}],
+        "resources": resources,
+        # Loading weights can take many minutes; liveness starts only after the first success.
+        "startupProbe": {**health, "periodSeconds": 10, "failureThreshold": 180},
+        "readinessProbe": {**health, "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {**health, "periodSeconds": 10, "failureThreshold": 6},
+        "lifecycle": {"preStop": {"exec": {"command": ["python3", "-c", ENGINE_DRAIN_SCRIPT]}}},
+        "volumeMounts": [{"name": "dshm", "mountPath": SHM_PATH}],
+    }
+
+
+def _worker_loop_container(spec: ReasoningServiceSpec) -> Manifest:
+    # On SIGTERM the loop stops pulling and lets its branches finish for --drain-seconds, then
+    # hands what is left back to the stream, all inside the pod's grace period.
+    drain_seconds = max(termination_grace_seconds(spec) - HAND_BACK_SECONDS, 1)
+    health = {"httpGet": {"path": "/healthz", "port": "metrics"}}
+    return {
+        "name": "worker",
+        "image": spec.workers.image,
+        "imagePullPolicy": spec.workers.image_pull_policy.value,
+        "command": [
+            *WORKER_COMMAND,
+            "--config",
+            CONFIG_PATH,
+            "--vllm-url",
+            f"http://127.0.0.1:{ENGINE_PORT}",
+            "--port",
+            str(WORKER_LOOP_PORT),
+            "--drain-seconds",
+            str(drain_seconds),
+        ],
+        "env": [_pod_name_env("PONDER_WORKER_ID")],
+        "ports": [{"name": "metrics", "containerPort": WORKER_LOOP_PORT, "protocol": "TCP"}],
+        "resources": WORKER_LOOP_RESOURCES,
+        "readinessProbe": {**health, "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {**health, "periodSeconds": 10, "failureThreshold": 6},
+        "securityContext": CONTAINER_SECURITY,
+        "volumeMounts": [_CONFIG_MOUNT, _TMP_MOUNT],
+    }
+
+
+def worker_deployment(
+    owner: Owner, spec: ReasoningServiceSpec, replicas: int, config: ServiceConfig
+) -> Manifest:
+    """The GPU worker pool with `replicas` pods."""
+    names = ChildNames(owner.name)
+    pod_spec: Manifest = {
+        "terminationGracePeriodSeconds": termination_grace_seconds(spec),
+        "tolerations": _tolerations(spec.workers.tolerations),
+        "containers": [_engine_container(spec), _worker_loop_container(spec)],
+        "volumes": [
+            {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+            _config_volume(owner),
+            _TMP_VOLUME,
+        ],
+    }
+    if spec.workers.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.workers.node_selector)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner, names.workers, "worker"),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector_labels(owner.name, "worker")},
+            # Keep serving capacity during a rollout: a new pod first, then an old one drains.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "template": {
+                "metadata": {
+                    "labels": labels(owner.name, "worker"),
+                    "annotations": {CONFIG_HASH_ANNOTATION: config_hash(config)},
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def worker_disruption_budget(owner: Owner) -> Manifest:
+    """Voluntary evictions (node drains) take one worker at a time."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(owner, ChildNames(owner.name).workers, "worker"),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(owner.name, "worker")},
+        },
+    }
+
+
+def scheduler_deployment(
+    owner: Owner, spec: ReasoningServiceSpec, config: ServiceConfig
+) -> Manifest:
+    """The scheduler pods (`python -m ponder.scheduler`)."""
+    names = ChildNames(owner.name)
+    resources = _resources(spec.scheduler.resources) or DEFAULT_SCHEDULER_RESOURCES
+    container: Manifest = {
+        "name": "scheduler",
+        "image": spec.scheduler.image or spec.workers.image,
+        "imagePullPolicy": spec.workers.image_pull_policy.value,
+        "command": [
+            *SCHEDULER_COMMAND,
+            "--config",
+            CONFIG_PATH,
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(SCHEDULER_PORT),
+        ],
+        "env": [_pod_name_env("PONDER_SCHEDULER_ID")],
+        "ports": [{"name": "http", "containerPort": SCHEDULER_PORT, "protocol": "TCP"}],
+        "resources": resources,
+        # Ready once NATS is connected and the job stream exists; alive while it serves HTTP.
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "securityContext": CONTAINER_SECURITY,
+        "volumeMounts": [_CONFIG_MOUNT, _TMP_MOUNT],
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner, names.scheduler, "scheduler"),
+        "spec": {
+            "replicas": spec.scheduler.replicas,
+            "selector": {"matchLabels": selector_labels(owner.name, "scheduler")},
+            "template": {
+                "metadata": {
+                    "labels": labels(owner.name, "scheduler"),
+                    "annotations": {CONFIG_HASH_ANNOTATION: config_hash(config)},
+                },
+                "spec": {
+                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                    # A scheduler's in-flight queries finish within the longest deadline.
+                    "terminationGracePeriodSeconds": termination_grace_seconds(spec),
+                    "containers": [container],
+                    "volumes": [_config_volume(owner), _TMP_VOLUME],
+                },
+            },
+        },
+    }
+
+
+def scheduler_service(owner: Owner, spec: ReasoningServiceSpec) -> Manifest:
+    """The Service in front of the schedulers: the endpoint clients call."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(owner, ChildNames(owner.name).service, "scheduler"),
+        "spec": {
+            "type": spec.scheduler.service_type.value,
+            "selector": selector_labels(owner.name, "scheduler"),
+            "ports": [
+                {"name": "http", "port": SCHEDULER_PORT, "targetPort": "http", "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def render_children(
+    owner: Owner, spec: ReasoningServiceSpec, worker_replicas: int, nats_url: str
+) -> list[Manifest]:
+    """Every child of the service, in apply order (config before the pods that mount it)."""
+    config = service_config_from_spec(owner.namespace, owner.name, spec, nats_url)
+    return [
+        config_map(owner, config),
+        scheduler_deployment(owner, spec, config),
+        scheduler_service(owner, spec),
+        worker_deployment(owner, spec, worker_replicas, config),
+        worker_disruption_budget(owner),
+    ]

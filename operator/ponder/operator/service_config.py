@@ -1,0 +1,95 @@
+"""The ServiceConfig of a ReasoningService (pure): what its scheduler and workers load.
+
+The CRD speaks Kubernetes (CamelCase enums, percentages, millisecond integers); ServiceConfig
+speaks the data plane's units (kebab-case strategy names, fractions, floats). This is the one
+translation between them; render.py puts the result in the service's ConfigMap.
+"""
+
+from __future__ import annotations
+
+from ponder.api.crd import ExtractorType, ReasoningServiceSpec, VerifierType
+from ponder.api.service_config import (
+    BeamConfig,
+    BudgetConfig,
+    BudgetForcingConfig,
+    ExtractorKind,
+    ServiceConfig,
+    SloConfig,
+    StrategyDefaults,
+    VerifierConfig,
+    VerifierKind,
+)
+
+_VERIFIER_KINDS = {
+    VerifierType.NONE: VerifierKind.NONE,
+    VerifierType.LOGPROB: VerifierKind.LOGPROB,
+    VerifierType.HTTP: VerifierKind.HTTP,
+    VerifierType.REWARD_MODEL: VerifierKind.REWARD_MODEL,
+}
+_EXTRACTOR_KINDS = {
+    ExtractorType.AUTO: ExtractorKind.AUTO,
+    ExtractorType.BOXED: ExtractorKind.BOXED,
+    ExtractorType.HASHES: ExtractorKind.HASHES,
+    ExtractorType.ANSWER_COLON: ExtractorKind.ANSWER_COLON,
+}
+
+
+def served_model_name(spec: ReasoningServiceSpec) -> str:
+    """The model name clients send: servedName, else what vLLM would call it (name or path)."""
+    return spec.model.served_name or spec.model.name or spec.model.path or "model"
+
+
+def service_config_from_spec(
+    namespace: str, name: str, spec: ReasoningServiceSpec, nats_url: str
+) -> ServiceConfig:
+    """The runtime configuration the scheduler and workers of this service load."""
+    strategy = spec.strategy
+    verifier = strategy.verifier
+    return ServiceConfig(
+        namespace=namespace,
+        name=name,
+        nats_url=spec.nats.url or nats_url,
+        model=served_model_name(spec),
+        max_model_len=spec.model.max_model_len,
+        strategy=StrategyDefaults(
+            default=strategy.default.api_name,
+            allowed=[allowed.api_name for allowed in strategy.allowed],
+            branches=strategy.branches,
+            max_branches=strategy.max_branches,
+            branches_per_job=strategy.branches_per_job,
+            confidence=strategy.confidence_percent / 100,
+            temperature=float(strategy.temperature),
+            extractor=_EXTRACTOR_KINDS[strategy.extractor],
+            verifier=VerifierConfig(
+                kind=_VERIFIER_KINDS[verifier.type],
+                url=verifier.url,
+                model=verifier.model,
+                timeout_seconds=float(verifier.timeout_seconds),
+            ),
+            beam=BeamConfig(
+                width=strategy.beam.width,
+                expansions=strategy.beam.expansions,
+                step_delimiter=strategy.beam.step_delimiter,
+                max_steps=strategy.beam.max_steps,
+            ),
+            budget_forcing=BudgetForcingConfig(
+                min_thinking_tokens=strategy.budget_forcing.min_thinking_tokens,
+                wait_token=strategy.budget_forcing.wait_token,
+                answer_prompt=strategy.budget_forcing.answer_prompt,
+                max_waits=strategy.budget_forcing.max_waits,
+            ),
+        ),
+        budget=BudgetConfig(
+            default_tokens=spec.budget.default_tokens,
+            max_tokens=spec.budget.max_tokens,
+            max_tokens_per_branch=spec.budget.max_tokens_per_branch,
+        ),
+        slo=SloConfig(
+            target_latency_ms=spec.slo.target_latency_milliseconds,
+            attainment=spec.slo.attainment_percent / 100,
+            max_deadline_ms=spec.slo.max_deadline_milliseconds,
+        ),
+        slots_per_worker=spec.workers.slots_per_worker,
+        job_max_deliver=spec.workers.max_deliveries,
+        job_ack_wait_seconds=float(spec.workers.ack_wait_seconds),
+    )

@@ -1,0 +1,156 @@
+"""The autoscaler's real signals: the JetStream backlog and the schedulers' stats.
+
+The backlog comes from the JetStream API (`$JS.API.CONSUMER.INFO`, answered by the consumer's
+leader), never from one server's monitoring page: with clustered NATS a replica's page can lag,
+which is how KEDA's NATS JetStream scaler scaled away on stale numbers. Scheduler replicas
+publish `SchedulerStats` on `ponder.<ns>.<name>.stats` every few seconds; the operator keeps the
+latest message of each scheduler in memory and ignores the ones that went quiet.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+from pydantic import ValidationError
+
+from ponder.api.subjects import ServiceSubjects
+from ponder.api.wire import SchedulerStats
+
+logger = logging.getLogger(__name__)
+
+STATS_WILDCARD = "ponder.*.*.stats"
+STALE_AFTER_SECONDS = 30.0
+"""A scheduler silent this long is gone (restarted or scaled down); its last numbers are dropped."""
+
+ServiceKey = tuple[str, str]  # (namespace, name)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Jobs of one service waiting for a worker, and jobs being run."""
+
+    pending_jobs: int
+    ack_pending_jobs: int
+
+    @property
+    def total(self) -> int:
+        return self.pending_jobs + self.ack_pending_jobs
+
+
+@dataclass(frozen=True)
+class StatsSummary:
+    """The fresh stats of every scheduler replica of one service, combined."""
+
+    schedulers: int
+    branches_outstanding: int
+    expected_branch_tokens: int
+    queries_in_flight: int
+    p95_latency_ms: int | None  # the worst replica's
+    slo_attainment_percent: int | None  # weighted by the queries each replica served
+
+
+def summarize(stats: list[SchedulerStats]) -> StatsSummary | None:
+    """Combine the latest stats of several scheduler replicas (None when there are none)."""
+    if not stats:
+        return None
+    p95s = [s.p95_latency_seconds for s in stats if s.p95_latency_seconds is not None]
+    attainments = [
+        (s.slo_attainment, max(s.queries_total, 1)) for s in stats if s.slo_attainment is not None
+    ]
+    attainment = None
+    if attainments:
+        weight = sum(w for _, w in attainments)
+        attainment = round(100 * sum(a * w for a, w in attainments) / weight)
+    return StatsSummary(
+        schedulers=len(stats),
+        branches_outstanding=sum(s.branches_outstanding for s in stats),
+        expected_branch_tokens=sum(s.expected_branch_tokens for s in stats),
+        queries_in_flight=sum(s.queries_in_flight for s in stats),
+        p95_latency_ms=round(max(p95s) * 1000) if p95s else None,
+        slo_attainment_percent=attainment,
+    )
+
+
+def service_of_stats_subject(subject: str) -> ServiceKey | None:
+    """`ponder.<ns>.<name>.stats` -> (ns, name); None for any other subject."""
+    parts = subject.split(".")
+    if len(parts) != 4 or parts[0] != "ponder" or parts[3] != "stats":
+        return None
+    return parts[1], parts[2]
+
+
+@dataclass
+class StatsBoard:
+    """The latest SchedulerStats per scheduler replica of every service (operator memory)."""
+
+    stale_after_seconds: float = STALE_AFTER_SECONDS
+    clock: Callable[[], float] = time.monotonic
+    _latest: dict[ServiceKey, dict[str, tuple[float, SchedulerStats]]] = field(default_factory=dict)
+
+    def record(self, service: ServiceKey, stats: SchedulerStats) -> None:
+        """Keep `stats` as its scheduler's latest (stamped with our clock, not theirs)."""
+        self._latest.setdefault(service, {})[stats.scheduler_id] = (self.clock(), stats)
+
+    def summary(self, service: ServiceKey) -> StatsSummary | None:
+        """The service's fresh stats combined; stale replicas are forgotten on the way."""
+        replicas = self._latest.get(service, {})
+        now = self.clock()
+        for scheduler_id, (received_at, _) in list(replicas.items()):
+            if now - received_at > self.stale_after_seconds:
+                del replicas[scheduler_id]
+        return summarize([stats for _, stats in replicas.values()])
+
+    def forget(self, service: ServiceKey) -> None:
+        self._latest.pop(service, None)
+
+    async def on_message(self, message: Msg) -> None:
+        """NATS callback for `ponder.*.*.stats`; a bad message is logged and dropped."""
+        service = service_of_stats_subject(message.subject)
+        if service is None:
+            return
+        try:
+            stats = SchedulerStats.model_validate_json(message.data)
+        except ValidationError as error:
+            logger.warning("Dropped malformed stats on %s: %s", message.subject, error)
+            return
+        self.record(service, stats)
+
+
+def stats_subscriber(board: StatsBoard) -> Callable[[NatsClient], Awaitable[Subscription]]:
+    """What to run on every new NATS connection: subscribe the board to every service's stats."""
+
+    async def subscribe(client: NatsClient) -> Subscription:
+        return await client.subscribe(STATS_WILDCARD, cb=board.on_message)
+
+    return subscribe
+
+
+async def read_backlog(js: JetStreamContext, subjects: ServiceSubjects) -> Backlog | None:
+    """The jobs queue of one service from the JetStream API; None when the stream is missing.
+
+    With the workers' consumer: its pending (not yet delivered) and ack-pending (delivered, not
+    yet acknowledged) counts. Before any consumer exists, every job on the jobs subject is
+    pending (a work-queue stream keeps a job until it is acknowledged).
+    """
+    try:
+        info = await js.consumer_info(subjects.stream, subjects.consumer)
+    except NotFoundError:
+        pass
+    else:
+        return Backlog(
+            pending_jobs=int(info.num_pending or 0), ack_pending_jobs=int(info.num_ack_pending or 0)
+        )
+    try:
+        stream = await js.stream_info(subjects.stream, subjects_filter=subjects.jobs)
+    except NotFoundError:
+        return None
+    per_subject = stream.state.subjects or {}
+    return Backlog(pending_jobs=int(per_subject.get(subjects.jobs, 0)), ack_pending_jobs=0)

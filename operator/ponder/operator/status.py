@@ -1,0 +1,241 @@
+"""Status of a ReasoningService from what its children show (pure; Kubernetes API conventions).
+
+Conditions:
+    Ready        True while the service can answer: a scheduler and a worker are ready (or the
+                 pool is scaled to zero and the first query will start one).
+    Progressing  True while the children are not yet what the spec and the autoscaler want.
+    Degraded     True when something needs a human: worker pods that cannot be scheduled
+                 (InsufficientGPUCapacity when it is the GPUs), the job stream unavailable.
+A condition's lastTransitionTime changes only when its status does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ponder.api.crd import GPU_RESOURCE, Condition, ConditionStatus, ReasoningServiceStatus
+
+READY = "Ready"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    """What the operator reads from one child Deployment."""
+
+    exists: bool = False
+    spec_replicas: int = 0
+    replicas: int = 0
+    ready_replicas: int = 0
+    updated_replicas: int = 0
+    generation: int = 0
+    observed_generation: int = 0
+
+    @classmethod
+    def from_manifest(cls, deployment: Mapping[str, Any] | None) -> DeploymentState:
+        """From a Deployment as the API returns it (None when it does not exist)."""
+        if deployment is None:
+            return cls()
+        spec = deployment.get("spec") or {}
+        status = deployment.get("status") or {}
+        metadata = deployment.get("metadata") or {}
+        return cls(
+            exists=True,
+            spec_replicas=int(spec.get("replicas", 1)),
+            replicas=int(status.get("replicas", 0)),
+            ready_replicas=int(status.get("readyReplicas", 0)),
+            updated_replicas=int(status.get("updatedReplicas", 0)),
+            generation=int(metadata.get("generation", 0)),
+            observed_generation=int(status.get("observedGeneration", 0)),
+        )
+
+    @property
+    def rolled_out(self) -> bool:
+        """The Deployment controller saw the latest spec and every pod runs it and is ready."""
+        return (
+            self.exists
+            and self.observed_generation >= self.generation
+            and self.updated_replicas == self.spec_replicas
+            and self.replicas == self.spec_replicas
+            and self.ready_replicas == self.spec_replicas
+        )
+
+
+@dataclass(frozen=True)
+class UnschedulablePod:
+    """A pod the scheduler could not place, with its explanation."""
+
+    name: str
+    message: str
+
+    @property
+    def lacks_gpus(self) -> bool:
+        return f"Insufficient {GPU_RESOURCE}" in self.message
+
+    @classmethod
+    def from_pod(cls, pod: Mapping[str, Any]) -> UnschedulablePod | None:
+        """The pod's PodScheduled=False/Unschedulable condition, if it is Pending on one."""
+        status = pod.get("status") or {}
+        if status.get("phase") != "Pending":
+            return None
+        for condition in status.get("conditions") or []:
+            if (
+                condition.get("type") == "PodScheduled"
+                and condition.get("status") == "False"
+                and condition.get("reason") == "Unschedulable"
+            ):
+                name = (pod.get("metadata") or {}).get("name", "")
+                return cls(name=name, message=condition.get("message", ""))
+        return None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything status is computed from, read in one reconcile."""
+
+    generation: int
+    desired_workers: int
+    scheduler_replicas: int
+    workers: DeploymentState
+    scheduler: DeploymentState
+    unschedulable_workers: tuple[UnschedulablePod, ...] = ()
+    stream_error: str | None = None
+    queue_depth: int | None = None
+    p95_latency_ms: int | None = None
+    slo_attainment_percent: int | None = None
+    selector: str | None = None
+    endpoint: str | None = None
+    served_model: str | None = None
+    last_scale_time: str | None = None
+
+
+def _condition(
+    kind: str, status: bool, reason: str, message: str, generation: int, now: str
+) -> Condition:
+    return Condition(
+        type=kind,
+        status=ConditionStatus.TRUE if status else ConditionStatus.FALSE,
+        reason=reason,
+        message=message,
+        last_transition_time=now,
+        observed_generation=generation,
+    )
+
+
+def _ready(observation: Observation, now: str) -> Condition:
+    workers, scheduler = observation.workers, observation.scheduler
+    counts = (
+        f"{workers.ready_replicas}/{observation.desired_workers} workers and "
+        f"{scheduler.ready_replicas}/{observation.scheduler_replicas} schedulers ready"
+    )
+    generation = observation.generation
+    if not workers.exists or not scheduler.exists:
+        return _condition(READY, False, "Creating", "creating the children", generation, now)
+    if scheduler.ready_replicas < 1:
+        return _condition(READY, False, "SchedulerUnavailable", counts, generation, now)
+    if observation.desired_workers == 0:
+        message = "no workers while idle; the first query starts one"
+        return _condition(READY, True, "ScaledToZero", message, generation, now)
+    if workers.ready_replicas < 1:
+        if any(pod.lacks_gpus for pod in observation.unschedulable_workers):
+            reason = "InsufficientGPUCapacity"
+        else:
+            reason = "WorkersUnavailable"
+        return _condition(READY, False, reason, counts, generation, now)
+    return _condition(READY, True, "Available", counts, generation, now)
+
+
+def _progressing(observation: Observation, now: str) -> Condition:
+    workers, scheduler = observation.workers, observation.scheduler
+    generation = observation.generation
+    if not workers.exists or not scheduler.exists:
+        return _condition(PROGRESSING, True, "Creating", "creating the children", generation, now)
+    if workers.spec_replicas != observation.desired_workers or not workers.rolled_out:
+        message = (
+            f"{workers.ready_replicas} of {observation.desired_workers} workers ready, "
+            f"{workers.updated_replicas} updated"
+        )
+        rolling = (
+            workers.observed_generation < workers.generation
+            or workers.updated_replicas < workers.replicas
+        )
+        reason = "RollingOut" if rolling else "ScalingWorkers"
+        return _condition(PROGRESSING, True, reason, message, generation, now)
+    if not scheduler.rolled_out:
+        message = f"{scheduler.ready_replicas} of {observation.scheduler_replicas} schedulers ready"
+        return _condition(PROGRESSING, True, "RollingOut", message, generation, now)
+    return _condition(
+        PROGRESSING, False, "RolloutComplete", "every child is up to date", generation, now
+    )
+
+
+def _degraded(observation: Observation, now: str) -> Condition:
+    generation = observation.generation
+    pending = observation.unschedulable_workers
+    lacking_gpus = [pod for pod in pending if pod.lacks_gpus]
+    if lacking_gpus:
+        message = (
+            f"{len(lacking_gpus)} of {observation.desired_workers} worker pods are Pending: "
+            f"not enough {GPU_RESOURCE} capacity ({lacking_gpus[0].message})"
+        )
+        return _condition(DEGRADED, True, "InsufficientGPUCapacity", message, generation, now)
+    if pending:
+        message = f"{len(pending)} worker pods are Pending: {pending[0].message}"
+        return _condition(DEGRADED, True, "WorkersUnschedulable", message, generation, now)
+    if observation.stream_error:
+        message = f"the JetStream job stream is unavailable: {observation.stream_error}"
+        return _condition(DEGRADED, True, "StreamUnavailable", message, generation, now)
+    return _condition(DEGRADED, False, "AsExpected", "nothing needs attention", generation, now)
+
+
+def merge_conditions(
+    previous: Sequence[Condition], current: Sequence[Condition]
+) -> list[Condition]:
+    """`current`, keeping each condition's lastTransitionTime when its status did not change."""
+    before = {condition.type: condition for condition in previous}
+    merged = []
+    for condition in current:
+        old = before.get(condition.type)
+        if old is not None and old.status == condition.status:
+            condition = condition.model_copy(
+                update={"last_transition_time": old.last_transition_time}
+            )
+        merged.append(condition)
+    return merged
+
+
+def compute_status(
+    observation: Observation, previous: ReasoningServiceStatus | None, now: str
+) -> ReasoningServiceStatus:
+    """The whole status subresource for this observation; `now` is an RFC 3339 timestamp."""
+    conditions = [
+        _ready(observation, now),
+        _progressing(observation, now),
+        _degraded(observation, now),
+    ]
+    previous_conditions = previous.conditions if previous else []
+    workers = observation.workers
+    return ReasoningServiceStatus(
+        observed_generation=observation.generation,
+        conditions=merge_conditions(previous_conditions, conditions),
+        replicas=workers.replicas,
+        ready_replicas=workers.ready_replicas,
+        desired_replicas=observation.desired_workers,
+        ready=f"{workers.ready_replicas}/{observation.desired_workers}",
+        selector=observation.selector,
+        queue_depth=observation.queue_depth,
+        p95_latency_milliseconds=observation.p95_latency_ms,
+        slo_attainment_percent=observation.slo_attainment_percent,
+        endpoint=observation.endpoint,
+        served_model=observation.served_model,
+        last_scale_time=observation.last_scale_time,
+    )
+
+
+def status_patch(status: ReasoningServiceStatus) -> dict[str, Any]:
+    """The status as a JSON merge patch body; a field that became unknown is sent as null,
+    which removes it."""
+    return status.model_dump(mode="json")

@@ -1,0 +1,630 @@
+"""The operator against the local control plane and a real NATS.
+
+The operator runs as a local process (`python -m ponder.operator`) with a token of the Helm
+chart's ServiceAccount, so every call it makes is checked against the chart's RBAC. kwok plays
+the kubelets: worker pods are scheduled by the real scheduler onto the fake GPU nodes and marked
+Running and Ready, but nothing in them runs, so the job queue only moves when a test moves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+import pytest_asyncio
+import yaml
+from nats.js.errors import NotFoundError
+
+from ponder.api.subjects import ServiceSubjects
+from ponder.api.wire import BranchJob, SamplingParams
+from tests.cluster.commands import CommandError, Kubectl
+from tests.cluster.eventually import eventually
+from tests.stack.nats import NatsServer
+from tests.stack.processes import free_port, stop_process, wait_for_port
+
+pytestmark = pytest.mark.e2e
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = REPO_ROOT / "examples" / "reasoningservice.yaml"
+TICK_SECONDS = 2.0
+"""The operator's timer interval in these tests (PONDER_AUTOSCALE_INTERVAL_SECONDS)."""
+
+
+# --- the operator as a local process ------------------------------------------------------------
+
+
+@dataclass
+class OperatorProcess:
+    """`python -m ponder.operator` that a test may stop, kill and start again."""
+
+    kubeconfig: Path
+    nats_url: str
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    _log: Any = field(default=None, repr=False)
+
+    def _spawn(self, port: int) -> subprocess.Popen[bytes]:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ponder.operator",
+                "--all-namespaces",
+                "--nats-url",
+                self.nats_url,
+                "--liveness",
+                f"http://127.0.0.1:{port}/healthz",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={
+                **os.environ,
+                "KUBECONFIG": str(self.kubeconfig),
+                "PONDER_AUTOSCALE_INTERVAL_SECONDS": str(TICK_SECONDS),
+                "PYTHONUNBUFFERED": "1",
+            },
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )
+
+    async def start(self) -> None:
+        """Start the operator and wait for its liveness endpoint."""
+        port = free_port()
+        self.process = await asyncio.to_thread(self._spawn, port)
+        self.starts += 1
+        await wait_for_port(port, 60.0, self.process)
+
+    async def stop(self, *, kill: bool = False) -> None:
+        if self.process is not None:
+            if kill:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                await asyncio.to_thread(self.process.wait, 10)
+            else:
+                await asyncio.to_thread(stop_process, self.process)
+            self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest_asyncio.fixture(scope="module")
+async def operator(
+    operator_kubeconfig: Path, nats: NatsServer, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[OperatorProcess]:
+    """One operator for the module, acting with the chart ServiceAccount's rights."""
+    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    process = OperatorProcess(operator_kubeconfig, nats.url, log_path)
+    await process.start()
+    yield process
+    await process.stop()
+
+
+@pytest_asyncio.fixture
+async def namespace(kubectl: Kubectl) -> AsyncIterator[str]:
+    """A fresh namespace per test, deleted afterwards (without waiting: it frees the GPUs)."""
+    name = f"op-{secrets.token_hex(4)}"
+    await kubectl("create", "namespace", name)
+    yield name
+    await kubectl("delete", "namespace", name, "--wait=false")
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def sample() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(SAMPLE.read_text())
+    return document
+
+
+def service(name: str, **spec_changes: Any) -> dict[str, Any]:
+    """The sample ReasoningService renamed, with parts of its spec replaced or merged."""
+    body = sample()
+    body["metadata"] = {"name": name}
+    for key, value in spec_changes.items():
+        if isinstance(value, dict) and isinstance(body["spec"].get(key), dict):
+            body["spec"][key] = {**body["spec"][key], **value}
+        else:
+            body["spec"][key] = value
+    return body
+
+
+async def apply(kubectl: Kubectl, namespace: str, body: dict[str, Any]) -> None:
+    await kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(body))
+
+
+async def get_json(kubectl: Kubectl, *args: str) -> Any:
+    return json.loads(await kubectl("get", *args, "-o", "json"))
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    for entry in obj.get("status", {}).get("conditions", []):
+        if entry["type"] == kind:
+            return dict(entry)
+    return {}
+
+
+async def wait_ready(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    result: dict[str, Any] = await eventually(
+        lambda: get_json(kubectl, "rsvc", name, "-n", namespace),
+        lambda obj: (
+            condition(obj, "Ready").get("status") == "True"
+            and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
+        ),
+        timeout_seconds=60,
+        what=f"ReasoningService {namespace}/{name} Ready",
+    )
+    return result
+
+
+async def worker_replicas(kubectl: Kubectl, namespace: str, name: str) -> int:
+    deployment = await get_json(kubectl, "deployment", f"{name}-workers", "-n", namespace)
+    return int(deployment["spec"]["replicas"])
+
+
+async def publish_jobs(url: str, subjects: ServiceSubjects, count: int) -> None:
+    """`count` real BranchJobs (one branch each) onto the service's work-queue stream."""
+    client = await nats.connect(url)
+    try:
+        js = client.jetstream()
+        for index in range(count):
+            job = BranchJob(
+                query_id=f"e2e-{index}",
+                job_id=f"e2e-{index}-0",
+                branch_ids=[f"e2e-{index}-b0"],
+                reply_subject=subjects.results("e2e"),
+                model="qwen-math",
+                prompt="Q: 2+2? A:",
+                sampling=SamplingParams(max_tokens=8),
+                deadline_at=time.time() + 600,
+            )
+            await js.publish(
+                subjects.jobs, job.model_dump_json().encode(), headers={"Nats-Msg-Id": job.job_id}
+            )
+    finally:
+        await client.close()
+
+
+async def drain_jobs(url: str, subjects: ServiceSubjects) -> tuple[int, float]:
+    """Pull and acknowledge every queued job, as workers would.
+
+    Returns how many, and the monotonic time the last one was acknowledged.
+    """
+    client = await nats.connect(url)
+    drained, last_ack_at = 0, time.monotonic()
+    try:
+        js = client.jetstream()
+        subscription = await js.pull_subscribe_bind(subjects.consumer, subjects.stream)
+        while True:
+            try:
+                messages = await subscription.fetch(200, timeout=1)
+            except TimeoutError:
+                return drained, last_ack_at
+            for message in messages:
+                await message.ack()
+            await client.flush()
+            drained += len(messages)
+            last_ack_at = time.monotonic()
+    finally:
+        await client.close()
+
+
+async def stream_exists(url: str, subjects: ServiceSubjects) -> bool:
+    client = await nats.connect(url)
+    try:
+        await client.jetstream().stream_info(subjects.stream)
+    except NotFoundError:
+        return False
+    finally:
+        await client.close()
+    return True
+
+
+# --- the sample ----------------------------------------------------------------------------------
+
+
+async def test_sample_becomes_ready_with_owned_children_on_gpu_nodes(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str, nats: NatsServer
+) -> None:
+    await kubectl("apply", "-n", namespace, "-f", str(SAMPLE))
+    ready = await wait_ready(kubectl, namespace, "math-solver")
+
+    uid = ready["metadata"]["uid"]
+    for kind, name in [
+        ("deployment", "math-solver-workers"),
+        ("deployment", "math-solver-scheduler"),
+        ("service", "math-solver"),
+        ("configmap", "math-solver-config"),
+        ("poddisruptionbudget", "math-solver-workers"),
+    ]:
+        child = await get_json(kubectl, kind, name, "-n", namespace)
+        owners = child["metadata"]["ownerReferences"]
+        assert [(o["kind"], o["uid"], o["controller"]) for o in owners] == [
+            ("ReasoningService", uid, True)
+        ], f"{kind}/{name}"
+
+    pods = await get_json(
+        kubectl, "pods", "-n", namespace, "-l", "app.kubernetes.io/component=worker"
+    )
+    assert pods["items"], "no worker pods"
+    for pod in pods["items"]:
+        assert pod["spec"]["nodeName"].startswith("gpu-node-"), pod["spec"].get("nodeName")
+        assert pod["status"]["phase"] == "Running"
+
+    status = ready["status"]
+    assert status["ready"] == "1/1"
+    assert status["endpoint"] == f"http://math-solver.{namespace}.svc:8000/v1"
+    assert condition(ready, "Degraded")["status"] == "False"
+    assert await stream_exists(nats.url, ServiceSubjects(namespace, "math-solver"))
+
+    table = await kubectl("get", "rsvc", "-n", namespace)
+    header, row = table.splitlines()[:2]
+    assert header.split() == ["NAME", "MODEL", "STRATEGY", "READY", "QUEUE", "P95", "SLO", "AGE"]
+    assert row.split()[:5] == ["math-solver", "qwen-math", "AdaptiveConsistency", "1/1", "0"]
+
+
+# --- validation by the API server ----------------------------------------------------------------
+
+INVALID: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "min above max replicas",
+        {"workers": {"minReplicas": 5, "maxReplicas": 2}},
+        "spec.workers.minReplicas must not exceed spec.workers.maxReplicas",
+    ),
+    (
+        "branches above maxBranches",
+        {"strategy": {"branches": 64, "maxBranches": 32}},
+        "spec.strategy.branches must not exceed spec.strategy.maxBranches",
+    ),
+    (
+        "default budget above max",
+        {"budget": {"defaultTokens": 50000, "maxTokens": 16384}},
+        "spec.budget.defaultTokens must not exceed spec.budget.maxTokens",
+    ),
+    (
+        "HTTP verifier without url",
+        {"strategy": {"verifier": {"type": "HTTP"}}},
+        "spec.strategy.verifier.url is required when the verifier type is HTTP",
+    ),
+    (
+        "both model name and path",
+        {"model": {"name": "org/m", "path": "/models/m"}},
+        "set exactly one of spec.model.name or spec.model.path",
+    ),
+    ("no GPUs", {"workers": {"gpusPerWorker": 0}}, "spec.workers.gpusPerWorker"),
+    (
+        "GPUs through resources",
+        {"workers": {"resources": {"limits": {"nvidia.com/gpu": 2}}}},
+        "set GPUs with spec.workers.gpusPerWorker",
+    ),
+    ("confidence of 100 %", {"strategy": {"confidencePercent": 100}}, "confidencePercent"),
+    ("a float temperature", {"strategy": {"temperature": 0.7}}, "spec.strategy.temperature"),
+    ("a word temperature", {"strategy": {"temperature": "hot"}}, "spec.strategy.temperature"),
+    ("an unknown strategy", {"strategy": {"default": "Vote"}}, 'Unsupported value: "Vote"'),
+    ("an unknown mode", {"autoscaling": {"mode": "Auto"}}, "spec.autoscaling.mode"),
+    (
+        "scale to zero in External mode",
+        {"autoscaling": {"mode": "External", "scaleToZero": {"enabled": True}}},
+        "scaleToZero applies to mode Builtin",
+    ),
+    (
+        "branch budget beyond the context",
+        {"model": {"name": "org/m", "maxModelLen": 512}},
+        "spec.budget.maxTokensPerBranch must be below spec.model.maxModelLen",
+    ),
+    (
+        "vLLM port in extraArgs",
+        {"model": {"name": "org/m", "extraArgs": ["--port", "9000"]}},
+        "spec.model.extraArgs may not set --port",
+    ),
+    (
+        "default strategy not allowed",
+        {"strategy": {"default": "BeamSearch", "allowed": ["Single"]}},
+        "spec.strategy.default must be one of spec.strategy.allowed",
+    ),
+    (
+        "a memory quantity that is not one",
+        {"workers": {"resources": {"requests": {"memory": "lots"}}}},
+        "spec.workers.resources.requests.memory",
+    ),
+    ("an unknown field", {"workers": {"slotPerWorker": 8}}, 'unknown field "spec.workers.slot'),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "changes", "message"), INVALID, ids=[case for case, _, _ in INVALID]
+)
+async def test_api_server_rejects_invalid_service(
+    kubectl: Kubectl, operator_kubeconfig: Path, case: str, changes: dict[str, Any], message: str
+) -> None:
+    body = sample()
+    for key, value in changes.items():
+        body["spec"][key] = (
+            value if key == "model" else {**body["spec"].get(key, {}), **copy.deepcopy(value)}
+        )
+    with pytest.raises(CommandError) as rejected:
+        await kubectl(
+            "create",
+            "--dry-run=server",
+            "--validate=strict",
+            "-n",
+            "default",
+            "-f",
+            "-",
+            stdin=json.dumps(body),
+        )
+    assert message in rejected.value.stderr, rejected.value.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("a" * 41, "metadata.name must be at most 40 characters"),
+        ("math.solver", "metadata.name must be a DNS-1035 label"),
+        ("9math", "metadata.name must be a DNS-1035 label"),
+    ],
+)
+async def test_api_server_rejects_names_unfit_for_nats_subjects(
+    kubectl: Kubectl, operator_kubeconfig: Path, name: str, message: str
+) -> None:
+    body = sample()
+    body["metadata"]["name"] = name
+    with pytest.raises(CommandError) as rejected:
+        await kubectl(
+            "create", "--dry-run=server", "-n", "default", "-f", "-", stdin=json.dumps(body)
+        )
+    assert message in rejected.value.stderr, rejected.value.stderr
+
+
+# --- autoscaling on real NATS --------------------------------------------------------------------
+
+SCALING: dict[str, Any] = {
+    "workers": {"minReplicas": 1, "maxReplicas": 6, "slotsPerWorker": 8},
+    "autoscaling": {
+        "mode": "Builtin",
+        "targetUtilizationPercent": 100,
+        "scaleDownStabilizationSeconds": 20,
+    },
+}
+
+
+async def test_queued_jobs_scale_workers_up_within_two_ticks_and_down_after_the_window(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str, nats: NatsServer
+) -> None:
+    name = "burst"
+    await apply(kubectl, namespace, service(name, **SCALING))
+    await wait_ready(kubectl, namespace, name)
+    assert await worker_replicas(kubectl, namespace, name) == 1
+    subjects = ServiceSubjects(namespace, name)
+
+    await publish_jobs(nats.url, subjects, 500)
+    published_at = time.monotonic()
+    await eventually(
+        lambda: worker_replicas(kubectl, namespace, name),
+        lambda replicas: replicas > 1,
+        timeout_seconds=2 * TICK_SECONDS + 2,
+        interval_seconds=0.2,
+        what="a scale-up within two timer ticks of 500 queued jobs",
+    )
+    scaled_up_after = time.monotonic() - published_at
+    assert scaled_up_after <= 2 * TICK_SECONDS + 2
+    await eventually(
+        lambda: worker_replicas(kubectl, namespace, name),
+        lambda replicas: replicas == 6,
+        timeout_seconds=4 * TICK_SECONDS + 2,
+        what="the pool at maxReplicas",
+    )
+    busy = await get_json(kubectl, "rsvc", name, "-n", namespace)
+    assert busy["status"]["queueDepth"] == 500
+    assert busy["status"]["desiredReplicas"] == 6
+    events = await get_json(
+        kubectl, "events", "-n", namespace, "--field-selector", "reason=ScaledWorkers"
+    )
+    messages = [event["message"] for event in events["items"]]
+    assert any(m.startswith("Scaled workers from 1 to ") for m in messages), messages
+    assert any("500 branches queued or running" in m for m in messages), messages
+
+    drained, drained_at = await drain_jobs(nats.url, subjects)
+    assert drained == 500
+    window = SCALING["autoscaling"]["scaleDownStabilizationSeconds"]
+    # Until the window since the last busy tick has passed, the pool keeps its size.
+    hold_until = drained_at + window - 2 * TICK_SECONDS - 1
+    while time.monotonic() < hold_until:
+        assert await worker_replicas(kubectl, namespace, name) == 6, "scaled down too early"
+        await asyncio.sleep(1)
+    await eventually(
+        lambda: worker_replicas(kubectl, namespace, name),
+        lambda replicas: replicas == 1,
+        timeout_seconds=window + 4 * TICK_SECONDS,
+        what="the scale-down after the stabilisation window",
+    )
+    assert time.monotonic() - drained_at >= window - 2 * TICK_SECONDS - 1
+    idle = await eventually(
+        lambda: get_json(kubectl, "rsvc", name, "-n", namespace),
+        lambda obj: obj["status"].get("queueDepth") == 0 and obj["status"]["ready"] == "1/1",
+        what="an idle, ready status",
+    )
+    assert condition(idle, "Ready")["status"] == "True"
+
+
+async def test_demand_beyond_gpu_capacity_leaves_pods_pending_and_status_says_so(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str, nats: NatsServer
+) -> None:
+    name = "greedy"
+    changes = copy.deepcopy(SCALING)
+    changes["workers"].update({"gpusPerWorker": 4, "maxReplicas": 6})  # 24 GPUs; the nodes have 16
+    await apply(kubectl, namespace, service(name, **changes))
+    await wait_ready(kubectl, namespace, name)
+
+    await publish_jobs(nats.url, ServiceSubjects(namespace, name), 200)
+    degraded = await eventually(
+        lambda: get_json(kubectl, "rsvc", name, "-n", namespace),
+        lambda obj: condition(obj, "Degraded").get("reason") == "InsufficientGPUCapacity",
+        timeout_seconds=30,
+        what="Degraded=InsufficientGPUCapacity",
+    )
+    message = condition(degraded, "Degraded")["message"]
+    assert "worker pods are Pending: not enough nvidia.com/gpu capacity" in message
+    assert "Insufficient nvidia.com/gpu" in message
+    assert condition(degraded, "Ready")["status"] == "True"  # the scheduled workers still serve
+    pods = await get_json(
+        kubectl, "pods", "-n", namespace, "-l", "app.kubernetes.io/component=worker"
+    )
+    pending = [p for p in pods["items"] if p["status"]["phase"] == "Pending"]
+    assert len(pending) >= 2
+    assert degraded["status"]["readyReplicas"] < degraded["status"]["desiredReplicas"] == 6
+
+
+async def test_external_mode_follows_an_hpa_through_the_scale_subresource(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    name = "hpa-driven"
+    body = service(
+        name,
+        workers={"minReplicas": 1, "maxReplicas": 8, "replicas": 1},
+        autoscaling={"mode": "External"},
+    )
+    await apply(kubectl, namespace, body)
+    await wait_ready(kubectl, namespace, name)
+    raw = await kubectl(
+        "get",
+        "--raw",
+        f"/apis/ponder.dev/v1alpha1/namespaces/{namespace}/reasoningservices/{name}/scale",
+    )
+    scale_object = json.loads(raw)
+    assert scale_object["spec"]["replicas"] == 1
+    assert "app.kubernetes.io/component=worker" in scale_object["status"]["selector"]
+
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name},
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "ponder.dev/v1alpha1",
+                "kind": "ReasoningService",
+                "name": name,
+            },
+            "minReplicas": 3,
+            "maxReplicas": 5,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 80},
+                    },
+                }
+            ],
+        },
+    }
+    await apply(kubectl, namespace, hpa)
+    await eventually(
+        lambda: worker_replicas(kubectl, namespace, name),
+        lambda replicas: replicas == 3,
+        timeout_seconds=60,
+        interval_seconds=1,
+        what="the worker Deployment at the HPA's minReplicas",
+    )
+    driven = await get_json(kubectl, "rsvc", name, "-n", namespace)
+    assert driven["spec"]["workers"]["replicas"] == 3
+    await eventually(
+        lambda: get_json(kubectl, "rsvc", name, "-n", namespace),
+        lambda obj: obj["status"].get("replicas") == 3 and obj["status"]["ready"] == "3/3",
+        what="status.replicas following the HPA",
+    )
+    # The builtin autoscaler stays out of it: with nothing queued it would want 1.
+    await asyncio.sleep(3 * TICK_SECONDS)
+    assert await worker_replicas(kubectl, namespace, name) == 3
+
+
+# --- deletion and restarts -----------------------------------------------------------------------
+
+
+async def test_delete_garbage_collects_children_and_removes_the_stream(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str, nats: NatsServer
+) -> None:
+    name = "short-lived"
+    subjects = ServiceSubjects(namespace, name)
+    await apply(kubectl, namespace, service(name))
+    await wait_ready(kubectl, namespace, name)
+    assert await stream_exists(nats.url, subjects)
+
+    await kubectl("delete", "rsvc", name, "-n", namespace, "--timeout=60s")
+
+    async def children() -> list[str]:
+        listed = await get_json(
+            kubectl,
+            "deployments,services,configmaps,poddisruptionbudgets,pods",
+            "-n",
+            namespace,
+            "-l",
+            f"app.kubernetes.io/instance={name}",
+        )
+        return [f"{item['kind']}/{item['metadata']['name']}" for item in listed["items"]]
+
+    await eventually(children, lambda names: names == [], timeout_seconds=60, what="no children")
+    assert not await stream_exists(nats.url, subjects)
+
+
+async def test_operator_killed_mid_reconcile_converges_without_duplicates(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    name = "restarted"
+    await operator.stop()
+    await apply(kubectl, namespace, service(name))
+    await operator.start()
+
+    async def children() -> list[str]:
+        listed = await get_json(
+            kubectl,
+            "configmaps,deployments",
+            "-n",
+            namespace,
+            "-l",
+            "app.kubernetes.io/instance=" + name,
+        )
+        return [item["metadata"]["name"] for item in listed["items"]]
+
+    await eventually(children, bool, timeout_seconds=30, interval_seconds=0.05, what="a child")
+    await operator.stop(kill=True)  # in the middle of applying the children
+    partial = await children()
+    await operator.start()
+    await wait_ready(kubectl, namespace, name)
+
+    listed = await get_json(
+        kubectl,
+        "deployments,replicasets,services,configmaps,poddisruptionbudgets",
+        "-n",
+        namespace,
+        "-l",
+        f"app.kubernetes.io/instance={name}",
+    )
+    kinds: dict[str, list[str]] = {}
+    for item in listed["items"]:
+        kinds.setdefault(item["kind"], []).append(item["metadata"]["name"])
+    assert sorted(kinds["Deployment"]) == [f"{name}-scheduler", f"{name}-workers"], partial
+    assert len(kinds["ReplicaSet"]) == 2, kinds["ReplicaSet"]  # no template churn
+    assert kinds["ConfigMap"] == [f"{name}-config"]
+    assert kinds["Service"] == [name]
+    assert kinds["PodDisruptionBudget"] == [f"{name}-workers"]
+    obj = await get_json(kubectl, "rsvc", name, "-n", namespace)
+    assert obj["metadata"]["finalizers"] == ["ponder.dev/finalizer"]
+    assert [c["type"] for c in obj["status"]["conditions"]] == ["Ready", "Progressing", "Degraded"]

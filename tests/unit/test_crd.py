@@ -1,0 +1,295 @@
+"""The ReasoningService CRD: generated from ponder.api.crd, structural, with defaults, bounds and
+CEL rules where users rely on them. The API server's behaviour is tested in tests/e2e."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from ponder.api import crd, crd_gen
+from ponder.api.crd import ReasoningService, ReasoningServiceSpec, StrategyType
+from ponder.api.strategy import StrategyName
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict[str, Any]:
+    return crd_gen.crd_manifest()
+
+
+@pytest.fixture(scope="module")
+def schema(manifest: dict[str, Any]) -> dict[str, Any]:
+    return manifest["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def node(schema: dict[str, Any], path: str) -> dict[str, Any]:
+    """The schema node at a dotted path such as `spec.workers.minReplicas` (`[]` for items)."""
+    current = schema
+    for part in path.split("."):
+        current = current["items"] if part == "[]" else current["properties"][part]
+    return current
+
+
+def walk(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    yield path, schema
+    for name, child in schema.get("properties", {}).items():
+        yield from walk(child, f"{path}.{name}")
+    if isinstance(schema.get("items"), dict):
+        yield from walk(schema["items"], f"{path}[]")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from walk(schema["additionalProperties"], f"{path}{{}}")
+
+
+def test_checked_in_crd_yaml_is_generated_from_the_types() -> None:
+    stale = crd_gen.stale_targets(REPO_ROOT, crd_gen.render_yaml())
+    assert stale == [], f"stale CRD copies {stale}: run `make crds`"
+
+
+def test_check_mode_fails_on_a_stale_copy(tmp_path: Path) -> None:
+    assert crd_gen.main(["--root", str(tmp_path)]) == 0
+    assert crd_gen.main(["--check", "--root", str(tmp_path)]) == 0
+    chart_copy = tmp_path / "charts/ponder/crds" / crd_gen.OUTPUT_NAME
+    chart_copy.write_text(chart_copy.read_text().replace("minimum: 1", "minimum: 2"))
+    assert crd_gen.main(["--check", "--root", str(tmp_path)]) == 1
+
+
+def test_crd_names_group_version_and_short_name(manifest: dict[str, Any]) -> None:
+    spec = manifest["spec"]
+    assert manifest["metadata"]["name"] == "reasoningservices.ponder.dev"
+    assert spec["group"] == "ponder.dev"
+    assert spec["scope"] == "Namespaced"
+    assert spec["names"]["kind"] == "ReasoningService"
+    assert spec["names"]["plural"] == "reasoningservices"
+    assert spec["names"]["shortNames"] == ["rsvc"]
+    assert [v["name"] for v in spec["versions"]] == ["v1alpha1"]
+
+
+def test_schema_is_structural(schema: dict[str, Any]) -> None:
+    for path, entry in walk(schema):
+        assert "$ref" not in entry, path
+        assert "title" not in entry, path
+        assert entry.get("additionalProperties") is not False, path
+        assert "nullable" not in entry, path
+        if "anyOf" in entry:
+            assert entry.get("x-kubernetes-int-or-string") is True, path
+        else:
+            assert "type" in entry, path
+        assert "exclusiveMinimum" not in entry and "exclusiveMaximum" not in entry, path
+
+
+def test_schema_has_no_floats(schema: dict[str, Any]) -> None:
+    assert [path for path, entry in walk(schema) if entry.get("type") == "number"] == []
+
+
+def test_every_spec_field_is_documented(schema: dict[str, Any]) -> None:
+    undocumented = [
+        path for path, entry in walk(node(schema, "spec"), "spec") if not entry.get("description")
+    ]
+    undocumented = [p for p in undocumented if not p.endswith(("[]", "{}"))]
+    assert undocumented == []
+
+
+@pytest.mark.parametrize(
+    ("path", "default"),
+    [
+        ("spec.workers.engineImage", "vllm/vllm-openai:v0.32.0"),
+        ("spec.workers.gpusPerWorker", 1),
+        ("spec.workers.minReplicas", 1),
+        ("spec.workers.maxReplicas", 4),
+        ("spec.workers.slotsPerWorker", 32),
+        ("spec.scheduler.replicas", 1),
+        ("spec.strategy.default", "AdaptiveConsistency"),
+        ("spec.strategy.allowed", [member.value for member in StrategyType]),
+        ("spec.strategy.branches", 8),
+        ("spec.strategy.maxBranches", 32),
+        ("spec.strategy.confidencePercent", 95),
+        ("spec.strategy.temperature", "0.8"),
+        ("spec.strategy.verifier.type", "None"),
+        ("spec.strategy.beam.width", 4),
+        ("spec.budget.defaultTokens", 4096),
+        ("spec.budget.maxTokens", 32768),
+        ("spec.slo.targetLatencyMilliseconds", 30000),
+        ("spec.slo.attainmentPercent", 95),
+        ("spec.autoscaling.mode", "Builtin"),
+        ("spec.autoscaling.targetUtilizationPercent", 80),
+        ("spec.autoscaling.scaleDownStabilizationSeconds", 300),
+        ("spec.autoscaling.scaleToZero.enabled", False),
+        ("spec.autoscaling.scaleToZero.idleSeconds", 600),
+    ],
+)
+def test_schema_defaults(schema: dict[str, Any], path: str, default: object) -> None:
+    assert node(schema, path)["default"] == default
+
+
+@pytest.mark.parametrize(
+    ("path", "model"),
+    [
+        ("spec.workers", crd.WorkersSpec),
+        ("spec.scheduler", crd.SchedulerSpec),
+        ("spec.strategy", crd.StrategySpec),
+        ("spec.strategy.verifier", crd.VerifierSpec),
+        ("spec.budget", crd.BudgetSpec),
+        ("spec.slo", crd.SloSpec),
+        ("spec.autoscaling", crd.AutoscalingSpec),
+    ],
+)
+def test_nested_objects_default_to_all_their_defaults(
+    schema: dict[str, Any], path: str, model: type[crd.BaseModel]
+) -> None:
+    # The API server checks a default against the CEL rules before filling in nested defaults,
+    # so `{}` would not do: the default of an object holds every field's default.
+    default = node(schema, path)["default"]
+    assert default == model().model_dump(mode="json", exclude_none=True)
+    assert model.model_validate(default) == model()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "spec.model.servedName",
+        "spec.model.maxModelLen",
+        "spec.workers.replicas",
+        "spec.workers.tolerations",
+        "spec.nats.url",
+        "spec.strategy.verifier.url",
+    ],
+)
+def test_optional_fields_have_no_default(schema: dict[str, Any], path: str) -> None:
+    assert "default" not in node(schema, path)
+
+
+@pytest.mark.parametrize(
+    ("path", "minimum", "maximum"),
+    [
+        ("spec.workers.gpusPerWorker", 1, 16),
+        ("spec.workers.minReplicas", 0, 1000),
+        ("spec.workers.maxReplicas", 1, 1000),
+        ("spec.workers.slotsPerWorker", 1, 1024),
+        ("spec.strategy.branches", 1, 256),
+        ("spec.strategy.confidencePercent", 1, 99),
+        ("spec.slo.attainmentPercent", 1, 100),
+        ("spec.autoscaling.targetUtilizationPercent", 10, 100),
+        ("spec.autoscaling.scaleToZero.idleSeconds", 30, 86400),
+    ],
+)
+def test_schema_bounds(schema: dict[str, Any], path: str, minimum: int, maximum: int) -> None:
+    entry = node(schema, path)
+    assert (entry["minimum"], entry["maximum"]) == (minimum, maximum)
+
+
+@pytest.mark.parametrize(
+    ("path", "values"),
+    [
+        ("spec.strategy.default", [member.crd_value for member in StrategyName]),
+        ("spec.strategy.verifier.type", ["None", "Logprob", "HTTP", "RewardModel"]),
+        ("spec.strategy.extractor", ["Auto", "Boxed", "Hashes", "AnswerColon"]),
+        ("spec.autoscaling.mode", ["Builtin", "External"]),
+        ("spec.workers.tolerations.[].operator", ["Exists", "Equal"]),
+    ],
+)
+def test_enums_are_camel_case(schema: dict[str, Any], path: str, values: list[str]) -> None:
+    assert node(schema, path)["enum"] == values
+
+
+@pytest.mark.parametrize(
+    ("path", "rule_fragment"),
+    [
+        ("", "self.metadata.name.size() <= 40"),
+        ("", "self.metadata.name.matches("),
+        ("spec", "self.budget.maxTokensPerBranch < self.model.maxModelLen"),
+        ("spec.model", "has(self.name) != has(self.path)"),
+        ("spec.workers", "self.minReplicas <= self.maxReplicas"),
+        ("spec.workers", "'nvidia.com/gpu' in self.resources.limits"),
+        ("spec.strategy", "self.branches <= self.maxBranches"),
+        ("spec.strategy", "self.default in self.allowed"),
+        ("spec.strategy.verifier", "has(self.url)"),
+        ("spec.budget", "self.defaultTokens <= self.maxTokens"),
+        ("spec.slo", "self.targetLatencyMilliseconds <= self.maxDeadlineMilliseconds"),
+        ("spec.autoscaling", "!self.scaleToZero.enabled"),
+        ("spec.workers.tolerations.[]", "self.operator != 'Exists' || !has(self.value)"),
+    ],
+)
+def test_cel_rules_are_in_the_schema(schema: dict[str, Any], path: str, rule_fragment: str) -> None:
+    entry = node(schema, path) if path else schema
+    rules = entry.get("x-kubernetes-validations", [])
+    matching = [rule for rule in rules if rule_fragment in rule["rule"]]
+    assert matching, f"no CEL rule containing {rule_fragment!r} at {path or 'the root'}"
+    assert all(rule["message"] for rule in matching)
+
+
+def test_scale_subresource_points_at_worker_replicas(manifest: dict[str, Any]) -> None:
+    version = manifest["spec"]["versions"][0]
+    assert version["subresources"]["status"] == {}
+    assert version["subresources"]["scale"] == {
+        "specReplicasPath": ".spec.workers.replicas",
+        "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector",
+    }
+
+
+def test_printer_columns(manifest: dict[str, Any], schema: dict[str, Any]) -> None:
+    columns = manifest["spec"]["versions"][0]["additionalPrinterColumns"]
+    assert [c["name"] for c in columns] == [
+        "Model",
+        "Strategy",
+        "Ready",
+        "Queue",
+        "P95",
+        "SLO",
+        "Age",
+    ]
+    for column in columns[:-1]:
+        assert node(schema, column["jsonPath"].lstrip(".")), column
+
+
+def test_status_conditions_are_a_map_keyed_by_type(schema: dict[str, Any]) -> None:
+    conditions = node(schema, "status.conditions")
+    assert conditions["x-kubernetes-list-type"] == "map"
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+    assert set(node(schema, "status.conditions.[]")["properties"]) >= {
+        "type",
+        "status",
+        "reason",
+        "message",
+        "lastTransitionTime",
+        "observedGeneration",
+    }
+
+
+def test_crd_strategy_names_are_the_camel_case_of_the_request_names() -> None:
+    assert [member.value for member in StrategyType] == [m.crd_value for m in StrategyName]
+    assert [member.api_name for member in StrategyType] == list(StrategyName)
+
+
+@pytest.mark.parametrize("example", sorted((REPO_ROOT / "examples").glob("*.yaml")))
+def test_examples_are_valid_reasoning_services(example: Path) -> None:
+    for document in yaml.safe_load_all(example.read_text()):
+        if document and document.get("kind") == crd.KIND:
+            ReasoningService.model_validate(document)
+
+
+def test_spec_round_trips_in_camel_case() -> None:
+    spec = ReasoningServiceSpec.model_validate(
+        {"model": {"name": "m", "maxModelLen": 2048}, "workers": {"slotsPerWorker": 8}}
+    )
+    dumped = spec.model_dump(mode="json", exclude_none=True)
+    assert dumped["model"] == {"name": "m", "maxModelLen": 2048, "extraArgs": []}
+    assert dumped["workers"]["slotsPerWorker"] == 8
+    assert ReasoningServiceSpec.model_validate(dumped) == spec
+
+
+def test_spec_rejects_unknown_fields() -> None:
+    with pytest.raises(ValidationError, match="slotPerWorker"):
+        ReasoningServiceSpec.model_validate(
+            {"model": {"name": "m"}, "workers": {"slotPerWorker": 8}}
+        )
+
+
+def test_generated_yaml_parses_back_to_the_manifest() -> None:
+    assert yaml.safe_load(crd_gen.render_yaml()) == crd_gen.crd_manifest()

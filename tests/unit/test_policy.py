@@ -1,0 +1,336 @@
+"""The autoscaling policy (pure): a table of decisions, a burst simulated tick by tick, and the
+pure parts of the signals it is fed."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from ponder.api.crd import ReasoningServiceSpec
+from ponder.api.wire import SchedulerStats
+from ponder.operator.policy import (
+    AutoscalerState,
+    PolicyConfig,
+    Recommendation,
+    Signals,
+    decide,
+    held_replicas,
+)
+from ponder.operator.signals import StatsBoard, service_of_stats_subject, summarize
+
+NOW = 1_000_000.0
+CONFIG = PolicyConfig(
+    min_replicas=1,
+    max_replicas=10,
+    branches_per_worker=25.6,  # 32 slots x 80 %
+    max_tokens_per_branch=1024,
+    slo_target_ms=30_000,
+    scale_up_at_slo_fraction=0.9,
+    scale_up_window_seconds=0,
+    scale_down_window_seconds=300,
+    max_scale_up_step=4,
+    max_scale_up_percent=100,
+    scale_to_zero=False,
+    idle_seconds=600,
+)
+
+
+def history(*entries: tuple[float, int]) -> AutoscalerState:
+    return AutoscalerState(
+        history=tuple(Recommendation(NOW - age, replicas) for age, replicas in entries),
+        last_active_at=NOW - 1,
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "config", "signals", "state", "expected"),
+    [
+        ("idle at the minimum stays", CONFIG, Signals(NOW, 1), AutoscalerState(), 1),
+        (
+            "500 queued jobs scale up, limited per decision",
+            CONFIG,
+            Signals(NOW, 1, pending_jobs=500),
+            AutoscalerState(),
+            5,
+        ),
+        (
+            "the step grows with the pool (100 % of 6 workers)",
+            CONFIG,
+            Signals(NOW, 6, pending_jobs=500),
+            AutoscalerState(),
+            10,
+        ),
+        ("demand within capacity holds", CONFIG, Signals(NOW, 2, 40, 10), AutoscalerState(), 2),
+        ("ack-pending counts as demand", CONFIG, Signals(NOW, 2, 10, 50), AutoscalerState(), 3),
+        (
+            "the schedulers' branch count wins over the job count",
+            CONFIG,
+            Signals(NOW, 1, pending_jobs=10, scheduler_branches=100),
+            AutoscalerState(),
+            4,
+        ),
+        (
+            "expected tokens well under the branch budget discount demand",
+            CONFIG,
+            Signals(NOW, 1, scheduler_branches=100, expected_branch_tokens=100 * 256),
+            AutoscalerState(),
+            1,
+        ),
+        (
+            "p95 near the SLO adds a worker",
+            CONFIG,
+            Signals(NOW, 2, pending_jobs=10, p95_latency_ms=28_000),
+            AutoscalerState(),
+            3,
+        ),
+        (
+            "p95 near the SLO with nothing queued adds none",
+            CONFIG,
+            Signals(NOW, 2, p95_latency_ms=28_000),
+            history((10, 2)),
+            2,
+        ),
+        (
+            "a fresh operator does not shrink the pool at once",
+            CONFIG,
+            Signals(NOW, 5),
+            AutoscalerState(),
+            5,
+        ),
+        (
+            "scale-down waits for the window",
+            CONFIG,
+            Signals(NOW, 5),
+            history((200, 5), (100, 5), (15, 1)),
+            5,
+        ),
+        (
+            "scale-down after the window",
+            CONFIG,
+            Signals(NOW, 5),
+            history((400, 5), (301, 5)),
+            1,
+        ),
+        (
+            "scale-down to the highest recommendation of the window",
+            CONFIG,
+            Signals(NOW, 5),
+            history((400, 5), (200, 3), (100, 2)),
+            3,
+        ),
+        (
+            "a raised minReplicas applies now",
+            replace(CONFIG, min_replicas=3),
+            Signals(NOW, 1),
+            history((100, 1)),
+            3,
+        ),
+        (
+            "a lowered maxReplicas applies now",
+            replace(CONFIG, max_replicas=4),
+            Signals(NOW, 8, pending_jobs=500),
+            history((100, 8)),
+            4,
+        ),
+        (
+            "demand starts a pool at zero",
+            replace(CONFIG, min_replicas=0),
+            Signals(NOW, 0, pending_jobs=5),
+            history((100, 0)),
+            1,
+        ),
+        (
+            "a scale-up window needs a sustained recommendation",
+            replace(CONFIG, scale_up_window_seconds=60),
+            Signals(NOW, 1, pending_jobs=100),
+            history((30, 1)),
+            1,
+        ),
+        (
+            "scale to zero after the idle period",
+            replace(CONFIG, scale_to_zero=True),
+            Signals(NOW, 2),
+            AutoscalerState(history=(Recommendation(NOW - 15, 1),), last_active_at=NOW - 700),
+            0,
+        ),
+        (
+            "no scale to zero before the idle period",
+            replace(CONFIG, scale_to_zero=True),
+            Signals(NOW, 1),
+            AutoscalerState(history=(Recommendation(NOW - 15, 1),), last_active_at=NOW - 100),
+            1,
+        ),
+        (
+            "queries in flight keep an idle-looking pool awake",
+            replace(CONFIG, scale_to_zero=True),
+            Signals(NOW, 1, queries_in_flight=2),
+            AutoscalerState(history=(Recommendation(NOW - 15, 1),), last_active_at=NOW - 700),
+            1,
+        ),
+    ],
+)
+def test_decision(
+    case: str, config: PolicyConfig, signals: Signals, state: AutoscalerState, expected: int
+) -> None:
+    decision = decide(config, signals, state)
+    assert decision.replicas == expected, f"{case}: {decision.reason}"
+    assert decision.reason
+
+
+def test_decision_explains_itself() -> None:
+    decision = decide(CONFIG, Signals(NOW, 1, pending_jobs=500), AutoscalerState())
+    assert decision.message.startswith("Scaled workers from 1 to 5: 500 branches queued or running")
+    assert "limited to 4 workers per decision" in decision.message
+    assert "maxReplicas 10" in decision.message
+
+
+def test_waiting_scale_down_says_so() -> None:
+    decision = decide(CONFIG, Signals(NOW, 5), history((100, 5)))
+    assert not decision.changed
+    assert "300 s stabilisation window" in decision.reason
+
+
+def test_policy_config_from_spec() -> None:
+    spec = ReasoningServiceSpec.model_validate(
+        {
+            "model": {"name": "m"},
+            "workers": {"slotsPerWorker": 16, "minReplicas": 2, "maxReplicas": 6},
+            "autoscaling": {"targetUtilizationPercent": 50, "scaleToZero": {"enabled": True}},
+        }
+    )
+    config = PolicyConfig.from_spec(spec)
+    assert config.branches_per_worker == 8
+    assert (config.min_replicas, config.max_replicas, config.scale_to_zero) == (2, 6, True)
+    explicit = spec.model_copy(
+        update={"autoscaling": spec.autoscaling.model_copy(update={"target_queue_per_worker": 50})}
+    )
+    assert PolicyConfig.from_spec(explicit).branches_per_worker == 50
+
+
+@pytest.mark.parametrize(
+    ("overrides", "remembered", "status", "current", "expected"),
+    [
+        ({}, None, None, None, 1),
+        ({}, 3, 2, 1, 3),
+        ({}, None, 2, 1, 2),
+        ({}, None, None, 4, 4),
+        ({}, 9, None, None, 4),  # above maxReplicas 4
+        ({"autoscaling": {"scaleToZero": {"enabled": True}}}, 0, None, None, 0),
+        ({}, 0, None, None, 1),  # zero only with scale-to-zero
+        ({"autoscaling": {"mode": "External"}, "workers": {"replicas": 7}}, 2, 2, 2, 7),
+        ({"autoscaling": {"mode": "External"}}, 2, 2, 3, 3),
+    ],
+)
+def test_held_replicas_between_decisions(
+    overrides: dict[str, Any],
+    remembered: int | None,
+    status: int | None,
+    current: int | None,
+    expected: int,
+) -> None:
+    spec = ReasoningServiceSpec.model_validate({"model": {"name": "m"}, **overrides})
+    assert held_replicas(spec, remembered, status, current) == expected
+
+
+def simulate(
+    config: PolicyConfig, arrivals: dict[int, int], ticks: int, tick_seconds: int = 15
+) -> list[tuple[int, int, int]]:
+    """(time, queued branches, replicas) per tick; each worker finishes its target per tick."""
+    state = AutoscalerState()
+    replicas, queued = config.min_replicas, 0
+    trajectory = []
+    for tick in range(ticks):
+        at = tick * tick_seconds
+        queued += arrivals.get(at, 0)
+        decision = decide(config, Signals(NOW + at, replicas, pending_jobs=queued), state)
+        state, replicas = decision.state, decision.replicas
+        trajectory.append((at, queued, replicas))
+        queued = max(0, queued - math.floor(replicas * config.branches_per_worker))
+    return trajectory
+
+
+def test_burst_scales_up_within_two_ticks_and_down_only_after_the_window() -> None:
+    config = replace(CONFIG, max_replicas=20)
+    burst_at = 60
+    trajectory = simulate(config, {burst_at: 500}, ticks=60)
+    by_time = {at: replicas for at, _, replicas in trajectory}
+
+    assert by_time[burst_at - 15] == 1
+    assert by_time[burst_at + 15] > 1, "no scale-up within two ticks of the burst"
+    peak = max(by_time.values())
+    assert peak > 5
+
+    drained_at = min(at for at, queued, _ in trajectory if at > burst_at and queued == 0)
+    drops = [
+        at
+        for (at, _, replicas), (_, _, before) in zip(trajectory[1:], trajectory[:-1], strict=True)
+        if replicas < before
+    ]
+    first_drop = min(drops)
+    assert first_drop >= burst_at + config.scale_down_window_seconds
+    assert all(replicas == peak for at, _, replicas in trajectory if drained_at <= at < first_drop)
+    assert trajectory[-1][2] == config.min_replicas
+    back_at_min = min(at for at, _, replicas in trajectory if at > burst_at and replicas == 1)
+    assert back_at_min <= drained_at + config.scale_down_window_seconds + 15
+
+
+# --- the signals the policy is fed ---------------------------------------------------------------
+
+
+def stats(scheduler_id: str, **fields: Any) -> SchedulerStats:
+    values: dict[str, Any] = {
+        "scheduler_id": scheduler_id,
+        "at": NOW,
+        "queries_in_flight": 1,
+        "branches_outstanding": 10,
+        "expected_branch_tokens": 1000,
+    }
+    values.update(fields)
+    return SchedulerStats(**values)
+
+
+def test_scheduler_stats_combine_across_replicas() -> None:
+    summary = summarize(
+        [
+            stats("a", p95_latency_seconds=1.5, slo_attainment=1.0, queries_total=300),
+            stats("b", p95_latency_seconds=4.0, slo_attainment=0.9, queries_total=100),
+        ]
+    )
+    assert summary is not None
+    assert (summary.schedulers, summary.branches_outstanding) == (2, 20)
+    assert (summary.expected_branch_tokens, summary.queries_in_flight) == (2000, 2)
+    assert summary.p95_latency_ms == 4000  # the worst replica
+    assert summary.slo_attainment_percent == 98  # weighted by queries served
+    assert summarize([]) is None
+
+
+@pytest.mark.parametrize(
+    ("subject", "service"),
+    [
+        ("ponder.team-a.math.stats", ("team-a", "math")),
+        ("ponder.team-a.math.jobs", None),
+        ("ponder.team-a.stats", None),
+        ("other.team-a.math.stats", None),
+    ],
+)
+def test_stats_subjects_name_their_service(subject: str, service: tuple[str, str] | None) -> None:
+    assert service_of_stats_subject(subject) == service
+
+
+def test_stats_board_forgets_silent_schedulers() -> None:
+    clock = [0.0]
+    board = StatsBoard(stale_after_seconds=30, clock=lambda: clock[0])
+    board.record(("ns", "svc"), stats("a"))
+    clock[0] = 20.0
+    board.record(("ns", "svc"), stats("b", branches_outstanding=5))
+    summary = board.summary(("ns", "svc"))
+    assert summary is not None and summary.branches_outstanding == 15
+    clock[0] = 40.0  # a went quiet 40 s ago, b 20 s ago
+    summary = board.summary(("ns", "svc"))
+    assert summary is not None and summary.branches_outstanding == 5
+    clock[0] = 60.0
+    assert board.summary(("ns", "svc")) is None
+    assert board.summary(("ns", "other")) is None
