@@ -1,0 +1,255 @@
+"""The HTTP bodies the scheduler accepts and returns: OpenAI's, plus the `ponder` extension.
+
+Requests follow OpenAI's `/v1/chat/completions` and `/v1/completions`: fields Ponder does not use
+(`frequency_penalty`, `user`, ...) are accepted and ignored, as vLLM does, so the official client
+works unchanged. Ponder's own options ride in `ponder` (`extra_body={"ponder": {...}}`) and are
+strict: a misspelt option is a 400, not a silent default.
+
+Responses are OpenAI's objects with one more field, `ponder` (`PonderInfo`); the official client
+exposes it as `response.ponder` (pydantic extra) or `response.model_extra["ponder"]`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PonderOptions(BaseModel):
+    """Per-request test-time compute options; absent fields take the service's defaults.
+
+    Ranges are checked by the planner, which names the service limit a value exceeds.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    strategy: str | None = Field(
+        default=None, description="single, self-consistency, adaptive-consistency, ..."
+    )
+    branches: int | None = Field(default=None, description="Branches (samples) to launch.")
+    max_branches: int | None = Field(default=None, description="Cap for adaptive strategies.")
+    budget_tokens: int | None = Field(
+        default=None, description="Completion tokens all branches together may generate."
+    )
+    deadline_ms: int | None = Field(
+        default=None, description="Answer within this many ms, with the best result so far."
+    )
+    confidence: float | None = Field(
+        default=None, description="Stopping threshold of adaptive-consistency, in (0, 1)."
+    )
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
+class TextContentPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"]
+    text: str
+
+
+class RequestMessage(BaseModel):
+    """A chat message; content is a string or a list of text parts."""
+
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextContentPart] | None = None
+
+    @property
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class _SamplingFields(BaseModel):
+    """The OpenAI sampling fields both endpoints share."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str
+    max_tokens: int | None = Field(default=None, description="Cap per branch, in tokens.")
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = Field(default=None, description="Branch i samples with seed + i.")
+    n: int | None = Field(default=None, description="Must be 1: ask for ponder.branches.")
+    ignore_eos: bool = Field(
+        default=False, description="vLLM extension: keep generating past end-of-sequence."
+    )
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    ponder: PonderOptions = Field(default_factory=PonderOptions)
+
+    @property
+    def stop_list(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+
+class ChatCompletionRequest(_SamplingFields):
+    """Body of `POST /v1/chat/completions`."""
+
+    messages: list[RequestMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(
+        default=None, description="Newer spelling of max_tokens; wins when both are set."
+    )
+
+    @property
+    def branch_max_tokens(self) -> int | None:
+        return (
+            self.max_completion_tokens
+            if self.max_completion_tokens is not None
+            else (self.max_tokens)
+        )
+
+
+class CompletionRequest(_SamplingFields):
+    """Body of `POST /v1/completions`; one prompt per request."""
+
+    prompt: str | list[str]
+
+    @property
+    def prompt_text(self) -> str | None:
+        """The one prompt, or None when a list of several (unsupported) was sent."""
+        if isinstance(self.prompt, str):
+            return self.prompt
+        return self.prompt[0] if len(self.prompt) == 1 else None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class PlanInfo(BaseModel):
+    """What the planner granted, and whether it shrank the request to fit load or deadline."""
+
+    requested_branches: int
+    branches: int
+    max_branches: int
+    wave_size: int
+    branches_per_job: int
+    budget_tokens: int
+    max_tokens_per_branch: int
+    deadline_ms: int
+    shrunk: bool = False
+    shrink_reason: str | None = None
+
+
+class BranchInfo(BaseModel):
+    """One branch's outcome, as its worker reported it."""
+
+    id: str
+    status: str
+    answer: str | None = None
+    score: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    worker_id: str = ""
+
+
+class PonderInfo(BaseModel):
+    """The `ponder` object of a response: how the answer was reached.
+
+    `branches_launched == branches_completed + branches_cancelled + branches_failed`: cancelled
+    counts branches stopped by a cancel, by their deadline, or still running when the query
+    answered (the scheduler cancelled them).
+    """
+
+    query_id: str
+    strategy: str
+    answer: str | None = Field(description="The extracted answer the strategy chose.")
+    branches_launched: int
+    branches_completed: int
+    branches_cancelled: int
+    branches_failed: int
+    waves: int
+    votes: dict[str, float] = Field(default_factory=dict)
+    scores: list[float] = Field(default_factory=list)
+    confidence: float | None = None
+    deadline_exceeded: bool = False
+    latency_ms: float
+    plan: PlanInfo
+    branches: list[BranchInfo] = Field(
+        default_factory=list, description="Every branch result received, in arrival order."
+    )
+
+
+class ResponseMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: ResponseMessage
+    finish_reason: str
+    logprobs: None = None
+
+
+class ChatCompletionResponse(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    ponder: PonderInfo
+
+
+class CompletionChoice(BaseModel):
+    index: int = 0
+    text: str
+    finish_reason: str
+    logprobs: None = None
+
+
+class CompletionResponse(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+    ponder: PonderInfo
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "ponder"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error shape; every 4xx/5xx of the API has it."""
+
+    error: ErrorBody
+
+
+class Health(BaseModel):
+    status: str
+    detail: str | None = None

@@ -1,0 +1,244 @@
+"""The scheduler's HTTP edge: an OpenAI-compatible API over the query runner.
+
+`create_app(config, settings)` builds a FastAPI app whose lifespan owns everything with a
+lifetime (the NATS connection, the dispatcher, the verifier's sessions, the stats task); nothing
+lives at module level. Routes only translate: body -> `QueryRequest` -> planner -> runner ->
+response body. Every error is OpenAI's JSON shape `{"error": {message, type, param, code}}`:
+a malformed body or an out-of-range option is a 400 naming the field (never FastAPI's 422),
+an unknown model a 404, a query without an answer by its deadline a 504.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from ponder.api.service_config import ServiceConfig
+from ponder.api.wire import ChatMessage, Endpoint
+from ponder.scheduler.api_models import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionRequest,
+    CompletionResponse,
+    Health,
+    ModelCard,
+    ModelList,
+)
+from ponder.scheduler.config import SchedulerSettings, default_scheduler_id
+from ponder.scheduler.http_errors import (
+    ERROR_RESPONSES,
+    error_response,
+    install_error_handlers,
+    openapi_without_422,
+    unknown_model,
+)
+from ponder.scheduler.metrics import SchedulerMetrics
+from ponder.scheduler.planner import QueryRequest
+from ponder.scheduler.response import error_body
+from ponder.scheduler.serving import serve_query
+from ponder.scheduler.state import SchedulerState, start_state
+from ponder.scheduler.stats import publish_stats, snapshot
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_SECONDS = 2.0
+
+
+def _query_responses(model: type) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {
+            "model": model,
+            "description": "The answer; with `stream: true` server-sent events of chunks",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **ERROR_RESPONSES,
+    }
+
+
+def create_app(config: ServiceConfig, settings: SchedulerSettings | None = None) -> FastAPI:
+    """The scheduler app of one ReasoningService; serve it with uvicorn."""
+    settings = settings or SchedulerSettings(
+        nats_url=config.nats_url, scheduler_id=default_scheduler_id()
+    )
+    metrics = SchedulerMetrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            state = await start_state(config, settings, metrics, stack)
+            app.state.ponder = state
+            async with asyncio.TaskGroup() as tasks:
+                stats_task = tasks.create_task(
+                    publish_stats(
+                        state.nc,
+                        state.subjects.stats,
+                        lambda: snapshot(
+                            settings.scheduler_id,
+                            state.load,
+                            state.window,
+                            config.slo.target_latency_ms / 1000.0,
+                            time.time(),
+                            time.monotonic(),
+                        ),
+                        settings.stats_interval_seconds,
+                    )
+                )
+                log.info(
+                    "Started scheduler %s for %s/%s (model %s, NATS %s)",
+                    settings.scheduler_id,
+                    config.namespace,
+                    config.name,
+                    config.model,
+                    settings.nats_url,
+                )
+                try:
+                    yield
+                finally:
+                    stats_task.cancel()
+
+    app = FastAPI(
+        title="Ponder scheduler",
+        version="1",
+        summary="OpenAI-compatible API with test-time compute: options ride in `ponder`.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    _add_routes(app, config)
+    app.openapi = lambda: openapi_without_422(app)  # type: ignore[method-assign]
+    return app
+
+
+def _new_query_id() -> str:
+    return secrets.token_hex(8)
+
+
+def _state(request: Request) -> SchedulerState:
+    state: SchedulerState = request.app.state.ponder
+    return state
+
+
+StateDep = Annotated[SchedulerState, Depends(_state)]
+
+
+def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
+    @app.post(
+        "/v1/chat/completions",
+        response_model=ChatCompletionResponse,
+        responses=_query_responses(ChatCompletionResponse),
+        summary="Chat completion with test-time compute",
+    )
+    async def chat_completions(
+        body: ChatCompletionRequest, request: Request, state: StateDep
+    ) -> Response:
+        if body.model != config.model:
+            return unknown_model(body.model)
+        user_messages = [m for m in body.messages if m.role == "user"]
+        query = QueryRequest(
+            query_id=_new_query_id(),
+            endpoint=Endpoint.CHAT,
+            question=user_messages[-1].text if user_messages else body.messages[-1].text,
+            prompt=None,
+            messages=tuple(
+                ChatMessage(role="system" if m.role == "developer" else m.role, content=m.text)
+                for m in body.messages
+            ),
+            ponder=body.ponder,
+            max_tokens=body.branch_max_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            stop=body.stop_list,
+            seed=body.seed,
+            n=body.n,
+        )
+        return await serve_query(
+            state, request, query, body.stream, body.include_usage, body.ignore_eos
+        )
+
+    @app.post(
+        "/v1/completions",
+        response_model=CompletionResponse,
+        responses=_query_responses(CompletionResponse),
+        summary="Text completion with test-time compute",
+    )
+    async def completions(body: CompletionRequest, request: Request, state: StateDep) -> Response:
+        if body.model != config.model:
+            return unknown_model(body.model)
+        prompt = body.prompt_text
+        if prompt is None:
+            return error_response(
+                400,
+                error_body(
+                    "prompt: send one prompt per request (a list of several is not supported)",
+                    "invalid_request_error",
+                    param="prompt",
+                    code="unsupported",
+                ),
+            )
+        query = QueryRequest(
+            query_id=_new_query_id(),
+            endpoint=Endpoint.COMPLETIONS,
+            question=prompt,
+            prompt=prompt,
+            messages=None,
+            ponder=body.ponder,
+            max_tokens=body.max_tokens,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            stop=body.stop_list,
+            seed=body.seed,
+            n=body.n,
+        )
+        return await serve_query(
+            state, request, query, body.stream, body.include_usage, body.ignore_eos
+        )
+
+    @app.get("/v1/models", response_model=ModelList, summary="The model this service serves")
+    async def models(state: StateDep) -> ModelList:
+        return ModelList(data=[ModelCard(id=config.model, created=state.started_at)])
+
+    @app.get("/healthz", response_model=Health, summary="Liveness: the process serves HTTP")
+    async def healthz() -> Health:
+        return Health(status="ok")
+
+    @app.get(
+        "/readyz",
+        response_model=Health,
+        responses={503: {"model": Health, "description": "NATS or the stream is missing"}},
+        summary="Readiness: NATS connected and the jobs stream present",
+    )
+    async def readyz(state: StateDep) -> Response:
+        problem = await _readiness_problem(state)
+        if problem is not None:
+            return JSONResponse(Health(status="unready", detail=problem).model_dump(), 503)
+        return JSONResponse(Health(status="ready").model_dump())
+
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+        summary="Prometheus metrics",
+    )
+    async def prometheus_metrics(state: StateDep) -> Response:
+        return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _readiness_problem(state: SchedulerState) -> str | None:
+    if not state.nc.is_connected:
+        return f"not connected to NATS at {state.settings.nats_url}"
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+            await state.dispatcher.js.stream_info(state.subjects.stream)
+    except Exception as error:
+        return f"stream {state.subjects.stream} unavailable: {error!r}"
+    return None

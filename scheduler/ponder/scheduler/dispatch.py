@@ -1,0 +1,190 @@
+"""The scheduler's NATS edge: publish branch jobs, route branch results, publish cancels.
+
+One `Dispatcher` per scheduler replica shares one NATS connection among all queries:
+- jobs go to the service's JetStream jobs subject with `Nats-Msg-Id: <job_id>`, so a publish
+  retried after a lost PubAck is dropped by the server instead of running twice;
+- results arrive on this replica's core NATS inbox `results.<scheduler-id>` and are routed to
+  the `QueryCollector` of their query. A redelivered job reports its branches again: the first
+  terminal result of a branch wins, later ones are counted and dropped;
+- cancels go to the core NATS cancel subject, which every worker listens to.
+A message on the inbox that is not a valid `BranchResult` is logged and counted, never raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from pydantic import ValidationError
+
+from ponder.api.subjects import ServiceSubjects
+from ponder.api.wire import BranchJob, BranchResult, CancelMessage
+from ponder.scheduler.metrics import SchedulerMetrics
+
+log = logging.getLogger(__name__)
+
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+
+class DispatchError(Exception):
+    """Jobs could not be queued (JetStream unavailable, stream full, no PubAck in time)."""
+
+
+class QueryCollector:
+    """The results of one query's branches, first terminal result per branch, in arrival order.
+
+    Holds at most one result per branch the query launched, so its queue is bounded by the
+    query's own branch count.
+    """
+
+    def __init__(self, query_id: str) -> None:
+        self.query_id = query_id
+        self._expected: set[str] = set()
+        self._reported: set[str] = set()
+        self._arrived: list[BranchResult] = []
+        self._wakeup = asyncio.Event()
+        self.duplicates = 0
+
+    def expect(self, branch_ids: Iterable[str]) -> None:
+        """Announce branches before their jobs are published (a result may beat the PubAck)."""
+        self._expected.update(branch_ids)
+
+    @property
+    def outstanding(self) -> set[str]:
+        """Branches launched whose result has not arrived."""
+        return self._expected - self._reported
+
+    def offer(self, result: BranchResult) -> bool:
+        """Take a result; False (and dropped) when it is a duplicate or not one of ours."""
+        if result.branch_id not in self._expected:
+            return False
+        if result.branch_id in self._reported:
+            self.duplicates += 1
+            return False
+        self._reported.add(result.branch_id)
+        self._arrived.append(result)
+        self._wakeup.set()
+        return True
+
+    def drain(self) -> list[BranchResult]:
+        """Every result that arrived and was not taken yet, in arrival order."""
+        batch, self._arrived = self._arrived, []
+        self._wakeup.clear()
+        return batch
+
+    async def next_batch(self) -> list[BranchResult]:
+        """Wait for at least one result; return it with every other one already here."""
+        while not self._arrived:
+            await self._wakeup.wait()
+        return self.drain()
+
+
+class Dispatcher:
+    """Branch traffic of one scheduler replica over one NATS connection."""
+
+    def __init__(
+        self,
+        nc: NatsClient,
+        subjects: ServiceSubjects,
+        scheduler_id: str,
+        metrics: SchedulerMetrics | None = None,
+        publish_timeout_seconds: float = 5.0,
+    ) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=publish_timeout_seconds)
+        self.subjects = subjects
+        self.scheduler_id = scheduler_id
+        self.metrics = metrics
+        self.publish_timeout_seconds = publish_timeout_seconds
+        self._collectors: dict[str, QueryCollector] = {}
+        self._subscription: Subscription | None = None
+        self.late_results = 0
+
+    @property
+    def reply_subject(self) -> str:
+        return self.subjects.results(self.scheduler_id)
+
+    async def start(self) -> None:
+        """Subscribe to this replica's results inbox."""
+        self._subscription = await self.nc.subscribe(self.reply_subject, cb=self._on_result)
+        await self.nc.flush()
+
+    async def stop(self) -> None:
+        if self._subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._subscription.unsubscribe()
+            self._subscription = None
+
+    @contextlib.contextmanager
+    def collector(self, query_id: str) -> Iterator[QueryCollector]:
+        """Route the results of `query_id` to a new collector while the block runs."""
+        if query_id in self._collectors:
+            raise ValueError(f"query {query_id} is already collecting")
+        collector = QueryCollector(query_id)
+        self._collectors[query_id] = collector
+        try:
+            yield collector
+        finally:
+            del self._collectors[query_id]
+            if self.metrics is not None and collector.duplicates:
+                self.metrics.branches_redelivered.inc(collector.duplicates)
+
+    async def publish_jobs(self, jobs: Sequence[BranchJob], timeout_seconds: float) -> None:
+        """Queue `jobs` on JetStream, all at once, and wait for every PubAck.
+
+        Raises DispatchError when any was not stored within `timeout_seconds`.
+        """
+        try:
+            acks = [
+                await self.js.publish_async(
+                    self.subjects.jobs,
+                    job.model_dump_json().encode(),
+                    headers={MSG_ID_HEADER: job.job_id},
+                )
+                for job in jobs
+            ]
+            async with asyncio.timeout(timeout_seconds):
+                await asyncio.gather(*acks)
+        except TimeoutError as error:
+            raise DispatchError(
+                f"JetStream did not acknowledge jobs in {timeout_seconds:.3g}s"
+            ) from error
+        except Exception as error:
+            raise DispatchError(
+                f"queueing jobs on {self.subjects.jobs} failed: {error!r}"
+            ) from error
+
+    async def cancel(self, query_id: str, branch_ids: Sequence[str], reason: str) -> None:
+        """Tell every worker to stop these branches of `query_id` (best effort, never raises)."""
+        message = CancelMessage(query_id=query_id, branch_ids=list(branch_ids), reason=reason)
+        try:
+            await self.nc.publish(self.subjects.cancel, message.model_dump_json().encode())
+        except Exception as error:
+            log.warning("publishing the cancel of query %s failed: %r", query_id, error)
+
+    async def _on_result(self, msg: Msg) -> None:
+        try:
+            result = BranchResult.model_validate_json(msg.data)
+        except ValidationError as error:
+            log.warning("dropping a malformed result on %s: %s", msg.subject, _first_error(error))
+            if self.metrics is not None:
+                self.metrics.results_malformed.inc()
+            return
+        collector = self._collectors.get(result.query_id)
+        if collector is None:
+            # The query already answered (a cancelled branch reporting back, a redelivery).
+            self.late_results += 1
+            return
+        collector.offer(result)
+
+
+def _first_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "message"
+    return f"{where}: {first['msg']} ({error.error_count()} problems)"

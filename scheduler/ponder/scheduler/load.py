@@ -1,0 +1,83 @@
+"""What this scheduler replica observes about the pool, for the planner and the stats.
+
+Pure bookkeeping (the caller passes the clock): queries and branches in flight, how fast
+branches generate (an exponentially weighted mean of seconds per token and tokens per branch)
+and how many workers answered recently (`worker_id` of results).
+"""
+
+from __future__ import annotations
+
+from ponder.api.wire import BranchResult, BranchStatus
+from ponder.scheduler.planner import LoadSnapshot
+
+EWMA_WEIGHT = 0.1
+"""Weight of the newest observation: ~the last 10-20 branches dominate the estimate."""
+
+WORKER_SEEN_SECONDS = 60.0
+"""A worker counts towards the pool while it reported a result this recently."""
+
+
+class LoadTracker:
+    """Counters updated by the query runners; `snapshot()` feeds the planner."""
+
+    def __init__(self) -> None:
+        self.queries_in_flight = 0
+        self.branches_outstanding = 0
+        self._outstanding_token_caps = 0
+        self.seconds_per_token: float | None = None
+        self.mean_completion_tokens: float | None = None
+        self._workers_seen: dict[str, float] = {}
+
+    def query_started(self) -> None:
+        self.queries_in_flight += 1
+
+    def query_finished(self) -> None:
+        self.queries_in_flight = max(0, self.queries_in_flight - 1)
+
+    def branches_launched(self, count: int, max_tokens: int) -> None:
+        self.branches_outstanding += count
+        self._outstanding_token_caps += count * max_tokens
+
+    def branches_settled(self, count: int, max_tokens: int) -> None:
+        """Branches that are no longer outstanding: reported, or given up on (cancelled)."""
+        self.branches_outstanding = max(0, self.branches_outstanding - count)
+        self._outstanding_token_caps = max(0, self._outstanding_token_caps - count * max_tokens)
+
+    def observe(self, result: BranchResult, now: float) -> None:
+        """Learn from one branch result: its worker is alive, and how fast and long it was."""
+        if result.worker_id:
+            self._workers_seen[result.worker_id] = now
+        if result.status != BranchStatus.COMPLETED or result.completion_tokens == 0:
+            return
+        per_token = result.generation_seconds / result.completion_tokens
+        self.seconds_per_token = _ewma(self.seconds_per_token, per_token)
+        self.mean_completion_tokens = _ewma(
+            self.mean_completion_tokens, float(result.completion_tokens)
+        )
+
+    def workers(self, now: float) -> int | None:
+        """Workers that reported within `WORKER_SEEN_SECONDS`, or None when none did."""
+        horizon = now - WORKER_SEEN_SECONDS
+        for worker_id in [w for w, seen in self._workers_seen.items() if seen < horizon]:
+            del self._workers_seen[worker_id]
+        return len(self._workers_seen) or None
+
+    def expected_branch_tokens(self) -> int:
+        """Tokens the outstanding branches are expected to generate (their caps, or the
+        observed mean length when that is smaller)."""
+        caps = self._outstanding_token_caps
+        if self.mean_completion_tokens is None:
+            return caps
+        return min(caps, round(self.branches_outstanding * self.mean_completion_tokens))
+
+    def snapshot(self, now: float) -> LoadSnapshot:
+        return LoadSnapshot(
+            branches_outstanding=self.branches_outstanding,
+            workers=self.workers(now),
+            seconds_per_token=self.seconds_per_token,
+            mean_completion_tokens=self.mean_completion_tokens,
+        )
+
+
+def _ewma(previous: float | None, value: float) -> float:
+    return value if previous is None else previous + EWMA_WEIGHT * (value - previous)

@@ -1,0 +1,100 @@
+"""The scheduler's Prometheus collectors, on a registry owned by one app (no global state)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from ponder.api import metrics as names
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
+
+
+class QueryOutcome(StrEnum):
+    """`outcome` label of ponder_queries_total."""
+
+    ANSWERED = "answered"  # the strategy finished
+    DEADLINE = "deadline"  # answered with the best so far at the deadline
+    NO_ANSWER = "no_answer"  # 504/502: nothing to answer with
+    REJECTED = "rejected"  # refused by the planner (400)
+    ABANDONED = "abandoned"  # the client went away
+
+
+class BranchEvent(StrEnum):
+    LAUNCHED = "launched"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class SchedulerMetrics:
+    """Every collector of one scheduler app, registered on `self.registry`."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.queries = Counter(
+            names.QUERIES_TOTAL,
+            "Queries by strategy and outcome.",
+            ["strategy", "outcome"],
+            registry=self.registry,
+        )
+        self.query_latency = Histogram(
+            names.QUERY_LATENCY_SECONDS,
+            "Query latency from request to answer.",
+            ["strategy"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.query_tokens = Histogram(
+            names.QUERY_TOKENS,
+            "Tokens (prompt + completion, all branches) per query.",
+            ["strategy"],
+            buckets=TOKEN_BUCKETS,
+            registry=self.registry,
+        )
+        self.branches = Counter(
+            names.BRANCHES_TOTAL,
+            "Branches by event.",
+            ["event"],
+            registry=self.registry,
+        )
+        self.branches_saved = Counter(
+            names.BRANCHES_SAVED_TOTAL,
+            "Branches an adaptive strategy did not launch because it stopped early.",
+            registry=self.registry,
+        )
+        self.branches_redelivered = Counter(
+            names.BRANCHES_REDELIVERED_TOTAL,
+            "Branch results reported more than once (a redelivered job); the first one counts.",
+            registry=self.registry,
+        )
+        self.results_malformed = Counter(
+            names.RESULTS_MALFORMED_TOTAL,
+            "Messages on the results subject that were not valid branch results.",
+            registry=self.registry,
+        )
+        self.plans_shrunk = Counter(
+            names.PLANS_SHRUNK_TOTAL,
+            "Queries granted fewer branches than asked, to fit budget, load or deadline.",
+            registry=self.registry,
+        )
+        self.slo_attainment = Gauge(
+            names.SLO_ATTAINMENT_RATIO,
+            "Share of recent queries that answered within the SLO's target latency.",
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            names.QUEUE_DEPTH_BRANCHES,
+            "Branches this scheduler launched that have not finished.",
+            registry=self.registry,
+        )
+
+    def count_branches(self, event: BranchEvent, count: int = 1) -> None:
+        if count > 0:
+            self.branches.labels(event=event.value).inc(count)
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus' text format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,374 @@
+"""The planner: request + service config + load -> a `Plan`, or a `PlanError` naming the limit.
+
+Pure: no I/O, no clock. The HTTP edge turns a `PlanError` into a 400 whose message says what
+to change, e.g. "ponder.branches=64 exceeds spec.strategy.maxBranches=32".
+
+Load-aware shrinking (DESIGN.md, "Request flow" and "Strategies"): branches of a wave run in
+parallel on the pool's slots, behind the branches already outstanding. With `slots` slots,
+`outstanding` branches ahead and an expected `branch_seconds` per branch, `B` new branches finish
+after about `ceil((outstanding + B) / slots)` rounds of `branch_seconds`. When that would not fit
+the deadline (with `DEADLINE_HEADROOM`), the planner grants fewer branches (and smaller waves)
+instead of queueing them past the deadline or the SLO; the plan records that it shrank. Without
+observations (cold start) it does not shrink: it cannot know better than the request.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ponder.api.service_config import ServiceConfig, VerifierKind
+from ponder.api.strategy import StrategyName
+from ponder.api.wire import ChatMessage, Endpoint
+from ponder.scheduler.api_models import PonderOptions
+from ponder.scheduler.strategies.base import PlannedQuery
+
+DEADLINE_HEADROOM = 0.8
+"""Share of the deadline the expected completion may use; the rest absorbs estimate error."""
+
+MAX_STOP_STRINGS = 8
+"""The wire's limit on stop strings (`SamplingParams.stop`, max_length)."""
+
+ADAPTIVE_STRATEGIES = frozenset({StrategyName.ADAPTIVE_CONSISTENCY})
+"""Strategies that launch in waves up to `max_branches` and may stop after any wave."""
+
+FIXED_WIDTH_STRATEGIES = frozenset(
+    {
+        StrategyName.SINGLE,
+        StrategyName.SELF_CONSISTENCY,
+        StrategyName.BEST_OF_N,
+        StrategyName.WEIGHTED_VOTE,
+    }
+)
+"""Strategies that launch all their branches at once and never more."""
+
+SINGLE_BRANCH_STRATEGIES = frozenset({StrategyName.SINGLE})
+
+
+@dataclass(frozen=True)
+class LoadSnapshot:
+    """What the scheduler currently observes about the pool (all optional: cold start).
+
+    `branches_outstanding`: branches launched and not finished, ahead of a new query.
+    `workers`: worker processes that reported recently; with `ServiceConfig.slots_per_worker`
+    it gives the pool's slots. `seconds_per_token` and `mean_completion_tokens`: observed
+    generation speed per branch and branch length, which estimate a branch's duration.
+    """
+
+    branches_outstanding: int = 0
+    workers: int | None = None
+    seconds_per_token: float | None = None
+    mean_completion_tokens: float | None = None
+
+
+@dataclass(frozen=True)
+class QueryRequest:
+    """A request as the HTTP edge parsed it: the prompt plus OpenAI's and Ponder's options."""
+
+    query_id: str
+    endpoint: Endpoint
+    question: str
+    prompt: str | None
+    messages: tuple[ChatMessage, ...] | None
+    ponder: PonderOptions = field(default_factory=PonderOptions)
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    n: int | None = None
+
+
+@dataclass(frozen=True)
+class PlanError:
+    """A request the service refuses (HTTP 400): which field, why, and the limit it broke."""
+
+    field: str
+    message: str
+    limit: str | None = None
+    code: str = "invalid_value"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A planned query: what the strategy sees, plus what only the runner and response need."""
+
+    query: PlannedQuery
+    deadline_ms: int
+    branches_per_job: int
+    requested_branches: int
+    shrink_reason: str | None = None
+
+    @property
+    def shrunk(self) -> bool:
+        return self.shrink_reason is not None
+
+
+def spec_name(section: str, name: str) -> str:
+    """The ReasoningService spec path of a ServiceConfig field: `spec.strategy.maxBranches`."""
+    head, *rest = name.split("_")
+    camel = head + "".join(part.capitalize() for part in rest)
+    return f"spec.{section}.{camel}" if section else f"spec.{camel}"
+
+
+def plan_query(
+    request: QueryRequest, config: ServiceConfig, load: LoadSnapshot | None = None
+) -> Plan | PlanError:
+    """Resolve strategy, branches, budget and deadline within the service's limits."""
+    load = load or LoadSnapshot()
+    strategy = _resolve_strategy(request.ponder, config)
+    if isinstance(strategy, PlanError):
+        return strategy
+    if request.n not in (None, 1):
+        return PlanError(
+            "n",
+            f"n={request.n} is not supported; ask for more samples with ponder.branches",
+            code="unsupported",
+        )
+    counts = _resolve_branches(request.ponder, config, strategy)
+    if isinstance(counts, PlanError):
+        return counts
+    requested_branches, max_branches = counts
+    # An adaptive search may go up to max_branches: the budget is split over all of them.
+    sharing = max_branches if strategy in ADAPTIVE_STRATEGIES else requested_branches
+    tokens = _resolve_tokens(request, config, sharing)
+    if isinstance(tokens, PlanError):
+        return tokens
+    budget_tokens, max_tokens_per_branch = tokens
+    deadline_ms = _resolve_deadline(request.ponder, config)
+    if isinstance(deadline_ms, PlanError):
+        return deadline_ms
+    sampling = _resolve_sampling(request, config)
+    if isinstance(sampling, PlanError):
+        return sampling
+    temperature, top_p, confidence = sampling
+
+    # The budget bounds how many full-length branches can run at all.
+    shrink_reason: str | None = None
+    branches = requested_branches
+    affordable = max(1, budget_tokens // max_tokens_per_branch)
+    if branches > affordable:
+        branches = affordable
+        shrink_reason = (
+            f"budget: {requested_branches} branches x {max_tokens_per_branch} tokens exceed "
+            f"budget_tokens={budget_tokens}, granted {branches}"
+        )
+    max_branches = min(max_branches, affordable)
+
+    # Load and deadline bound how many can finish in time.
+    slots = load.workers * config.slots_per_worker if load.workers else None
+    branch_seconds = expected_branch_seconds(load, max_tokens_per_branch)
+    if slots is not None and branch_seconds is not None:
+        fitted = fit_to_deadline(
+            branches, slots, load.branches_outstanding, branch_seconds, deadline_ms / 1000.0
+        )
+        if fitted < branches:
+            shrink_reason = (
+                f"load: {load.branches_outstanding} branches outstanding on {slots} slots at "
+                f"~{branch_seconds:.3g}s per branch; {branches} branches would miss "
+                f"deadline_ms={deadline_ms}, granted {fitted}"
+            )
+            branches = fitted
+        if strategy in ADAPTIVE_STRATEGIES:
+            # Every further wave waits for the previous one: no more waves than fit.
+            wave_seconds = math.ceil(branches / slots) * branch_seconds
+            waves_fit = int(deadline_ms / 1000.0 * DEADLINE_HEADROOM / wave_seconds)
+            max_branches = min(max_branches, max(1, waves_fit) * branches)
+    if strategy in FIXED_WIDTH_STRATEGIES:
+        max_branches = branches
+    max_branches = max(branches, max_branches)
+
+    defaults = config.strategy
+    query = PlannedQuery(
+        query_id=request.query_id,
+        strategy=strategy,
+        endpoint=request.endpoint,
+        question=request.question,
+        prompt=request.prompt,
+        messages=request.messages,
+        branches=branches,
+        max_branches=max_branches,
+        budget_tokens=budget_tokens,
+        max_tokens_per_branch=max_tokens_per_branch,
+        temperature=temperature,
+        top_p=top_p,
+        stop=request.stop,
+        seed=request.seed,
+        confidence=confidence,
+        extractor=defaults.extractor,
+        has_verifier=defaults.verifier.kind != VerifierKind.NONE,
+        beam=defaults.beam,
+        budget_forcing=defaults.budget_forcing,
+        wave_size=branches,
+    )
+    return Plan(
+        query=query,
+        deadline_ms=deadline_ms,
+        branches_per_job=pick_branches_per_job(branches, defaults.branches_per_job, load.workers),
+        requested_branches=requested_branches,
+        shrink_reason=shrink_reason,
+    )
+
+
+def _resolve_strategy(options: PonderOptions, config: ServiceConfig) -> StrategyName | PlanError:
+    defaults = config.strategy
+    try:
+        strategy = StrategyName(options.strategy or defaults.default)
+    except ValueError:
+        known = ", ".join(member.value for member in StrategyName)
+        return PlanError(
+            "ponder.strategy",
+            f"unknown strategy {options.strategy!r}; use one of: {known}",
+            code="unknown_strategy",
+        )
+    if strategy not in defaults.allowed:
+        allowed = ",".join(member.value for member in defaults.allowed)
+        limit = f"{spec_name('strategy', 'allowed')}=[{allowed}]"
+        return PlanError(
+            "ponder.strategy",
+            f"ponder.strategy={strategy.value} is not allowed by {limit}",
+            limit=limit,
+            code="strategy_not_allowed",
+        )
+    return strategy
+
+
+def _resolve_branches(
+    options: PonderOptions, config: ServiceConfig, strategy: StrategyName
+) -> tuple[int, int] | PlanError:
+    """(branches, max_branches) as asked, within `spec.strategy.maxBranches`."""
+    limit_value = config.strategy.max_branches
+    limit = f"{spec_name('strategy', 'max_branches')}={limit_value}"
+    if options.max_branches is not None:
+        if options.max_branches < 1:
+            return _not_positive("ponder.max_branches", options.max_branches)
+        if options.max_branches > limit_value:
+            return _exceeds("ponder.max_branches", options.max_branches, limit)
+    max_branches = options.max_branches or limit_value
+    if options.branches is None:
+        branches = min(config.strategy.branches, max_branches)
+    elif options.branches < 1:
+        return _not_positive("ponder.branches", options.branches)
+    elif options.branches > limit_value:
+        return _exceeds("ponder.branches", options.branches, limit)
+    elif options.branches > max_branches:
+        return _exceeds("ponder.branches", options.branches, f"ponder.max_branches={max_branches}")
+    else:
+        branches = options.branches
+    if strategy in SINGLE_BRANCH_STRATEGIES:
+        return 1, 1
+    return branches, max_branches
+
+
+def _resolve_tokens(
+    request: QueryRequest, config: ServiceConfig, branches: int
+) -> tuple[int, int] | PlanError:
+    """(budget_tokens, max_tokens_per_branch) within `spec.budget`."""
+    budget = config.budget
+    budget_tokens = request.ponder.budget_tokens
+    if budget_tokens is None:
+        budget_tokens = budget.default_tokens
+    elif budget_tokens < 1:
+        return _not_positive("ponder.budget_tokens", budget_tokens)
+    elif budget_tokens > budget.max_tokens:
+        limit = f"{spec_name('budget', 'max_tokens')}={budget.max_tokens}"
+        return _exceeds("ponder.budget_tokens", budget_tokens, limit)
+    model_cap = config.max_model_len - 1 if config.max_model_len is not None else None
+    if request.max_tokens is None:
+        # Without an explicit cap, split the budget over the branches rather than starve some.
+        per_branch = max(1, min(budget.max_tokens_per_branch, budget_tokens // branches))
+        if model_cap is not None:
+            per_branch = min(per_branch, model_cap)
+        return budget_tokens, per_branch
+    if request.max_tokens < 1:
+        return _not_positive("max_tokens", request.max_tokens)
+    if request.max_tokens > budget.max_tokens_per_branch:
+        limit = f"{spec_name('budget', 'max_tokens_per_branch')}={budget.max_tokens_per_branch}"
+        return _exceeds("max_tokens", request.max_tokens, limit)
+    if model_cap is not None and request.max_tokens > model_cap:
+        limit = f"{spec_name('', 'max_model_len')}={config.max_model_len}"
+        return _exceeds("max_tokens", request.max_tokens, limit)
+    return budget_tokens, min(request.max_tokens, budget_tokens)
+
+
+def _resolve_deadline(options: PonderOptions, config: ServiceConfig) -> int | PlanError:
+    """deadline_ms as asked, or the SLO's target latency; within `spec.slo.maxDeadlineMs`."""
+    slo = config.slo
+    if options.deadline_ms is None:
+        return min(slo.target_latency_ms, slo.max_deadline_ms)
+    if options.deadline_ms < 1:
+        return _not_positive("ponder.deadline_ms", options.deadline_ms)
+    if options.deadline_ms > slo.max_deadline_ms:
+        limit = f"{spec_name('slo', 'max_deadline_ms')}={slo.max_deadline_ms}"
+        return _exceeds("ponder.deadline_ms", options.deadline_ms, limit)
+    return options.deadline_ms
+
+
+def _resolve_sampling(
+    request: QueryRequest, config: ServiceConfig
+) -> tuple[float, float, float] | PlanError:
+    """(temperature, top_p, confidence) within the wire's bounds."""
+    defaults = config.strategy
+    options = request.ponder
+    confidence = options.confidence if options.confidence is not None else defaults.confidence
+    if not 0.0 < confidence < 1.0:
+        return PlanError(
+            "ponder.confidence", f"ponder.confidence={confidence} must be between 0 and 1"
+        )
+    temperature = request.temperature if request.temperature is not None else defaults.temperature
+    if not 0.0 <= temperature <= 5.0:
+        return PlanError("temperature", f"temperature={temperature} must be within [0, 5]")
+    top_p = request.top_p if request.top_p is not None else 1.0
+    if not 0.0 < top_p <= 1.0:
+        return PlanError("top_p", f"top_p={top_p} must be within (0, 1]")
+    if len(request.stop) > MAX_STOP_STRINGS:
+        return PlanError(
+            "stop", f"{len(request.stop)} stop strings exceed the limit of {MAX_STOP_STRINGS}"
+        )
+    return temperature, top_p, confidence
+
+
+def expected_branch_seconds(load: LoadSnapshot, max_tokens_per_branch: int) -> float | None:
+    """Expected duration of one branch from observed speed and length, or None if unobserved."""
+    if load.seconds_per_token is None:
+        return None
+    tokens = float(max_tokens_per_branch)
+    if load.mean_completion_tokens is not None:
+        tokens = min(tokens, load.mean_completion_tokens)
+    return max(tokens, 1.0) * load.seconds_per_token
+
+
+def fit_to_deadline(
+    wanted: int, slots: int, outstanding: int, branch_seconds: float, deadline_seconds: float
+) -> int:
+    """The most branches (1..wanted) expected to finish within the deadline's headroom.
+
+    `outstanding + B` branches need `ceil((outstanding + B) / slots)` rounds of
+    `branch_seconds`. If not even one round fits, only what can start at once is granted: a
+    queued branch could not finish in time anyway.
+    """
+    slots = max(1, slots)
+    rounds_fit = int(deadline_seconds * DEADLINE_HEADROOM / branch_seconds)
+    capacity = max(1, rounds_fit) * slots - outstanding
+    return max(1, min(wanted, capacity))
+
+
+def pick_branches_per_job(wave_size: int, max_per_job: int, workers: int | None) -> int:
+    """k, the branches one job carries (DESIGN.md, "branch locality").
+
+    As large as the service allows, so that branches share the prompt's KV cache in one vLLM
+    request, but no larger than a fair share of the wave per known worker, so that a wide
+    query spreads over the pool instead of waiting on one worker.
+    """
+    k = min(max(1, wave_size), max_per_job)
+    if workers and workers > 1:
+        k = min(k, math.ceil(wave_size / workers))
+    return max(1, k)
+
+
+def _exceeds(name: str, value: int, limit: str) -> PlanError:
+    return PlanError(name, f"{name}={value} exceeds {limit}", limit=limit, code="limit_exceeded")
+
+
+def _not_positive(name: str, value: int) -> PlanError:
+    return PlanError(name, f"{name}={value} must be at least 1")

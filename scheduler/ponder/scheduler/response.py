@@ -1,0 +1,206 @@
+"""A finished query -> OpenAI response bodies, SSE chunks and error bodies (pure).
+
+Streaming (`stream: true`) sends the final answer in OpenAI's chunk format once the query has
+answered: a role chunk (chat), content chunks, a chunk with `finish_reason` and the `ponder`
+object, a usage chunk with empty `choices` when `stream_options.include_usage`, then
+`data: [DONE]`. Waiting for the answer before the first byte keeps errors honest: a query
+without an answer is a 504 JSON error, not a broken stream.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from ponder.api.wire import BranchStatus, Endpoint
+from ponder.scheduler.api_models import (
+    BranchInfo,
+    ChatChoice,
+    ChatCompletionResponse,
+    CompletionChoice,
+    CompletionResponse,
+    ErrorBody,
+    ErrorResponse,
+    PlanInfo,
+    PonderInfo,
+    ResponseMessage,
+    Usage,
+)
+from ponder.scheduler.planner import PlanError
+from ponder.scheduler.runner import NoAnswerReason, QueryOutcome
+from ponder.scheduler.strategies.base import FinalAnswer
+
+WORDS_PER_CHUNK = 8
+_WORD = re.compile(r"\s*\S+\s*|\s+")
+
+NO_ANSWER_STATUS = {
+    NoAnswerReason.DEADLINE: 504,
+    NoAnswerReason.FAILED: 502,
+    NoAnswerReason.UNAVAILABLE: 503,
+}
+
+
+def response_id(endpoint: Endpoint, query_id: str) -> str:
+    return f"{'chatcmpl' if endpoint is Endpoint.CHAT else 'cmpl'}-{query_id}"
+
+
+def usage_of(outcome: QueryOutcome) -> Usage:
+    """Tokens of every branch result received, whatever its status."""
+    prompt, completion = outcome.prompt_tokens, outcome.completion_tokens
+    return Usage(
+        prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+    )
+
+
+def ponder_info(outcome: QueryOutcome) -> PonderInfo:
+    plan = outcome.plan
+    query = plan.query
+    answer = outcome.answer
+    completed = outcome.count(BranchStatus.COMPLETED)
+    failed = outcome.count(BranchStatus.FAILED)
+    return PonderInfo(
+        query_id=query.query_id,
+        strategy=query.strategy.value,
+        answer=answer.answer if answer else None,
+        branches_launched=outcome.launched,
+        branches_completed=completed,
+        branches_failed=failed,
+        branches_cancelled=outcome.launched - completed - failed,
+        waves=outcome.waves,
+        votes=dict(answer.votes) if answer else {},
+        scores=list(answer.scores) if answer else [],
+        confidence=answer.confidence if answer else None,
+        deadline_exceeded=outcome.deadline_exceeded,
+        latency_ms=round(outcome.latency_seconds * 1000.0, 3),
+        plan=PlanInfo(
+            requested_branches=plan.requested_branches,
+            branches=query.branches,
+            max_branches=query.max_branches,
+            wave_size=query.wave_size,
+            branches_per_job=plan.branches_per_job,
+            budget_tokens=query.budget_tokens,
+            max_tokens_per_branch=query.max_tokens_per_branch,
+            deadline_ms=plan.deadline_ms,
+            shrunk=plan.shrunk,
+            shrink_reason=plan.shrink_reason,
+        ),
+        branches=[
+            BranchInfo(
+                id=branch.result.branch_id,
+                status=branch.result.status.value,
+                answer=branch.answer,
+                score=branch.score,
+                prompt_tokens=branch.result.prompt_tokens,
+                completion_tokens=branch.result.completion_tokens,
+                finish_reason=branch.result.finish_reason,
+                worker_id=branch.result.worker_id,
+            )
+            for branch in outcome.branches
+        ],
+    )
+
+
+def chat_response(outcome: QueryOutcome, model: str, created: int) -> ChatCompletionResponse:
+    answer = _answer(outcome)
+    return ChatCompletionResponse(
+        id=response_id(Endpoint.CHAT, outcome.plan.query.query_id),
+        created=created,
+        model=model,
+        choices=[
+            ChatChoice(
+                message=ResponseMessage(content=answer.text), finish_reason=answer.finish_reason
+            )
+        ],
+        usage=usage_of(outcome),
+        ponder=ponder_info(outcome),
+    )
+
+
+def completion_response(outcome: QueryOutcome, model: str, created: int) -> CompletionResponse:
+    answer = _answer(outcome)
+    return CompletionResponse(
+        id=response_id(Endpoint.COMPLETIONS, outcome.plan.query.query_id),
+        created=created,
+        model=model,
+        choices=[CompletionChoice(text=answer.text, finish_reason=answer.finish_reason)],
+        usage=usage_of(outcome),
+        ponder=ponder_info(outcome),
+    )
+
+
+def stream_events(
+    outcome: QueryOutcome, model: str, created: int, include_usage: bool
+) -> Iterator[str]:
+    """The SSE events (`data: ...\\n\\n`) of an answered query, `[DONE]` last."""
+    endpoint = outcome.plan.query.endpoint
+    answer = _answer(outcome)
+    chat = endpoint is Endpoint.CHAT
+    base: dict[str, Any] = {
+        "id": response_id(endpoint, outcome.plan.query.query_id),
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": created,
+        "model": model,
+    }
+
+    def choice(text: str | None, finish_reason: str | None, role: bool = False) -> dict[str, Any]:
+        if chat:
+            delta: dict[str, Any] = {"role": "assistant"} if role else {}
+            if text is not None:
+                delta["content"] = text
+            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+
+    if chat:
+        yield _event({**base, "choices": [choice("", None, role=True)]})
+    for piece in text_pieces(answer.text):
+        yield _event({**base, "choices": [choice(piece, None)]})
+    final: dict[str, Any] = {
+        **base,
+        "choices": [choice(None if chat else "", answer.finish_reason)],
+        "ponder": ponder_info(outcome).model_dump(mode="json"),
+    }
+    yield _event(final)
+    if include_usage:
+        yield _event({**base, "choices": [], "usage": usage_of(outcome).model_dump()})
+    yield "data: [DONE]\n\n"
+
+
+def text_pieces(text: str, words_per_chunk: int = WORDS_PER_CHUNK) -> list[str]:
+    """`text` cut into chunks of a few words whose concatenation is exactly `text`."""
+    words = _WORD.findall(text)
+    return ["".join(words[i : i + words_per_chunk]) for i in range(0, len(words), words_per_chunk)]
+
+
+def error_body(
+    message: str, type_: str, param: str | None = None, code: str | None = None
+) -> ErrorResponse:
+    return ErrorResponse(error=ErrorBody(message=message, type=type_, param=param, code=code))
+
+
+def plan_error_body(error: PlanError) -> ErrorResponse:
+    return error_body(error.message, "invalid_request_error", param=error.field, code=error.code)
+
+
+def no_answer_error(outcome: QueryOutcome) -> tuple[int, ErrorResponse]:
+    """(HTTP status, body) of a query that ended without an answer."""
+    reason = outcome.no_answer_reason or NoAnswerReason.FAILED
+    return NO_ANSWER_STATUS.get(reason, 502), error_body(
+        f"query {outcome.plan.query.query_id}: {outcome.no_answer_detail}",
+        "server_error",
+        code={
+            NoAnswerReason.DEADLINE: "deadline_exceeded",
+            NoAnswerReason.UNAVAILABLE: "queue_unavailable",
+        }.get(reason, "no_answer"),
+    )
+
+
+def _answer(outcome: QueryOutcome) -> FinalAnswer:
+    if outcome.answer is None:
+        raise ValueError("the query has no answer; render no_answer_error instead")
+    return outcome.answer
+
+
+def _event(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"

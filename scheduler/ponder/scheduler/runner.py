@@ -1,0 +1,301 @@
+"""Runs one query: strategy decisions in, branch jobs out, results back in, until an answer.
+
+    strategy.begin() -> jobs on JetStream -> results from the collector -> extract + score ->
+    strategy.on_branch() -> Wait | Launch (more jobs) | Finish
+
+The query ends when the strategy finishes, when nothing is outstanding (the strategy's best so
+far answers), or at the deadline (best so far, `deadline_exceeded`). On the way out every branch
+still outstanding is cancelled on NATS, whatever ended the query (an answer, the deadline, an
+error, the client going away). Every wait is bounded by the plan's deadline; every task this
+module starts is owned by a task group inside the query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ponder.api.wire import BranchResult, BranchStatus
+from ponder.scheduler.dispatch import Dispatcher, DispatchError, QueryCollector
+from ponder.scheduler.extract import extract_answer
+from ponder.scheduler.jobs import JobContext, branch_id, build_jobs
+from ponder.scheduler.load import LoadTracker
+from ponder.scheduler.metrics import BranchEvent, SchedulerMetrics
+from ponder.scheduler.planner import Plan
+from ponder.scheduler.strategies.base import (
+    BranchRequest,
+    FinalAnswer,
+    Finish,
+    Launch,
+    ScoredBranch,
+    ScoreMode,
+    Strategy,
+)
+from ponder.scheduler.verifiers import Verifier, VerifierError, verifier_input
+
+log = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT_SECONDS = 5.0
+"""Longest wait for JetStream's PubAcks of one launch (never past the deadline)."""
+
+
+LATE_WARNING_SECONDS = 0.1
+"""Answering this much past the deadline is logged as a warning."""
+
+
+class NoAnswerReason:
+    DEADLINE = "deadline"  # nothing answerable before the deadline (HTTP 504)
+    FAILED = "failed"  # every branch ended without an answer (HTTP 502)
+    UNAVAILABLE = "unavailable"  # jobs could not be queued (HTTP 503)
+
+
+@dataclass
+class QueryOutcome:
+    """What happened to one query; the HTTP edge renders it (response.py)."""
+
+    plan: Plan
+    answer: FinalAnswer | None
+    branches: list[ScoredBranch] = field(default_factory=list)  # results, in arrival order
+    launched: int = 0
+    unreported: int = 0  # outstanding at the end, cancelled without a result
+    waves: int = 0
+    deadline_exceeded: bool = False
+    finished_by_strategy: bool = False
+    latency_seconds: float = 0.0
+    no_answer_reason: str | None = None
+    no_answer_detail: str = ""
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(branch.result.prompt_tokens for branch in self.branches)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(branch.result.completion_tokens for branch in self.branches)
+
+    def count(self, *statuses: BranchStatus) -> int:
+        return sum(1 for branch in self.branches if branch.result.status in statuses)
+
+
+@dataclass(frozen=True)
+class RunnerDeps:
+    """What every query of one scheduler shares."""
+
+    dispatcher: Dispatcher
+    model: str
+    load: LoadTracker
+    metrics: SchedulerMetrics | None = None
+    verifier: Verifier | None = None
+
+
+class QueryRunner:
+    """One query's run; use once."""
+
+    def __init__(
+        self, plan: Plan, strategy: Strategy, deps: RunnerDeps, *, ignore_eos: bool = False
+    ) -> None:
+        self.plan = plan
+        self.query = plan.query
+        self.strategy = strategy
+        self.deps = deps
+        self.ignore_eos = ignore_eos
+        self._requests: dict[str, BranchRequest] = {}  # branch id -> the request that launched it
+        self._fed = 0  # branches handed to the strategy
+        self._dispatch_error: str | None = None
+        self._deadline_loop = 0.0
+        self.outcome = QueryOutcome(plan=plan, answer=None)
+
+    async def run(self) -> QueryOutcome:
+        """Run to an answer, the deadline or a failure; never raises for those."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline_seconds = self.plan.deadline_ms / 1000.0
+        self._deadline_loop = started + deadline_seconds
+        context = JobContext(
+            query=self.query,
+            model=self.deps.model,
+            reply_subject=self.deps.dispatcher.reply_subject,
+            deadline_at=time.time() + deadline_seconds,
+            branches_per_job=self.plan.branches_per_job,
+            ignore_eos=self.ignore_eos,
+            logprobs=self.deps.verifier is not None and self.deps.verifier.needs_logprobs,
+        )
+        outcome = self.outcome
+        self.deps.load.query_started()
+        with self.deps.dispatcher.collector(self.query.query_id) as collector:
+            try:
+                try:
+                    async with asyncio.timeout_at(self._deadline_loop) as timer:
+                        answer = await self._drive(collector, context)
+                except TimeoutError:
+                    if not timer.expired():
+                        raise
+                    outcome.deadline_exceeded = True
+                    answer = self.strategy.best_so_far()
+                outcome.answer = answer
+            finally:
+                # Results that arrived but were not handed to the strategy still count.
+                outcome.branches.extend(self._receive(collector.drain()))
+                await self._cancel_outstanding(collector, outcome)
+                self.deps.load.query_finished()
+                outcome.latency_seconds = loop.time() - started
+        if outcome.answer is None:
+            outcome.no_answer_reason, outcome.no_answer_detail = self._why_no_answer()
+        late = outcome.latency_seconds - deadline_seconds
+        if late > LATE_WARNING_SECONDS:
+            # The deadline timer fired late: this process did not get the CPU in time.
+            log.warning(
+                "query %s answered %.0f ms after its deadline of %d ms (event loop overloaded?)",
+                self.query.query_id,
+                late * 1000,
+                self.plan.deadline_ms,
+            )
+        return outcome
+
+    async def _drive(self, collector: QueryCollector, context: JobContext) -> FinalAnswer | None:
+        await self._launch(self.strategy.begin(), collector, context)
+        while self._fed < self.outcome.launched:
+            received = self._receive(await collector.next_batch())
+            # Booked before scoring: a deadline during the verifier call loses no branch.
+            first = len(self.outcome.branches)
+            self.outcome.branches.extend(received)
+            scored = await self._score(received)
+            self.outcome.branches[first:] = scored
+            for branch in scored:
+                self._fed += 1
+                decision = self.strategy.on_branch(branch)
+                if isinstance(decision, Finish):
+                    self.outcome.finished_by_strategy = True
+                    return decision.answer
+                if isinstance(decision, Launch):
+                    await self._launch(decision.requests, collector, context)
+        return self.strategy.best_so_far()
+
+    async def _launch(
+        self, requests: Sequence[BranchRequest], collector: QueryCollector, context: JobContext
+    ) -> None:
+        jobs = []
+        launched_ids: list[str] = []
+        for request in requests:
+            if request.n < 1:
+                continue
+            first = self.outcome.launched + len(launched_ids)
+            ids = [branch_id(self.query.query_id, first + i) for i in range(request.n)]
+            for each in ids:
+                self._requests[each] = request
+            launched_ids.extend(ids)
+            jobs.extend(build_jobs(context, request, first))
+            self.deps.load.branches_launched(request.n, request.max_tokens)
+        if not jobs:
+            return
+        self.outcome.launched += len(launched_ids)
+        self.outcome.waves += 1
+        if self.deps.metrics is not None:
+            self.deps.metrics.count_branches(BranchEvent.LAUNCHED, len(launched_ids))
+        collector.expect(launched_ids)
+        remaining = self._deadline_loop - asyncio.get_running_loop().time()
+        try:
+            await self.deps.dispatcher.publish_jobs(
+                jobs, timeout_seconds=max(0.001, min(PUBLISH_TIMEOUT_SECONDS, remaining))
+            )
+        except DispatchError as error:
+            log.warning("query %s: %s", self.query.query_id, error)
+            self._dispatch_error = str(error)
+            # The branches fail here and now, so the strategy can still decide without them.
+            for job in jobs:
+                for each in job.branch_ids:
+                    collector.offer(
+                        BranchResult(
+                            query_id=job.query_id,
+                            job_id=job.job_id,
+                            branch_id=each,
+                            status=BranchStatus.FAILED,
+                            error=str(error),
+                        )
+                    )
+
+    def _receive(self, results: list[BranchResult]) -> list[ScoredBranch]:
+        """Book the results and extract their answers (completed branches only: a cut-off
+        text may end in a prefix of the answer)."""
+        load = self.deps.load
+        now = time.monotonic()
+        branches = []
+        for result in results:
+            request = self._requests[result.branch_id]
+            load.observe(result, now)
+            load.branches_settled(1, request.max_tokens)
+            self._count(result.status)
+            answer = (
+                extract_answer(request.continuation + result.text, self.query.extractor)
+                if result.status == BranchStatus.COMPLETED
+                else None
+            )
+            branches.append(ScoredBranch(request=request, result=result, answer=answer))
+        return branches
+
+    async def _score(self, branches: list[ScoredBranch]) -> list[ScoredBranch]:
+        """Score the branches whose request asks for it, in one verifier batch."""
+        verifier = self.deps.verifier
+        wanted = [
+            index
+            for index, branch in enumerate(branches)
+            if branch.request.score is not ScoreMode.NONE and branch.completed
+        ]
+        if verifier is None or not wanted:
+            return branches
+        inputs = [
+            verifier_input(self.query, branches[i].request, branches[i].result, branches[i].answer)
+            for i in wanted
+        ]
+        try:
+            scores = await verifier.score_many(inputs)
+        except VerifierError as error:
+            log.warning(
+                "query %s: verifier failed, branches unscored: %s", self.query.query_id, error
+            )
+            return branches
+        for index, score in zip(wanted, scores, strict=True):
+            branch = branches[index]
+            branches[index] = ScoredBranch(
+                request=branch.request, result=branch.result, answer=branch.answer, score=score
+            )
+        return branches
+
+    def _count(self, status: BranchStatus) -> None:
+        if self.deps.metrics is None:
+            return
+        event = {
+            BranchStatus.COMPLETED: BranchEvent.COMPLETED,
+            BranchStatus.FAILED: BranchEvent.FAILED,
+        }.get(status, BranchEvent.CANCELLED)
+        self.deps.metrics.count_branches(event)
+
+    async def _cancel_outstanding(self, collector: QueryCollector, outcome: QueryOutcome) -> None:
+        outstanding = sorted(collector.outstanding)
+        outcome.unreported = len(outstanding)
+        if not outstanding:
+            return
+        for each in outstanding:
+            self.deps.load.branches_settled(1, self._requests[each].max_tokens)
+        if self.deps.metrics is not None:
+            self.deps.metrics.count_branches(BranchEvent.CANCELLED, len(outstanding))
+        reason = "deadline" if outcome.deadline_exceeded else "answered"
+        await self.deps.dispatcher.cancel(self.query.query_id, outstanding, reason)
+
+    def _why_no_answer(self) -> tuple[str, str]:
+        if self.outcome.deadline_exceeded:
+            return (
+                NoAnswerReason.DEADLINE,
+                f"no branch finished within ponder.deadline_ms={self.plan.deadline_ms}",
+            )
+        if self._dispatch_error is not None and not self.outcome.count(BranchStatus.COMPLETED):
+            return NoAnswerReason.UNAVAILABLE, self._dispatch_error
+        errors = [b.result.error for b in self.outcome.branches if b.result.error]
+        detail = f"; first error: {errors[0]}" if errors else ""
+        return (
+            NoAnswerReason.FAILED,
+            f"none of {self.outcome.launched} branches produced an answer{detail}",
+        )

@@ -1,0 +1,267 @@
+"""The scheduler under faults: a killed worker, deadlines shorter than the generation, malformed
+messages on its subjects. Real NATS, real vLLM (random weights), 2 worker processes.
+
+Workers have 4 slots each and jobs carry 4 branches, so a query of 8 branches puts one job on
+each worker and a third job waits for a free worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nats
+import pytest
+import pytest_asyncio
+from nats.aio.msg import Msg
+
+from ponder.api.wire import BranchResult, BranchStatus, DeadLetter
+from tests.stack.dataplane import Dataplane, local_dataplane
+from tests.stack.nats import NatsServer
+from tests.stack.scheduler import scheduler_process
+from tests.stack.vllm import VllmServer
+
+pytestmark = pytest.mark.vllm
+
+MODEL = "ponder-arith"
+PROMPT = "Q:12+34-5 A:"
+LONG = 200  # tokens per branch: with ignore_eos, generation runs for a measurable while
+
+
+@pytest_asyncio.fixture(scope="module")
+async def plane(
+    nats: NatsServer, vllm: VllmServer, stack_log_dir: Path
+) -> AsyncIterator[Dataplane]:
+    async with local_dataplane(
+        name="sched-faults",
+        nats_url=nats.url,
+        vllm_url=vllm.base_url,
+        served_name=vllm.served_name,
+        workers=2,
+        log_dir=stack_log_dir,
+        # A killed worker's job comes back after 2 s instead of 30.
+        config_overrides={
+            "slots_per_worker": 4,
+            "job_ack_wait_seconds": 2.0,
+            "strategy": {"branches_per_job": 4},
+        },
+    ) as started:
+        yield started
+
+
+@pytest_asyncio.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session
+
+
+def long_query(branches: int, deadline_ms: int = 30_000) -> dict[str, Any]:
+    return {
+        "model": MODEL,
+        "prompt": PROMPT,
+        "max_tokens": LONG,
+        "ignore_eos": True,
+        "ponder": {
+            # Waits for every branch whatever they answer (self-consistency may stop early).
+            "strategy": "best-of-n",
+            "branches": branches,
+            "deadline_ms": deadline_ms,
+        },
+    }
+
+
+async def complete(
+    http: aiohttp.ClientSession, base_url: str, body: dict[str, Any]
+) -> tuple[int, dict[str, Any], float]:
+    """(status, body, seconds from sending to the whole answer)."""
+    started = time.monotonic()
+    async with http.post(f"{base_url}/v1/completions", json=body) as response:
+        payload = await response.json()
+        return response.status, payload, time.monotonic() - started
+
+
+async def metric(http: aiohttp.ClientSession, url: str, name: str, labels: str = "") -> float:
+    """Sum of the samples of `name` (whose labels contain `labels`) at `url`/metrics."""
+    async with http.get(f"{url}/metrics") as response:
+        text = await response.text()
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(rf"^{re.escape(name)}(\{{[^}}]*\}})? (\S+)$", line)
+        if match and labels in (match.group(1) or ""):
+            total += float(match.group(2))
+    return total
+
+
+async def eventually(check: Any, timeout_seconds: float, interval: float = 0.05) -> None:
+    """Wait until the async `check()` is truthy."""
+    deadline = time.monotonic() + timeout_seconds
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{check.__name__} did not hold within {timeout_seconds}s")
+        await asyncio.sleep(interval)
+
+
+async def test_worker_killed_mid_query_loses_nothing(
+    plane: Dataplane, http: aiohttp.ClientSession
+) -> None:
+    query = asyncio.create_task(complete(http, plane.base_url, long_query(branches=8)))
+
+    async def both_workers_busy() -> bool:
+        busy = [
+            await metric(http, worker.http_url, "ponder_worker_slots_in_use")
+            for worker in plane.workers
+        ]
+        return all(slots > 0 for slots in busy)
+
+    try:
+        await eventually(both_workers_busy, timeout_seconds=20)
+        plane.kill_worker(0)
+        status, body, _ = await query
+    finally:
+        await plane.restart_worker(0)
+    assert status == 200, body
+    ponder = body["ponder"]
+    assert ponder["branches_launched"] == ponder["branches_completed"] == 8
+    assert ponder["branches_failed"] == ponder["branches_cancelled"] == 0
+    assert len({branch["id"] for branch in ponder["branches"]}) == 8
+    # The killed worker never reported: its job was redelivered to the survivor.
+    assert {branch["worker_id"] for branch in ponder["branches"]} == {"worker-2"}
+    assert body["usage"]["completion_tokens"] == 8 * LONG
+
+
+async def test_deadline_answers_with_the_best_so_far_and_aborts_the_rest(
+    plane: Dataplane, http: aiohttp.ClientSession, vllm: VllmServer, stack_log_dir: Path
+) -> None:
+    # How long one round (8 branches: a job of 4 on each worker) takes here and now.
+    rounds = []
+    for _ in range(2):
+        status, body, seconds = await complete(http, plane.base_url, long_query(branches=8))
+        assert status == 200, body
+        rounds.append(seconds)
+    round_seconds = sum(rounds) / len(rounds)
+
+    # 16 branches run in 2 rounds; the deadline falls in the middle of the second. A fresh
+    # scheduler replica has observed nothing, so its planner cannot shrink the query to fit
+    # (the warm one would: tests/unit/test_planner.py).
+    deadline_ms = int(round_seconds * 1.5 * 1000)
+    wide = long_query(16, deadline_ms)
+    wide["ponder"]["budget_tokens"] = 16 * LONG
+    late: list[BranchResult] = []
+    nc = await nats.connect(plane.nats_url)
+    try:
+        # Listen on the fresh replica's inbox too: branches report after the answer.
+        async def on_result(msg: Msg) -> None:
+            late.append(BranchResult.model_validate_json(msg.data))
+
+        await nc.subscribe(plane.subjects.results("scheduler-fresh"), cb=on_result)
+        async with scheduler_process(
+            plane.config, scheduler_id="scheduler-fresh", log_dir=stack_log_dir
+        ) as fresh:
+            status, body, seconds = await complete(http, fresh.base_url, wide)
+
+            async def vllm_idle() -> bool:
+                return await metric(http, vllm.base_url, "vllm:num_requests_running") == 0
+
+            # vLLM's running count drops ...
+            await eventually(vllm_idle, timeout_seconds=round_seconds)
+
+            async def aborted_branches_reported() -> bool:
+                return len(late) == 16
+
+            await eventually(aborted_branches_reported, timeout_seconds=10)
+    finally:
+        await nc.close()
+    assert status == 200, body
+    assert seconds <= deadline_ms / 1000 + 0.25
+    ponder = body["ponder"]
+    assert ponder["deadline_exceeded"] is True
+    assert ponder["branches_launched"] == 16
+    completed = ponder["branches_completed"]
+    assert completed == 8
+    assert ponder["branches_cancelled"] == 8
+    assert body["usage"]["completion_tokens"] == completed * LONG
+    # ... because the round running at the deadline was aborted part-way: its branches report
+    # fewer tokens than asked (cancelled by the scheduler, or stopped by the worker itself at
+    # the job's deadline, whichever came first).
+    stopped = (BranchStatus.CANCELLED, BranchStatus.EXPIRED)
+    cut_short = [r for r in late if r.status in stopped and r.completion_tokens]
+    assert len(cut_short) == 8 and all(r.completion_tokens < LONG for r in cut_short), late
+
+
+async def test_deadline_before_any_branch_finishes_is_a_504(
+    plane: Dataplane, http: aiohttp.ClientSession
+) -> None:
+    status, body, seconds = await complete(http, plane.base_url, long_query(4, deadline_ms=150))
+    assert status == 504
+    assert body["error"]["code"] == "deadline_exceeded"
+    assert "ponder.deadline_ms=150" in body["error"]["message"]
+    assert seconds <= 0.15 + 0.25
+
+
+async def test_malformed_messages_are_dead_lettered_and_nothing_crashes(
+    plane: Dataplane, http: aiohttp.ClientSession
+) -> None:
+    subjects = plane.subjects
+    nc = await nats.connect(plane.nats_url)
+    try:
+        js = nc.jetstream()
+        # Not JSON at all, and a job with a usable reply subject but an invalid body.
+        await js.publish(subjects.jobs, b"\x00 not a job")
+        bad_job = {
+            "schema_version": 1,
+            "query_id": "q-bad",
+            "job_id": "q-bad-j0",
+            "branch_ids": ["q-bad-0"],
+            "reply_subject": subjects.results(plane.scheduler.scheduler_id),
+            "model": MODEL,
+            "prompt": PROMPT,
+            "sampling": {"max_tokens": -1},
+            "deadline_at": time.time() + 60,
+        }
+        await js.publish(subjects.jobs, json.dumps(bad_job).encode())
+        # Garbage on the scheduler's own results inbox.
+        await nc.publish(subjects.results(plane.scheduler.scheduler_id), b"{not a result")
+        await nc.flush()
+
+        letters: list[DeadLetter] = []
+
+        async def both_dead_lettered() -> bool:
+            letters.clear()
+            info = await js.stream_info(subjects.stream)
+            for sequence in range(info.state.first_seq, info.state.last_seq + 1):
+                try:
+                    message = await js.get_msg(subjects.stream, sequence)
+                except nats.js.errors.NotFoundError:
+                    continue
+                if message.subject == subjects.deadletter:
+                    letters.append(DeadLetter.model_validate_json(message.data or b""))
+            return len(letters) >= 2
+
+        await eventually(both_dead_lettered, timeout_seconds=10, interval=0.2)
+    finally:
+        await nc.close()
+    assert all(letter.reason.startswith("malformed job") for letter in letters)
+    assert "sampling.max_tokens" in " ".join(letter.reason for letter in letters)
+
+    async def malformed_result_counted() -> bool:
+        count = await metric(http, plane.base_url, "ponder_results_malformed_total")
+        return count >= 1
+
+    await eventually(malformed_result_counted, timeout_seconds=5)
+    # Scheduler and both workers still serve.
+    status, body, _ = await complete(
+        http,
+        plane.base_url,
+        {"model": MODEL, "prompt": PROMPT, "max_tokens": 8, "ponder": {"branches": 8}},
+    )
+    assert status == 200, body
+    assert body["ponder"]["branches_completed"] == body["ponder"]["branches_launched"]
+    for worker in plane.workers:
+        async with http.get(f"{worker.http_url}/healthz") as response:
+            assert response.status == 200

@@ -1,0 +1,311 @@
+"""The scheduler's API end to end: real NATS, real vLLM (random weights), 2 worker processes and
+the scheduler process. vLLM's text is gibberish here: assert on counts, usage and shapes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nats
+import openai
+import pytest
+import pytest_asyncio
+from nats.aio.msg import Msg
+
+from ponder.api.wire import SchedulerStats
+from tests.stack.dataplane import Dataplane, local_dataplane
+from tests.stack.nats import NatsServer
+from tests.stack.vllm import VllmServer
+
+pytestmark = pytest.mark.vllm
+
+MODEL = "ponder-arith"
+PROMPT = "Q:12+34-5 A:"
+
+
+@pytest_asyncio.fixture(scope="module")
+async def plane(
+    nats: NatsServer, vllm: VllmServer, stack_log_dir: Path
+) -> AsyncIterator[Dataplane]:
+    """Scheduler + 2 workers on the session's NATS and vLLM, for this module."""
+    async with local_dataplane(
+        name="sched-queries",
+        nats_url=nats.url,
+        vllm_url=vllm.base_url,
+        served_name=vllm.served_name,
+        workers=2,
+        log_dir=stack_log_dir,
+    ) as started:
+        yield started
+
+
+@pytest_asyncio.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        yield session
+
+
+async def post_json(
+    http: aiohttp.ClientSession, url: str, body: dict[str, Any] | bytes
+) -> tuple[int, dict[str, Any]]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    async with http.post(url, data=data, headers={"Content-Type": "application/json"}) as response:
+        return response.status, await response.json()
+
+
+async def test_self_consistency_returns_every_branch_and_counts_all_their_tokens(
+    plane: Dataplane, http: aiohttp.ClientSession
+) -> None:
+    status, body = await post_json(
+        http,
+        f"{plane.base_url}/v1/completions",
+        {
+            "model": MODEL,
+            "prompt": PROMPT,
+            # Too short for an answer ("#41"): no vote settles early, all 8 branches finish.
+            "max_tokens": 4,
+            "ponder": {"strategy": "self-consistency", "branches": 8},
+        },
+    )
+    assert status == 200, body
+    ponder = body["ponder"]
+    assert ponder["strategy"] == "self-consistency"
+    assert ponder["branches_launched"] == ponder["branches_completed"] == 8
+    assert ponder["branches_cancelled"] == ponder["branches_failed"] == 0
+    assert ponder["deadline_exceeded"] is False
+    assert ponder["waves"] == 1
+    branches = ponder["branches"]
+    assert len({branch["id"] for branch in branches}) == 8
+    assert all(branch["status"] == "completed" for branch in branches)
+    assert all(0 < branch["completion_tokens"] <= 4 for branch in branches)
+    usage = body["usage"]
+    assert usage["completion_tokens"] == sum(b["completion_tokens"] for b in branches)
+    assert usage["prompt_tokens"] == sum(b["prompt_tokens"] for b in branches)
+    # Each job (k branches sharing one prompt) counts its prompt once.
+    jobs = 8 // ponder["plan"]["branches_per_job"]
+    assert usage["prompt_tokens"] == jobs * (len(PROMPT) + 1)  # one token per char, plus BOS
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert body["object"] == "text_completion"
+    assert body["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+async def test_openai_client_works_unchanged_with_ponder_options(plane: Dataplane) -> None:
+    async with openai.AsyncOpenAI(
+        base_url=plane.openai_base_url, api_key="unused", max_retries=0
+    ) as client:
+        models = await client.models.list()
+        assert [model.id for model in models.data] == [MODEL]
+        completion = await client.completions.create(
+            model=MODEL,
+            prompt=PROMPT,
+            max_tokens=12,
+            temperature=0.7,
+            seed=3,
+            extra_body={"ponder": {"strategy": "best-of-n", "branches": 4}},
+        )
+    assert completion.usage is not None
+    ponder = (completion.model_extra or {})["ponder"]
+    assert ponder["strategy"] == "best-of-n"
+    assert ponder["branches_launched"] == 4
+    assert completion.usage.completion_tokens == sum(
+        branch["completion_tokens"] for branch in ponder["branches"]
+    )
+    assert completion.choices[0].text
+
+
+async def test_openai_client_streams_the_answer_as_chunks(plane: Dataplane) -> None:
+    async with openai.AsyncOpenAI(
+        base_url=plane.openai_base_url, api_key="unused", max_retries=0
+    ) as client:
+        stream = await client.completions.create(
+            model=MODEL,
+            prompt=PROMPT,
+            max_tokens=12,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ponder": {"strategy": "self-consistency", "branches": 4}},
+        )
+        chunks = [chunk async for chunk in stream]
+    text = "".join(choice.text for chunk in chunks for choice in chunk.choices)
+    finished = [c for chunk in chunks for c in chunk.choices if c.finish_reason is not None]
+    assert text
+    assert len(finished) == 1 and finished[0].finish_reason in ("stop", "length")
+    (finishing,) = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    ponder: dict[str, Any] = (finishing.model_extra or {})["ponder"]
+    assert ponder["branches_launched"] == 4
+    usage = chunks[-1].usage
+    assert usage is not None and not chunks[-1].choices
+    assert usage.completion_tokens == sum(b["completion_tokens"] for b in ponder["branches"])
+    assert all(chunk.object == "text_completion" for chunk in chunks)
+
+
+async def test_chat_completions_run_on_vllm_or_relay_its_refusal(plane: Dataplane) -> None:
+    """The chat route goes through the workers to vLLM's chat endpoint. The tiny test model has
+    no chat template, so vLLM refuses every branch; the client gets a 502 that says why."""
+    async with openai.AsyncOpenAI(
+        base_url=plane.openai_base_url, api_key="unused", max_retries=0
+    ) as client:
+        try:
+            chat = await client.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": "12+34-5"}],
+                max_tokens=8,
+                extra_body={"ponder": {"strategy": "self-consistency", "branches": 2}},
+            )
+        except openai.APIStatusError as error:
+            assert error.status_code == 502
+            assert "chat template" in str(error.message)
+            assert "none of 2 branches produced an answer" in str(error.message)
+        else:
+            assert chat.object == "chat.completion"
+            assert (chat.model_extra or {})["ponder"]["branches_launched"] == 2
+
+
+async def test_adaptive_consistency_at_temperature_zero_stops_after_its_first_wave(
+    plane: Dataplane, http: aiohttp.ClientSession
+) -> None:
+    status, body = await post_json(
+        http,
+        f"{plane.base_url}/v1/completions",
+        {
+            "model": MODEL,
+            "prompt": PROMPT,
+            "max_tokens": 12,
+            "temperature": 0,
+            "ponder": {"strategy": "adaptive-consistency", "branches": 4, "max_branches": 16},
+        },
+    )
+    assert status == 200, body
+    ponder = body["ponder"]
+    assert ponder["waves"] == 1
+    assert ponder["branches_launched"] == ponder["branches_completed"] <= 4
+    assert ponder["branches_launched"] < ponder["plan"]["max_branches"] == 16
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param", "message"),
+    [
+        (b'{"model": "ponder-arith", "prompt": ', 400, None, "not valid JSON"),
+        (
+            {"model": MODEL, "prompt": PROMPT, "ponder": {"strategy": "tree-of-thought"}},
+            400,
+            "ponder.strategy",
+            "unknown strategy 'tree-of-thought'",
+        ),
+        (
+            {"model": MODEL, "prompt": PROMPT, "ponder": {"branches": 64}},
+            400,
+            "ponder.branches",
+            "ponder.branches=64 exceeds spec.strategy.maxBranches=32",
+        ),
+        (
+            {"model": MODEL, "prompt": PROMPT, "ponder": {"budget_tokens": -100}},
+            400,
+            "ponder.budget_tokens",
+            "ponder.budget_tokens=-100 must be at least 1",
+        ),
+        (
+            {"model": MODEL, "prompt": PROMPT, "ponder": {"branchez": 4}},
+            400,
+            "ponder.branchez",
+            "Extra inputs are not permitted",
+        ),
+        ({"model": MODEL, "prompt": PROMPT, "n": 3}, 400, "n", "ask for more samples"),
+        ({"model": MODEL}, 400, "prompt", "Field required"),
+        ({"model": "gpt-4", "prompt": PROMPT}, 404, "model", "`gpt-4` does not exist"),
+    ],
+)
+async def test_bad_requests_get_openai_errors_that_name_the_problem(
+    plane: Dataplane,
+    http: aiohttp.ClientSession,
+    body: dict[str, Any] | bytes,
+    status: int,
+    param: str | None,
+    message: str,
+) -> None:
+    got_status, error = await post_json(http, f"{plane.base_url}/v1/completions", body)
+    assert got_status == status
+    assert set(error) == {"error"}
+    assert set(error["error"]) == {"message", "type", "param", "code"}
+    assert error["error"]["param"] == param
+    assert message in error["error"]["message"]
+    assert error["error"]["type"] == "invalid_request_error"
+
+
+async def test_models_health_readiness_and_metrics_are_served(
+    plane: Dataplane, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(f"{plane.base_url}/v1/models") as response:
+        assert response.status == 200
+        assert [m["id"] for m in (await response.json())["data"]] == [MODEL]
+    async with http.get(f"{plane.base_url}/healthz") as response:
+        assert response.status == 200
+    async with http.get(f"{plane.base_url}/readyz") as response:
+        assert response.status == 200
+        assert (await response.json())["status"] == "ready"
+    async with http.get(f"{plane.base_url}/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    for name in (
+        "ponder_queries_total",
+        "ponder_query_latency_seconds_bucket",
+        "ponder_branches_total",
+        "ponder_queue_depth_branches",
+        "ponder_slo_attainment_ratio",
+    ):
+        assert name in text
+    assert 'ponder_branches_total{event="launched"}' in text
+
+
+async def test_scheduler_publishes_its_load_and_latency_for_the_autoscaler(
+    plane: Dataplane,
+) -> None:
+    received: asyncio.Queue[SchedulerStats] = asyncio.Queue()
+
+    async def on_stats(msg: Msg) -> None:
+        received.put_nowait(SchedulerStats.model_validate_json(msg.data))
+
+    nc = await nats.connect(plane.nats_url)
+    try:
+        await nc.subscribe(plane.subjects.stats, cb=on_stats)
+        stats = await asyncio.wait_for(received.get(), timeout=5)
+    finally:
+        await nc.close()
+    assert stats.scheduler_id == plane.scheduler.scheduler_id
+    # Earlier tests of this module ran queries: the window has latencies.
+    assert stats.queries_total > 0
+    assert stats.p95_latency_seconds is not None and stats.p95_latency_seconds > 0
+    assert stats.slo_attainment == 1.0
+    assert stats.branches_outstanding == stats.queries_in_flight == 0
+
+
+async def test_openapi_document_lists_exactly_the_served_routes(
+    plane: Dataplane, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(f"{plane.base_url}/openapi.json") as response:
+        assert response.status == 200
+        document = await response.json()
+    operations = {
+        (path, method.upper()) for path, item in document["paths"].items() for method in item
+    }
+    assert operations == {
+        ("/v1/chat/completions", "POST"),
+        ("/v1/completions", "POST"),
+        ("/v1/models", "GET"),
+        ("/healthz", "GET"),
+        ("/readyz", "GET"),
+        ("/metrics", "GET"),
+    }
+    for path, method in operations:
+        async with http.request(method, f"{plane.base_url}{path}", json={}) as response:
+            assert response.status not in (404, 405, 422, 500), (path, method)
+    assert "422" not in json.dumps(document["paths"])
+    schemas = document["components"]["schemas"]
+    assert "PonderOptions" in schemas and "ErrorResponse" in schemas
+    async with http.get(f"{plane.base_url}/v1/nothing-here") as response:
+        assert response.status == 404
+        assert set(await response.json()) == {"error"}

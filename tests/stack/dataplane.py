@@ -1,0 +1,165 @@
+"""The whole local data plane: NATS, vLLM, N workers and the scheduler, as real processes.
+
+    async with local_dataplane(model_dir, workers=2, log_dir=logs) as plane:
+        client = openai.AsyncOpenAI(base_url=plane.openai_base_url, api_key="unused")
+        ...
+        plane.kill_worker(0)            # SIGKILL, as a crashed pod
+        await plane.restart_worker(0)   # a fresh process under the same worker id
+
+Parts that are already running (a session's NATS or vLLM) are passed by URL and reused; the
+others are started here and stopped on exit, in reverse order. `make demo`, the benchmarks and
+the integration tests use this one launcher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ponder.api.service_config import ServiceConfig
+from ponder.api.subjects import ServiceSubjects
+from tests.stack.nats import nats_server
+from tests.stack.scheduler import SchedulerProcess, scheduler_process
+from tests.stack.vllm import vllm_server
+from tests.stack.worker import WorkerProcess, worker_process
+
+DEFAULT_SERVED_NAME = "ponder-arith"
+DEFAULT_MAX_MODEL_LEN = 256
+
+
+@dataclass
+class Dataplane:
+    """Handles and URLs of a running local data plane."""
+
+    config: ServiceConfig
+    nats_url: str
+    vllm_url: str
+    scheduler: SchedulerProcess
+    workers: list[WorkerProcess]
+    log_dir: Path | None
+    _stack: contextlib.AsyncExitStack = field(repr=False)
+
+    @property
+    def base_url(self) -> str:
+        return self.scheduler.base_url
+
+    @property
+    def openai_base_url(self) -> str:
+        return self.scheduler.openai_base_url
+
+    @property
+    def subjects(self) -> ServiceSubjects:
+        return ServiceSubjects(self.config.namespace, self.config.name)
+
+    def kill_worker(self, index: int) -> None:
+        """SIGKILL worker `index` (its whole process group): no drain, no acks."""
+        process = self.workers[index].process
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+    async def restart_worker(self, index: int) -> WorkerProcess:
+        """Start a fresh worker in place of worker `index` (after `kill_worker`)."""
+        old = self.workers[index]
+        worker = await self._stack.enter_async_context(
+            worker_process(
+                self.config,
+                nats_url=self.nats_url,
+                vllm_url=self.vllm_url,
+                worker_id=old.worker_id,
+                log_dir=self.log_dir,
+            )
+        )
+        self.workers[index] = worker
+        return worker
+
+
+def dataplane_config(
+    *,
+    name: str,
+    model: str,
+    max_model_len: int,
+    overrides: Mapping[str, Any] | None = None,
+) -> ServiceConfig:
+    """A ServiceConfig for a local data plane; `overrides` merge into its sections
+    (e.g. `{"slots_per_worker": 4, "strategy": {"branches_per_job": 4}}`)."""
+    base: dict[str, Any] = ServiceConfig(
+        name=name, model=model, max_model_len=max_model_len
+    ).model_dump(mode="json")
+    for key, value in (overrides or {}).items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return ServiceConfig.model_validate(base)
+
+
+@contextlib.asynccontextmanager
+async def local_dataplane(
+    model_dir: Path | None = None,
+    *,
+    workers: int = 2,
+    name: str = "dataplane",
+    served_name: str = DEFAULT_SERVED_NAME,
+    max_model_len: int = DEFAULT_MAX_MODEL_LEN,
+    config_overrides: Mapping[str, Any] | None = None,
+    nats_url: str | None = None,
+    vllm_url: str | None = None,
+    scheduler_id: str = "scheduler-1",
+    log_dir: Path | None = None,
+) -> AsyncIterator[Dataplane]:
+    """Start what is missing (NATS unless `nats_url`, vLLM on `model_dir` unless `vllm_url`),
+    then the scheduler (it creates the stream) and `workers` workers; ready on entry."""
+    if vllm_url is None and model_dir is None:
+        raise ValueError("give model_dir (to start vLLM) or vllm_url (to reuse one)")
+    config = dataplane_config(
+        name=name, model=served_name, max_model_len=max_model_len, overrides=config_overrides
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        if nats_url is None:
+            nats_url = (await stack.enter_async_context(nats_server(log_dir))).url
+        if vllm_url is None:
+            assert model_dir is not None
+            server = await stack.enter_async_context(
+                vllm_server(
+                    model_dir, served_name=served_name, max_model_len=max_model_len, log_dir=log_dir
+                )
+            )
+            vllm_url = server.base_url
+        config = config.model_copy(update={"nats_url": nats_url})
+        scheduler = await stack.enter_async_context(
+            scheduler_process(
+                config,
+                scheduler_id=scheduler_id,
+                ensure_stream=True,
+                max_workers=max(workers, 1),
+                stats_interval_seconds=1.0,
+                log_dir=log_dir,
+            )
+        )
+        started = [
+            await stack.enter_async_context(
+                worker_process(
+                    config,
+                    nats_url=nats_url,
+                    vllm_url=vllm_url,
+                    worker_id=f"worker-{index + 1}",
+                    log_dir=log_dir,
+                )
+            )
+            for index in range(workers)
+        ]
+        yield Dataplane(
+            config=config,
+            nats_url=nats_url,
+            vllm_url=vllm_url,
+            scheduler=scheduler,
+            workers=started,
+            log_dir=log_dir,
+            _stack=stack,
+        )

@@ -1,0 +1,373 @@
+"""The planner: defaults, limits with their names, and shrinking under load or a near deadline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ponder.api.service_config import (
+    BudgetConfig,
+    ServiceConfig,
+    SloConfig,
+    StrategyDefaults,
+)
+from ponder.api.strategy import StrategyName
+from ponder.api.wire import ChatMessage, Endpoint
+from ponder.scheduler.api_models import PonderOptions
+from ponder.scheduler.planner import (
+    LoadSnapshot,
+    Plan,
+    PlanError,
+    QueryRequest,
+    fit_to_deadline,
+    pick_branches_per_job,
+    plan_query,
+    spec_name,
+)
+
+CONFIG = ServiceConfig(
+    name="math",
+    model="tiny",
+    max_model_len=256,
+    strategy=StrategyDefaults(
+        default=StrategyName.SELF_CONSISTENCY,
+        branches=8,
+        max_branches=32,
+        branches_per_job=4,
+        temperature=0.7,
+        confidence=0.9,
+    ),
+    budget=BudgetConfig(default_tokens=4096, max_tokens=16384, max_tokens_per_branch=128),
+    slo=SloConfig(target_latency_ms=5000, max_deadline_ms=60_000),
+    slots_per_worker=8,
+)
+
+
+def request(**fields: Any) -> QueryRequest:
+    ponder = PonderOptions(**fields.pop("ponder", {}))
+    return QueryRequest(
+        query_id="q1",
+        endpoint=Endpoint.COMPLETIONS,
+        question="1+2",
+        prompt="Q:1+2 A:",
+        messages=None,
+        ponder=ponder,
+        **fields,
+    )
+
+
+def planned(result: Plan | PlanError) -> Plan:
+    assert isinstance(result, Plan), result
+    return result
+
+
+def refused(result: Plan | PlanError) -> PlanError:
+    assert isinstance(result, PlanError), result
+    return result
+
+
+def test_defaults_come_from_the_service() -> None:
+    plan = planned(plan_query(request(), CONFIG))
+    query = plan.query
+    assert query.strategy == StrategyName.SELF_CONSISTENCY
+    assert (query.branches, query.max_branches, query.wave_size) == (8, 8, 8)
+    assert query.budget_tokens == 4096
+    assert query.max_tokens_per_branch == 128
+    assert (query.temperature, query.top_p, query.confidence) == (0.7, 1.0, 0.9)
+    assert plan.deadline_ms == 5000
+    assert plan.branches_per_job == 4
+    assert not plan.shrunk
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        (
+            {"ponder": {"strategy": "tree-of-thought"}},
+            "ponder.strategy",
+            "unknown strategy 'tree-of-thought'",
+        ),
+        (
+            {"ponder": {"branches": 64}},
+            "ponder.branches",
+            "ponder.branches=64 exceeds spec.strategy.maxBranches=32",
+        ),
+        (
+            {"ponder": {"max_branches": 33}},
+            "ponder.max_branches",
+            "ponder.max_branches=33 exceeds spec.strategy.maxBranches=32",
+        ),
+        (
+            {"ponder": {"branches": 12, "max_branches": 10}},
+            "ponder.branches",
+            "ponder.branches=12 exceeds ponder.max_branches=10",
+        ),
+        ({"ponder": {"branches": 0}}, "ponder.branches", "ponder.branches=0 must be at least 1"),
+        (
+            {"ponder": {"budget_tokens": -5}},
+            "ponder.budget_tokens",
+            "ponder.budget_tokens=-5 must be at least 1",
+        ),
+        (
+            {"ponder": {"budget_tokens": 0}},
+            "ponder.budget_tokens",
+            "ponder.budget_tokens=0 must be at least 1",
+        ),
+        (
+            {"ponder": {"budget_tokens": 20000}},
+            "ponder.budget_tokens",
+            "ponder.budget_tokens=20000 exceeds spec.budget.maxTokens=16384",
+        ),
+        (
+            {"ponder": {"deadline_ms": 61_000}},
+            "ponder.deadline_ms",
+            "ponder.deadline_ms=61000 exceeds spec.slo.maxDeadlineMs=60000",
+        ),
+        (
+            {"ponder": {"deadline_ms": 0}},
+            "ponder.deadline_ms",
+            "ponder.deadline_ms=0 must be at least 1",
+        ),
+        (
+            {"ponder": {"confidence": 1.0}},
+            "ponder.confidence",
+            "ponder.confidence=1.0 must be between 0 and 1",
+        ),
+        (
+            {"max_tokens": 500},
+            "max_tokens",
+            "max_tokens=500 exceeds spec.budget.maxTokensPerBranch=128",
+        ),
+        ({"max_tokens": 0}, "max_tokens", "max_tokens=0 must be at least 1"),
+        ({"n": 4}, "n", "n=4 is not supported; ask for more samples with ponder.branches"),
+        ({"temperature": 7.0}, "temperature", "temperature=7.0 must be within [0, 5]"),
+        ({"top_p": 0.0}, "top_p", "top_p=0.0 must be within (0, 1]"),
+        ({"stop": tuple("abcdefghi")}, "stop", "9 stop strings exceed the limit of 8"),
+    ],
+)
+def test_refusals_name_the_field_and_the_limit(
+    fields: dict[str, Any], field: str, message: str
+) -> None:
+    error = refused(plan_query(request(**fields), CONFIG))
+    assert error.field == field
+    assert message in error.message
+
+
+def test_strategy_outside_the_allowed_list_is_refused_with_the_list() -> None:
+    config = CONFIG.model_copy(
+        update={
+            "strategy": CONFIG.strategy.model_copy(
+                update={"allowed": [StrategyName.SINGLE, StrategyName.SELF_CONSISTENCY]}
+            )
+        }
+    )
+    error = refused(plan_query(request(ponder={"strategy": "beam-search"}), config))
+    assert error.message == (
+        "ponder.strategy=beam-search is not allowed by "
+        "spec.strategy.allowed=[single,self-consistency]"
+    )
+    assert error.limit == "spec.strategy.allowed=[single,self-consistency]"
+
+
+def test_max_tokens_must_leave_room_in_the_model_context() -> None:
+    config = CONFIG.model_copy(update={"max_model_len": 64})
+    error = refused(plan_query(request(max_tokens=100), config))
+    assert error.message == "max_tokens=100 exceeds spec.maxModelLen=64"
+
+
+@pytest.mark.parametrize(
+    ("fields", "branches", "max_branches", "per_branch"),
+    [
+        # Explicit values win over defaults.
+        ({"ponder": {"branches": 16}, "max_tokens": 64}, 16, 16, 64),
+        # single is one branch whatever the request says.
+        ({"ponder": {"strategy": "single", "branches": 8}}, 1, 1, 128),
+        # Adaptive strategies keep their cap above the first wave.
+        ({"ponder": {"strategy": "adaptive-consistency", "branches": 4}}, 4, 32, 128),
+        (
+            {"ponder": {"strategy": "adaptive-consistency", "branches": 4, "max_branches": 12}},
+            4,
+            12,
+            128,
+        ),
+        # Without max_tokens, the budget is split over the branches.
+        ({"ponder": {"branches": 16, "budget_tokens": 512}}, 16, 16, 32),
+        # An adaptive search splits the budget over all the branches it may launch ...
+        (
+            {"ponder": {"strategy": "adaptive-consistency", "budget_tokens": 1024}},
+            8,
+            32,
+            32,
+        ),
+        # ... and with an explicit cap, the budget caps how many it may launch.
+        (
+            {
+                "ponder": {"strategy": "adaptive-consistency", "budget_tokens": 1024},
+                "max_tokens": 128,
+            },
+            8,
+            8,
+            128,
+        ),
+    ],
+)
+def test_branch_counts_and_token_caps(
+    fields: dict[str, Any], branches: int, max_branches: int, per_branch: int
+) -> None:
+    query = planned(plan_query(request(**fields), CONFIG)).query
+    assert (query.branches, query.max_branches, query.max_tokens_per_branch) == (
+        branches,
+        max_branches,
+        per_branch,
+    )
+
+
+def test_explicit_max_tokens_over_the_budget_shrinks_the_branches_and_says_so() -> None:
+    plan = planned(
+        plan_query(request(max_tokens=100, ponder={"branches": 8, "budget_tokens": 450}), CONFIG)
+    )
+    assert plan.query.branches == 4
+    assert plan.requested_branches == 8
+    assert plan.shrink_reason is not None and plan.shrink_reason.startswith("budget:")
+
+
+@pytest.mark.parametrize(
+    ("load", "deadline_ms", "branches", "shrunk"),
+    [
+        # Cold start: nothing observed, nothing shrunk.
+        (LoadSnapshot(branches_outstanding=1000), 5000, 16, False),
+        # An idle pool of 2 workers x 8 slots runs 16 branches in one round of 1 s.
+        (
+            LoadSnapshot(0, workers=2, seconds_per_token=0.01, mean_completion_tokens=100),
+            5000,
+            16,
+            False,
+        ),
+        # 56 outstanding on 16 slots: rounds fit = int(5 * 0.8 / 1) = 4 -> 64 - 56 = 8 branches.
+        (
+            LoadSnapshot(56, workers=2, seconds_per_token=0.01, mean_completion_tokens=100),
+            5000,
+            8,
+            True,
+        ),
+        # Saturated beyond the deadline: one branch still runs (the deadline answers).
+        (
+            LoadSnapshot(500, workers=2, seconds_per_token=0.01, mean_completion_tokens=100),
+            5000,
+            1,
+            True,
+        ),
+        # Near the deadline (branch of 1 s, deadline 0.5 s): only what starts at once.
+        (
+            LoadSnapshot(10, workers=2, seconds_per_token=0.01, mean_completion_tokens=100),
+            500,
+            6,
+            True,
+        ),
+    ],
+)
+def test_load_and_deadline_shrink_the_branches(
+    load: LoadSnapshot, deadline_ms: int, branches: int, shrunk: bool
+) -> None:
+    plan = planned(
+        plan_query(
+            request(
+                max_tokens=128,
+                ponder={"branches": 16, "deadline_ms": deadline_ms, "budget_tokens": 4096},
+            ),
+            CONFIG,
+            load,
+        )
+    )
+    assert plan.query.branches == branches
+    assert plan.query.wave_size == branches
+    assert plan.shrunk is shrunk
+    if shrunk:
+        assert plan.shrink_reason is not None and plan.shrink_reason.startswith("load:")
+
+
+def test_adaptive_search_gets_no_more_waves_than_fit_the_deadline() -> None:
+    load = LoadSnapshot(0, workers=1, seconds_per_token=0.01, mean_completion_tokens=100)
+    plan = planned(
+        plan_query(
+            request(
+                ponder={"strategy": "adaptive-consistency", "branches": 4, "deadline_ms": 2600}
+            ),
+            CONFIG,
+            load,
+        )
+    )
+    # A wave of 4 on 8 slots takes ~1 s; int(2.6 * 0.8 / 1) = 2 waves fit.
+    assert plan.query.wave_size == 4
+    assert plan.query.max_branches == 8
+
+
+@pytest.mark.parametrize(
+    ("wanted", "slots", "outstanding", "branch_seconds", "deadline_seconds", "granted"),
+    [
+        (8, 16, 0, 1.0, 10.0, 8),
+        (8, 16, 120, 1.0, 10.0, 8),  # rounds fit = 8 -> capacity 128 - 120 = 8
+        (8, 16, 125, 1.0, 10.0, 3),
+        (8, 16, 200, 1.0, 10.0, 1),
+        (8, 16, 12, 5.0, 2.0, 4),  # no round fits: only free slots
+    ],
+)
+def test_fit_to_deadline(
+    wanted: int,
+    slots: int,
+    outstanding: int,
+    branch_seconds: float,
+    deadline_seconds: float,
+    granted: int,
+) -> None:
+    assert fit_to_deadline(wanted, slots, outstanding, branch_seconds, deadline_seconds) == granted
+
+
+@pytest.mark.parametrize(
+    ("wave", "max_per_job", "workers", "k"),
+    [
+        (8, 4, None, 4),  # unknown pool: as large as allowed
+        (2, 4, None, 2),  # never more than the wave
+        (8, 4, 2, 4),  # two workers get a job each
+        (8, 8, 4, 2),  # a wide pool spreads the wave
+        (32, 8, 2, 8),  # a wide wave keeps the cap (prefix sharing)
+        (1, 4, 8, 1),
+    ],
+)
+def test_branches_per_job_shares_prefixes_and_spreads_wide_waves(
+    wave: int, max_per_job: int, workers: int | None, k: int
+) -> None:
+    assert pick_branches_per_job(wave, max_per_job, workers) == k
+
+
+def test_chat_requests_keep_their_messages() -> None:
+    messages = (ChatMessage(role="user", content="1+2"),)
+    query = planned(
+        plan_query(
+            QueryRequest(
+                query_id="q2",
+                endpoint=Endpoint.CHAT,
+                question="1+2",
+                prompt=None,
+                messages=messages,
+                seed=7,
+                stop=("\n",),
+            ),
+            CONFIG,
+        )
+    ).query
+    assert query.messages == messages
+    assert (query.seed, query.stop, query.endpoint) == (7, ("\n",), Endpoint.CHAT)
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "path"),
+    [
+        ("strategy", "max_branches", "spec.strategy.maxBranches"),
+        ("budget", "max_tokens_per_branch", "spec.budget.maxTokensPerBranch"),
+        ("", "max_model_len", "spec.maxModelLen"),
+    ],
+)
+def test_spec_names_are_the_crd_spelling(section: str, name: str, path: str) -> None:
+    assert spec_name(section, name) == path
