@@ -21,7 +21,7 @@ import pytest
 import pytest_asyncio
 from nats.aio.msg import Msg
 
-from ponder.api.wire import BranchResult, BranchStatus, DeadLetter
+from ponder.api.wire import BranchResult, BranchResults, BranchStatus, DeadLetter
 from tests.stack.dataplane import Dataplane, local_dataplane
 from tests.stack.nats import NatsServer
 from tests.stack.scheduler import scheduler_process
@@ -157,7 +157,7 @@ async def test_deadline_answers_with_the_best_so_far_and_aborts_the_rest(
     try:
         # Listen on the fresh replica's inbox too: branches report after the answer.
         async def on_result(msg: Msg) -> None:
-            late.append(BranchResult.model_validate_json(msg.data))
+            late.extend(BranchResults.model_validate_json(msg.data).results)
 
         await nc.subscribe(plane.subjects.results("scheduler-fresh"), cb=on_result)
         async with scheduler_process(

