@@ -42,10 +42,16 @@ def arith_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_untrained_model(tmp_path_factory.mktemp("untrained-arith"))
 
 
+CHAT_TEMPLATE = Path(__file__).resolve().parents[2] / "bench" / "arith_chat_template.jinja"
+"""Renders a user question as the task prompt and continues a final assistant message."""
+
+
 @pytest_asyncio.fixture(scope="session")
 async def vllm(arith_model_dir: Path, stack_log_dir: Path) -> AsyncIterator[VllmServer]:
     """One real vLLM server (OpenAI API) for the whole session."""
-    async with vllm_server(arith_model_dir, log_dir=stack_log_dir) as server:
+    async with vllm_server(
+        arith_model_dir, log_dir=stack_log_dir, extra_args=["--chat-template", str(CHAT_TEMPLATE)]
+    ) as server:
         yield server
 
 

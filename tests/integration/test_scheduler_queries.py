@@ -165,6 +165,38 @@ async def test_chat_completions_run_on_vllm_or_relay_its_refusal(plane: Dataplan
             assert (chat.model_extra or {})["ponder"]["branches_launched"] == 2
 
 
+async def test_chat_budget_forcing_continues_the_reply_inside_the_assistant_message(
+    plane: Dataplane, http: aiohttp.ClientSession
+) -> None:
+    """Budget forcing on the chat route: the thinking branch stops at max_tokens without an
+    answer, so the strategy forces one by continuing the chain ("...Final Answer:") as a final
+    assistant message, which vLLM continues in place. The session's chat template
+    (`bench/arith_chat_template.jinja`) closes a finished reply with EOS and continuing leaves
+    it out, so that branch's prompt is BOS + question + the chain so far, one token per
+    character (the tokenizer is character-level)."""
+    status, body = await post_json(
+        http,
+        f"{plane.base_url}/v1/chat/completions",
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": PROMPT}],
+            "max_tokens": 4,
+            "ponder": {"strategy": "budget-forcing"},
+        },
+    )
+    assert status == 200, body
+    ponder = body["ponder"]
+    assert ponder["branches_launched"] == ponder["branches_completed"] == 2
+    assert ponder["branches_failed"] == ponder["branches_cancelled"] == 0
+    thinking, forced = ponder["branches"]
+    assert thinking["prompt_tokens"] == len(PROMPT) + 1
+    # The answer is the chain: the thinking text, the answer prompt, then what was forced.
+    content = body["choices"][0]["message"]["content"]
+    chain = content[: content.index("Final Answer:") + len("Final Answer:")]
+    assert forced["prompt_tokens"] == 1 + len(PROMPT) + len(chain)
+    assert body["usage"]["prompt_tokens"] == thinking["prompt_tokens"] + forced["prompt_tokens"]
+
+
 async def test_adaptive_consistency_at_temperature_zero_stops_after_its_first_wave(
     plane: Dataplane, http: aiohttp.ClientSession
 ) -> None:

@@ -25,18 +25,21 @@ import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+
 from ponder.api.jetstream import delete_stream, ensure_stream
 from ponder.api.service_config import ServiceConfig
 from ponder.api.subjects import ServiceSubjects
 from ponder.api.wire import (
     BranchJob,
     BranchResult,
+    BranchResults,
     BranchStatus,
     CancelMessage,
+    ChatMessage,
     DeadLetter,
+    Endpoint,
     SamplingParams,
 )
-
 from tests.stack.nats import NatsServer
 from tests.stack.processes import free_port
 from tests.stack.vllm import VllmServer
@@ -99,7 +102,8 @@ def long_job(service: ServiceConfig, reply_subject: str, branches: int = 64) -> 
 
 
 class Inbox:
-    """A scheduler's results subject: collects the BranchResults published to it."""
+    """A scheduler's results subject: collects the branch results of the `BranchResults`
+    messages (one per job) published to it."""
 
     def __init__(self, nc: NatsClient, subjects: ServiceSubjects) -> None:
         self.nc = nc
@@ -108,7 +112,8 @@ class Inbox:
 
     async def __aenter__(self) -> Inbox:
         async def on_result(msg: Any) -> None:
-            await self.queue.put(BranchResult.model_validate_json(msg.data))
+            for result in BranchResults.model_validate_json(msg.data).results:
+                await self.queue.put(result)
 
         self.subscription = await self.nc.subscribe(self.subject, cb=on_result)
         return self
@@ -402,6 +407,37 @@ async def test_job_yields_a_result_per_branch_with_tokens_and_is_acked(
         assert result.mean_logprob is not None and result.mean_logprob < 0
         assert result.worker_id == worker.worker_id
         assert result.generation_seconds > 0
+    await wait_until_queue_empty(js, subjects)
+
+
+@pytest.mark.vllm
+async def test_chat_job_ending_with_an_assistant_message_continues_that_message(
+    served: tuple[ServiceConfig, WorkerProcess], nc: NatsClient, js: JetStreamContext
+) -> None:
+    """A strategy's continuation on the chat endpoint (a beam prefix, budget forcing's "Wait"):
+    vLLM renders the conversation up to the end of the assistant message and generates on from
+    there. The session's chat template (`bench/arith_chat_template.jinja`) closes a finished
+    assistant reply with EOS; continuing leaves it out, so the prompt is exactly BOS + question
+    + the reply so far, one token per character."""
+    service, _ = served
+    subjects = subjects_of(service)
+    reply_so_far = "1+2="
+    async with Inbox(nc, subjects) as inbox:
+        job = new_job(service, inbox.subject, branches=2, max_tokens=4).model_copy(
+            update={
+                "endpoint": Endpoint.CHAT,
+                "prompt": None,
+                "messages": [
+                    ChatMessage(role="user", content=PROMPT),
+                    ChatMessage(role="assistant", content=reply_so_far),
+                ],
+            }
+        )
+        await publish(js, subjects, job)
+        results = await inbox.collect(2, within=20)
+    assert [r.status for r in results] == [BranchStatus.COMPLETED] * 2, results
+    assert sum(r.prompt_tokens for r in results) == PROMPT_TOKENS + len(reply_so_far)
+    assert all(1 <= r.completion_tokens <= 4 for r in results)
     await wait_until_queue_empty(js, subjects)
 
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ponder.api.service_config import ServiceConfig
-
 from tests.stack.processes import VENV_BIN, free_port, running
 
 

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import yaml
+
 from ponder.operator.__main__ import parse_args as parse_operator_args
 from ponder.operator.render import SCHEDULER_PORT, ChildNames
-
 from tests.cluster.local_cluster import ToolsMissingError, find_tools_bin_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import yaml
+
 from ponder.api.crd import ReasoningServiceSpec
 from ponder.operator.render import Owner, render_children
-
 from tests.cluster.commands import run_command
 from tests.cluster.local_cluster import ToolsMissingError, find_tools_bin_dir
 

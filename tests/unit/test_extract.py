@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ponder.api.service_config import ExtractorKind
 from ponder.scheduler.extract import extract_answer, normalize_answer, split_steps
 

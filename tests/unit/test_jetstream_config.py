@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from nats.js.api import AckPolicy, DiscardPolicy, RetentionPolicy, StorageType
+
 from ponder.api.jetstream import consumer_config, stream_config
 from ponder.api.service_config import ServiceConfig
 from ponder.api.subjects import ServiceSubjects

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from ponder.api.crd import ReasoningServiceSpec
 from ponder.operator.render import SCHEDULER_PORT, ChildNames
 

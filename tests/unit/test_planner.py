@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from ponder.api.service_config import (
+    BeamConfig,
     BudgetConfig,
     ServiceConfig,
     SloConfig,
@@ -25,6 +26,7 @@ from ponder.scheduler.planner import (
     plan_query,
     spec_name,
 )
+from tests.unit.recorded_branches import Reply, drive_query
 
 CONFIG = ServiceConfig(
     name="math",
@@ -301,6 +303,79 @@ def test_adaptive_search_gets_no_more_waves_than_fit_the_deadline() -> None:
     # A wave of 4 on 8 slots takes ~1 s; int(2.6 * 0.8 / 1) = 2 waves fit.
     assert plan.query.wave_size == 4
     assert plan.query.max_branches == 8
+
+
+# The service defaults (budget 4096, 1024 tokens per branch, 32 branches) with beams of 4 x 4.
+BEAM_CONFIG = ServiceConfig(
+    name="beams",
+    model="tiny",
+    strategy=StrategyDefaults(beam=BeamConfig(width=4, expansions=4, max_steps=16)),
+)
+
+
+@pytest.mark.parametrize(
+    ("config", "fields", "branches", "max_branches", "per_branch"),
+    [
+        # A step of 4 x 4 branches splits the budget: 4096 / 16 = 256 tokens per step branch,
+        # and the search may take the branch limit over all its steps.
+        (BEAM_CONFIG, {}, 16, 32, 256),
+        # 1024 tokens per branch: counted as full-length branches, the budget paid for 4 (not
+        # even one step); beam steps are sized by what the budget has left, so the limit holds.
+        (BEAM_CONFIG, {"max_tokens": 1024}, 16, 32, 1024),
+        # A tiny budget still gets its steps; each step's branches get their share of it.
+        (BEAM_CONFIG, {"ponder": {"budget_tokens": 64}}, 16, 32, 4),
+        # A branch limit below the beam narrows the step.
+        (BEAM_CONFIG, {"ponder": {"max_branches": 8}}, 8, 8, 512),
+        # No more branches than max_steps steps can use.
+        (
+            BEAM_CONFIG.model_copy(
+                update={
+                    "strategy": StrategyDefaults(
+                        max_branches=256, beam=BeamConfig(width=2, expansions=3, max_steps=5)
+                    )
+                }
+            ),
+            {},
+            6,
+            30,
+            682,
+        ),
+    ],
+)
+def test_beam_search_cap_counts_short_steps_not_full_length_branches(
+    config: ServiceConfig, fields: dict[str, Any], branches: int, max_branches: int, per_branch: int
+) -> None:
+    fields = {**fields, "ponder": {"strategy": "beam-search", **fields.get("ponder", {})}}
+    query = planned(plan_query(request(**fields), config)).query
+    assert (query.branches, query.max_branches, query.max_tokens_per_branch) == (
+        branches,
+        max_branches,
+        per_branch,
+    )
+    assert query.wave_size == branches
+
+
+def test_planned_beam_search_runs_more_than_one_step_on_the_default_budget() -> None:
+    query = planned(
+        plan_query(request(max_tokens=1024, ponder={"strategy": "beam-search"}), BEAM_CONFIG)
+    ).query
+    # Every step adds a line and never an answer: the search goes on while it may.
+    run = drive_query(query, lambda _request, _index: Reply("12+3=15", tokens=6, score=0.5))
+    assert run.launch_sizes == [16, 16]  # two full steps within the 32-branch limit
+    assert run.spent_tokens <= query.budget_tokens
+
+
+def test_beam_search_gets_no_more_steps_than_fit_the_deadline() -> None:
+    load = LoadSnapshot(0, workers=2, seconds_per_token=0.01, mean_completion_tokens=100)
+    plan = planned(
+        plan_query(
+            request(ponder={"strategy": "beam-search", "deadline_ms": 1300}), BEAM_CONFIG, load
+        )
+    )
+    # A step of 16 on 2 x 32 slots takes ~1 s; int(1.3 * 0.8 / 1) = 1 step fits.
+    assert plan.query.branches == 16
+    assert plan.query.max_branches == 16
+    assert not plan.shrunk
 
 
 @pytest.mark.parametrize(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from ponder.api.strategy import StrategyName
 from ponder.scheduler.strategies.adaptive_consistency import leader_is_majority_probability
 from ponder.scheduler.strategies.base import Launch, ScoreMode, Wait
-
 from tests.unit.recorded_branches import FAILED, Reply, drive_query, in_order, planned
 
 AC = StrategyName.ADAPTIVE_CONSISTENCY

@@ -7,7 +7,6 @@ from collections import defaultdict
 from ponder.api.service_config import BeamConfig
 from ponder.api.strategy import StrategyName
 from ponder.scheduler.strategies.base import BranchRequest, PlannedQuery, ScoreMode
-
 from tests.unit.recorded_branches import FAILED, Reply, Respond, drive_query, planned
 
 BEAM = StrategyName.BEAM_SEARCH

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from ponder.api.strategy import StrategyName
 from ponder.scheduler.strategies.base import ScoreMode, Wait
-
 from tests.unit.recorded_branches import FAILED, Reply, drive_query, in_order, planned
 
 BON, WV = StrategyName.BEST_OF_N, StrategyName.WEIGHTED_VOTE
@@ -81,3 +81,11 @@ def test_all_failed_gives_no_answer() -> None:
     for name in (BON, WV):
         run = drive_query(planned(name, branches=2, max_branches=2), in_order(FAILED, FAILED))
         assert run.final is None
+
+
+def test_best_of_n_over_256_tied_branches_picks_the_first_finished() -> None:
+    # All 256 samples score the same and every answer is unique: the first finished wins.
+    replies = [Reply(f"#{index}", score=0.5) for index in range(256)]
+    run = drive_query(planned(BON, branches=256, max_branches=256), in_order(*replies))
+    assert run.final is not None and run.final.answer == "0"
+    assert len(run.final.votes) == 256

@@ -5,7 +5,6 @@ from __future__ import annotations
 from ponder.api.service_config import BudgetForcingConfig
 from ponder.api.strategy import StrategyName
 from ponder.scheduler.strategies.base import PlannedQuery
-
 from tests.unit.recorded_branches import FAILED, Reply, drive_query, in_order, planned
 
 BF = StrategyName.BUDGET_FORCING

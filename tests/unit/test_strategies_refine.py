@@ -5,7 +5,6 @@ from __future__ import annotations
 from ponder.api.strategy import StrategyName
 from ponder.scheduler.strategies.base import BranchRequest, ScoreMode
 from ponder.scheduler.strategies.refine import critique_prompt, revise_prompt
-
 from tests.unit.recorded_branches import FAILED, Reply, drive_query, in_order, planned
 
 REFINE = StrategyName.REFINE

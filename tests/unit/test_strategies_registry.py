@@ -5,12 +5,12 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from ponder.api.service_config import BeamConfig, BudgetForcingConfig
 from ponder.api.strategy import StrategyName
 from ponder.api.wire import BranchStatus
 from ponder.scheduler.strategies import STRATEGIES, make_strategy
 from ponder.scheduler.strategies.base import BranchRequest, Strategy
-
 from tests.unit.recorded_branches import FAILED, Reply, Respond, drive_query, in_order, planned
 
 

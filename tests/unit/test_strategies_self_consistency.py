@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from ponder.api.strategy import StrategyName
 from ponder.scheduler.strategies import make_strategy
-
 from tests.unit.recorded_branches import FAILED, Reply, drive_query, in_order, planned, scored
 
 SC = StrategyName.SELF_CONSISTENCY

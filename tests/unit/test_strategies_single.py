@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ponder.api.strategy import StrategyName
-
 from tests.unit.recorded_branches import FAILED, Reply, drive_query, in_order, planned
 
 

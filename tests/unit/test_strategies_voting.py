@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from ponder.api.wire import BranchStatus
 from ponder.scheduler.strategies.base import BranchRequest
 from ponder.scheduler.strategies.ledger import BranchLedger
@@ -17,7 +18,6 @@ from ponder.scheduler.strategies.voting import (
     verified_vote,
     weighted_vote,
 )
-
 from tests.unit.recorded_branches import FAILED, Reply, scored
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+
 from ponder.api.service_config import BeamConfig, VerifierConfig, VerifierKind
 from ponder.api.wire import BranchResult, BranchStatus
 from ponder.scheduler.strategies.base import BranchRequest, ScoreMode
@@ -22,7 +23,6 @@ from ponder.scheduler.verifiers import (
     make_verifier,
     verifier_input,
 )
-
 from tests.stack.processes import free_port
 from tests.unit.recorded_branches import planned
 

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+
 from ponder.api.service_config import ServiceConfig
 from ponder.api.wire import BranchJob, BranchStatus, CancelMessage, SamplingParams
 from ponder.workers.advisories import MaxDeliveries, parse_advisory

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+
 from ponder.api.wire import BranchJob, BranchStatus, ChatMessage, Endpoint, SamplingParams
 from ponder.workers.generation import (
     Generation,
@@ -96,6 +97,59 @@ def test_chat_body_carries_messages_and_ignore_eos() -> None:
     assert body["messages"] == [{"role": "user", "content": "1+2?"}]
     assert body["ignore_eos"] is True
     assert "prompt" not in body and "logprobs" not in body
+
+
+@pytest.mark.parametrize(
+    ("messages", "continues"),
+    [
+        ([ChatMessage(role="user", content="1+2?")], False),
+        (
+            [
+                ChatMessage(role="system", content="Be brief."),
+                ChatMessage(role="user", content="1+2?"),
+            ],
+            False,
+        ),
+        # A strategy's continuation: the engine carries on inside the assistant message.
+        (
+            [
+                ChatMessage(role="user", content="1+2?"),
+                ChatMessage(role="assistant", content="1+2=3\nWait"),
+            ],
+            True,
+        ),
+        # An assistant turn earlier in the conversation is history, not a continuation.
+        (
+            [
+                ChatMessage(role="user", content="1+2?"),
+                ChatMessage(role="assistant", content="3"),
+                ChatMessage(role="user", content="And 2+2?"),
+            ],
+            False,
+        ),
+    ],
+)
+def test_chat_continuations_continue_the_final_assistant_message(
+    messages: list[ChatMessage], continues: bool
+) -> None:
+    body = request_body(
+        job(
+            endpoint=Endpoint.CHAT,
+            prompt=None,
+            messages=messages,
+            sampling=SamplingParams(max_tokens=4),
+        )
+    )
+    if continues:
+        assert body["continue_final_message"] is True
+        assert body["add_generation_prompt"] is False
+    else:
+        assert "continue_final_message" not in body and "add_generation_prompt" not in body
+
+
+def test_completions_jobs_never_carry_chat_flags() -> None:
+    body = request_body(job())
+    assert "continue_final_message" not in body and "add_generation_prompt" not in body
 
 
 @pytest.mark.parametrize(
@@ -209,9 +263,11 @@ def test_results_count_the_prompt_once_and_keep_partial_output() -> None:
     generation = Generation.for_job(the_job)
     apply_chunk(generation, completion_chunk(0, "12", 2), Endpoint.COMPLETIONS)
     apply_chunk(generation, completion_chunk(1, "3", 1), Endpoint.COMPLETIONS)
-    results = branch_results(
+    message = branch_results(
         the_job, generation, BranchStatus.CANCELLED, worker_id="w1", generation_seconds=0.5
     )
+    assert (message.query_id, message.job_id) == (the_job.query_id, the_job.job_id)
+    results = message.results
     assert [(r.branch_id, r.status, r.text) for r in results] == [
         ("b0", BranchStatus.CANCELLED, "12"),
         ("b1", BranchStatus.CANCELLED, "3"),
@@ -249,6 +305,6 @@ def test_malformed_jobs_are_answered_only_when_their_identity_is_intact(
     identity = salvage_identity(payload)
     assert (identity is not None) == salvaged
     if identity is not None:
-        results = failed_results(identity, "malformed job: x", worker_id="w1")
+        results = failed_results(identity, "malformed job: x", worker_id="w1").results
         assert [r.branch_id for r in results] == ["b0", "b1"]
         assert all(r.status is BranchStatus.FAILED and r.error for r in results)

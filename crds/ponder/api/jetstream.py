@@ -24,6 +24,7 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import NotFoundError
+
 from ponder.api.service_config import ServiceConfig
 from ponder.api.subjects import ServiceSubjects
 

@@ -90,6 +90,29 @@ class BranchResult(_Wire):
     generation_seconds: float = Field(default=0.0, ge=0.0)
 
 
+class BranchResults(_Wire):
+    """Every branch result of one job, in one message on the scheduler's inbox.
+
+    A worker publishes one per job (all branches of a job end together: one vLLM request runs
+    them), so the scheduler's per-message cost is paid per job, not per branch. Each result
+    keeps its own ids: the scheduler takes the first terminal result of each branch and drops
+    the rest (a redelivered job reports its branches again), exactly as for single results.
+    Partial output of cancelled or expired branches rides in the same way.
+    """
+
+    query_id: str
+    job_id: str
+    results: list[BranchResult] = Field(min_length=1, max_length=256)
+
+    def model_post_init(self, _context: object) -> None:
+        for result in self.results:
+            if result.query_id != self.query_id or result.job_id != self.job_id:
+                raise ValueError(
+                    f"result of branch {result.branch_id} belongs to job {result.job_id} of "
+                    f"query {result.query_id}, not to job {self.job_id} of query {self.query_id}"
+                )
+
+
 class CancelMessage(_Wire):
     """Stop every outstanding branch of a query (all of them when branch_ids is empty)."""
 

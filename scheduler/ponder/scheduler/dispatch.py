@@ -3,11 +3,12 @@
 One `Dispatcher` per scheduler replica shares one NATS connection among all queries:
 - jobs go to the service's JetStream jobs subject with `Nats-Msg-Id: <job_id>`, so a publish
   retried after a lost PubAck is dropped by the server instead of running twice;
-- results arrive on this replica's core NATS inbox `results.<scheduler-id>` and are routed to
-  the `QueryCollector` of their query. A redelivered job reports its branches again: the first
-  terminal result of a branch wins, later ones are counted and dropped;
+- results arrive on this replica's core NATS inbox `results.<scheduler-id>`, one
+  `BranchResults` message per job, and are routed to the `QueryCollector` of their query. A
+  redelivered job reports its branches again: the first terminal result of a branch wins, later
+  ones are counted and dropped;
 - cancels go to the core NATS cancel subject, which every worker listens to.
-A message on the inbox that is not a valid `BranchResult` is logged and counted, never raised.
+A message on the inbox that is not a valid `BranchResults` is logged and counted, never raised.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from nats.js import JetStreamContext
 from pydantic import ValidationError
 
 from ponder.api.subjects import ServiceSubjects
-from ponder.api.wire import BranchJob, BranchResult, CancelMessage
+from ponder.api.wire import BranchJob, BranchResult, BranchResults, CancelMessage
 from ponder.scheduler.metrics import SchedulerMetrics
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,18 @@ class QueryCollector:
 
     def offer(self, result: BranchResult) -> bool:
         """Take a result; False (and dropped) when it is a duplicate or not one of ours."""
+        taken = self._take(result)
+        if taken:
+            self._wakeup.set()
+        return taken
+
+    def offer_all(self, results: Iterable[BranchResult]) -> None:
+        """`offer` each of `results` (a job's results message), waking the query once."""
+        taken = [self._take(result) for result in results]
+        if any(taken):
+            self._wakeup.set()
+
+    def _take(self, result: BranchResult) -> bool:
         if result.branch_id not in self._expected:
             return False
         if result.branch_id in self._reported:
@@ -69,7 +82,6 @@ class QueryCollector:
             return False
         self._reported.add(result.branch_id)
         self._arrived.append(result)
-        self._wakeup.set()
         return True
 
     def drain(self) -> list[BranchResult]:
@@ -170,18 +182,18 @@ class Dispatcher:
 
     async def _on_result(self, msg: Msg) -> None:
         try:
-            result = BranchResult.model_validate_json(msg.data)
+            batch = BranchResults.model_validate_json(msg.data)
         except ValidationError as error:
-            log.warning("dropping a malformed result on %s: %s", msg.subject, _first_error(error))
+            log.warning("dropping malformed results on %s: %s", msg.subject, _first_error(error))
             if self.metrics is not None:
                 self.metrics.results_malformed.inc()
             return
-        collector = self._collectors.get(result.query_id)
+        collector = self._collectors.get(batch.query_id)
         if collector is None:
             # The query already answered (a cancelled branch reporting back, a redelivery).
-            self.late_results += 1
+            self.late_results += len(batch.results)
             return
-        collector.offer(result)
+        collector.offer_all(batch.results)
 
 
 def _first_error(error: ValidationError) -> str:

@@ -25,6 +25,8 @@ _TEXT_WRAPPER = re.compile(r"^\\(?:text|textbf|mathrm)\{(.*)\}$", re.DOTALL)
 
 def extract_boxed(text: str) -> str | None:
     """The content of the last `\\boxed{...}` (braces may nest), or None."""
+    if "\\" not in text:
+        return None  # cheap test first: most texts have no LaTeX at all
     found: str | None = None
     for opening in _BOXED_OPEN.finditer(text):
         content = _balanced(text, opening.end())
@@ -35,15 +37,20 @@ def extract_boxed(text: str) -> str | None:
 
 def extract_hashes(text: str) -> str | None:
     """The last `#### answer` (GSM8K) or, failing that, the last `#42` marker, or None."""
-    four = [m.group(1) for m in _FOUR_HASHES.finditer(text) if m.group(1).strip()]
-    if four:
-        return four[-1]
+    if "#" not in text:
+        return None
+    if "####" in text:
+        four = [m.group(1) for m in _FOUR_HASHES.finditer(text) if m.group(1).strip()]
+        if four:
+            return four[-1]
     single = _HASH_NUMBER.findall(text)
     return single[-1] if single else None
 
 
 def extract_answer_colon(text: str) -> str | None:
     """The rest of the line after the last `Answer:` / `Final Answer:` / `answer is:`, or None."""
+    if ":" not in text:
+        return None
     found = [m.group(1) for m in _ANSWER_COLON.finditer(text) if m.group(1).strip()]
     if not found:
         return None
@@ -83,6 +90,8 @@ def normalize_answer(raw: str) -> str:
     (`"1,234.50"` -> `"1234.5"`, `"42.0"` -> `"42"`, `"-0"` -> `"0"`).
     """
     answer = " ".join(raw.split())
+    if _is_plain_integer(answer):
+        return str(int(answer))  # the common case, e.g. "#41": no wrappers, no Decimal
     previous = None
     while answer != previous:
         previous = answer
@@ -92,6 +101,12 @@ def normalize_answer(raw: str) -> str:
             answer = wrapped.group(1)
     number = _canonical_number(answer)
     return number if number is not None else answer
+
+
+def _is_plain_integer(text: str) -> bool:
+    """ASCII digits with an optional sign (`str.isdigit` alone also takes e.g. superscripts)."""
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    return digits.isascii() and digits.isdigit()
 
 
 def _canonical_number(text: str) -> str | None:

@@ -48,19 +48,22 @@ def build_jobs(context: JobContext, request: BranchRequest, first_index: int) ->
     """The jobs that launch `request.n` branches numbered from `first_index`."""
     query = context.query
     prompt, messages = _prompt_of(query, request)
+    unseeded = SamplingParams(
+        max_tokens=request.max_tokens,
+        temperature=request.temperature if request.temperature is not None else query.temperature,
+        top_p=query.top_p,
+        stop=list(request.stop if request.stop is not None else query.stop),
+        logprobs=request.logprobs or context.logprobs,
+        ignore_eos=context.ignore_eos,
+    )
     jobs = []
     for start, count in _groups(request.n, context.branches_per_job):
         index = first_index + start
-        sampling = SamplingParams(
-            max_tokens=request.max_tokens,
-            temperature=request.temperature
-            if request.temperature is not None
-            else query.temperature,
-            top_p=query.top_p,
-            stop=list(request.stop if request.stop is not None else query.stop),
-            seed=query.seed + index if query.seed is not None else None,
-            logprobs=request.logprobs or context.logprobs,
-            ignore_eos=context.ignore_eos,
+        # Jobs differ only in their seed, if any (the models are frozen, so sharing is safe).
+        sampling = (
+            unseeded
+            if query.seed is None
+            else unseeded.model_copy(update={"seed": query.seed + index})
         )
         jobs.append(
             BranchJob(

@@ -90,10 +90,15 @@ class SchedulerMetrics:
             "Branches this scheduler launched that have not finished.",
             registry=self.registry,
         )
+        # Resolved once: `labels()` takes a lock and builds a key on every call, and branches
+        # are counted on the hot path of every query.
+        self._branches_by_event = {
+            event: self.branches.labels(event=event.value) for event in BranchEvent
+        }
 
     def count_branches(self, event: BranchEvent, count: int = 1) -> None:
         if count > 0:
-            self.branches.labels(event=event.value).inc(count)
+            self._branches_by_event[event].inc(count)
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""

@@ -32,6 +32,11 @@ MAX_STOP_STRINGS = 8
 ADAPTIVE_STRATEGIES = frozenset({StrategyName.ADAPTIVE_CONSISTENCY})
 """Strategies that launch in waves up to `max_branches` and may stop after any wave."""
 
+STEPWISE_STRATEGIES = frozenset({StrategyName.BEAM_SEARCH})
+"""Strategies whose branches are short steps (up to a step delimiter), launched a step at a time
+of `beam.width x beam.expansions` branches, each step capped by its share of what the budget has
+left (strategies/beam_search.py)."""
+
 FIXED_WIDTH_STRATEGIES = frozenset(
     {
         StrategyName.SINGLE,
@@ -129,8 +134,13 @@ def plan_query(
     if isinstance(counts, PlanError):
         return counts
     requested_branches, max_branches = counts
-    # An adaptive search may go up to max_branches: the budget is split over all of them.
-    sharing = max_branches if strategy in ADAPTIVE_STRATEGIES else requested_branches
+    step_width = beam_step_width(config, max_branches)
+    if strategy in ADAPTIVE_STRATEGIES:
+        sharing = max_branches  # it may go up to max_branches: the budget is split over all
+    elif strategy in STEPWISE_STRATEGIES:
+        sharing = step_width  # the branches of one step share the budget (as beam search does)
+    else:
+        sharing = requested_branches
     tokens = _resolve_tokens(request, config, sharing)
     if isinstance(tokens, PlanError):
         return tokens
@@ -143,24 +153,38 @@ def plan_query(
         return sampling
     temperature, top_p, confidence = sampling
 
-    # The budget bounds how many full-length branches can run at all.
     shrink_reason: str | None = None
     branches = requested_branches
-    affordable = max(1, budget_tokens // max_tokens_per_branch)
-    if branches > affordable:
-        branches = affordable
-        shrink_reason = (
-            f"budget: {requested_branches} branches x {max_tokens_per_branch} tokens exceed "
-            f"budget_tokens={budget_tokens}, granted {branches}"
-        )
-    max_branches = min(max_branches, affordable)
+    if strategy in STEPWISE_STRATEGIES:
+        # A step's branches stop at the step delimiter, and each asks for its share of what
+        # the budget has left: the ledger keeps the search within budget_tokens step by step.
+        # So the budget does not bound how many branches all the steps may take (counted as
+        # full-length branches, 4096 tokens at 1024 per branch would not pay for one step of
+        # 4 x 4); the branch limit and the number of steps do.
+        branches = step_width
+        max_branches = min(max_branches, config.strategy.beam.max_steps * step_width)
+    else:
+        # The budget bounds how many full-length branches can run at all.
+        affordable = max(1, budget_tokens // max_tokens_per_branch)
+        if branches > affordable:
+            branches = affordable
+            shrink_reason = (
+                f"budget: {requested_branches} branches x {max_tokens_per_branch} tokens exceed "
+                f"budget_tokens={budget_tokens}, granted {branches}"
+            )
+        max_branches = min(max_branches, affordable)
 
     # Load and deadline bound how many can finish in time.
     slots = load.workers * config.slots_per_worker if load.workers else None
     branch_seconds = expected_branch_seconds(load, max_tokens_per_branch)
     if slots is not None and branch_seconds is not None:
-        fitted = fit_to_deadline(
-            branches, slots, load.branches_outstanding, branch_seconds, deadline_ms / 1000.0
+        # A beam-search step is as wide as the beam: fewer steps fit instead (below).
+        fitted = (
+            branches
+            if strategy in STEPWISE_STRATEGIES
+            else fit_to_deadline(
+                branches, slots, load.branches_outstanding, branch_seconds, deadline_ms / 1000.0
+            )
         )
         if fitted < branches:
             shrink_reason = (
@@ -169,8 +193,8 @@ def plan_query(
                 f"deadline_ms={deadline_ms}, granted {fitted}"
             )
             branches = fitted
-        if strategy in ADAPTIVE_STRATEGIES:
-            # Every further wave waits for the previous one: no more waves than fit.
+        if strategy in ADAPTIVE_STRATEGIES or strategy in STEPWISE_STRATEGIES:
+            # Every further wave (step) waits for the previous one: no more than fit.
             wave_seconds = math.ceil(branches / slots) * branch_seconds
             waves_fit = int(deadline_ms / 1000.0 * DEADLINE_HEADROOM / wave_seconds)
             max_branches = min(max_branches, max(1, waves_fit) * branches)
@@ -238,19 +262,22 @@ def _resolve_branches(
 ) -> tuple[int, int] | PlanError:
     """(branches, max_branches) as asked, within `spec.strategy.maxBranches`."""
     limit_value = config.strategy.max_branches
-    limit = f"{spec_name('strategy', 'max_branches')}={limit_value}"
+
+    def limit() -> str:
+        return f"{spec_name('strategy', 'max_branches')}={limit_value}"
+
     if options.max_branches is not None:
         if options.max_branches < 1:
             return _not_positive("ponder.max_branches", options.max_branches)
         if options.max_branches > limit_value:
-            return _exceeds("ponder.max_branches", options.max_branches, limit)
+            return _exceeds("ponder.max_branches", options.max_branches, limit())
     max_branches = options.max_branches or limit_value
     if options.branches is None:
         branches = min(config.strategy.branches, max_branches)
     elif options.branches < 1:
         return _not_positive("ponder.branches", options.branches)
     elif options.branches > limit_value:
-        return _exceeds("ponder.branches", options.branches, limit)
+        return _exceeds("ponder.branches", options.branches, limit())
     elif options.branches > max_branches:
         return _exceeds("ponder.branches", options.branches, f"ponder.max_branches={max_branches}")
     else:
@@ -328,9 +355,20 @@ def _resolve_sampling(
     return temperature, top_p, confidence
 
 
+def beam_step_width(config: ServiceConfig, max_branches: int) -> int:
+    """Branches of one beam-search step: every kept beam's expansions, B x K (the first step
+    expands the root into as many), within the query's branch limit."""
+    beam = config.strategy.beam
+    return max(1, min(beam.width * beam.expansions, max_branches))
+
+
 def expected_branch_seconds(load: LoadSnapshot, max_tokens_per_branch: int) -> float | None:
-    """Expected duration of one branch from observed speed and length, or None if unobserved."""
-    if load.seconds_per_token is None:
+    """Expected duration of one branch from observed speed and length, or None if unobserved.
+
+    A speed of 0 (workers reporting no generation time, e.g. an instant engine) tells nothing
+    about how many branches fit a deadline, so it counts as unobserved.
+    """
+    if load.seconds_per_token is None or load.seconds_per_token <= 0:
         return None
     tokens = float(max_tokens_per_branch)
     if load.mean_completion_tokens is not None:

@@ -45,6 +45,14 @@ PUBLISH_TIMEOUT_SECONDS = 5.0
 LATE_WARNING_SECONDS = 0.1
 """Answering this much past the deadline is logged as a warning."""
 
+BRANCH_EVENTS = {
+    BranchStatus.COMPLETED: BranchEvent.COMPLETED,
+    BranchStatus.FAILED: BranchEvent.FAILED,
+    BranchStatus.CANCELLED: BranchEvent.CANCELLED,
+    BranchStatus.EXPIRED: BranchEvent.CANCELLED,
+}
+"""How a branch's final status is counted in `ponder_branches_total{event}`."""
+
 
 class NoAnswerReason:
     DEADLINE = "deadline"  # nothing answerable before the deadline (HTTP 504)
@@ -220,31 +228,41 @@ class QueryRunner:
     def _receive(self, results: list[BranchResult]) -> list[ScoredBranch]:
         """Book the results and extract their answers (completed branches only: a cut-off
         text may end in a prefix of the answer)."""
+        if not results:
+            return []
         load = self.deps.load
         now = time.monotonic()
+        extractor = self.query.extractor
+        events: dict[BranchEvent, int] = {}
         branches = []
         for result in results:
             request = self._requests[result.branch_id]
             load.observe(result, now)
             load.branches_settled(1, request.max_tokens)
-            self._count(result.status)
+            event = BRANCH_EVENTS[result.status]
+            events[event] = events.get(event, 0) + 1
             answer = (
-                extract_answer(request.continuation + result.text, self.query.extractor)
+                extract_answer(request.continuation + result.text, extractor)
                 if result.status == BranchStatus.COMPLETED
                 else None
             )
             branches.append(ScoredBranch(request=request, result=result, answer=answer))
+        if self.deps.metrics is not None:
+            for event, count in events.items():
+                self.deps.metrics.count_branches(event, count)
         return branches
 
     async def _score(self, branches: list[ScoredBranch]) -> list[ScoredBranch]:
         """Score the branches whose request asks for it, in one verifier batch."""
         verifier = self.deps.verifier
+        if verifier is None:
+            return branches
         wanted = [
             index
             for index, branch in enumerate(branches)
             if branch.request.score is not ScoreMode.NONE and branch.completed
         ]
-        if verifier is None or not wanted:
+        if not wanted:
             return branches
         inputs = [
             verifier_input(self.query, branches[i].request, branches[i].result, branches[i].answer)
@@ -263,15 +281,6 @@ class QueryRunner:
                 request=branch.request, result=branch.result, answer=branch.answer, score=score
             )
         return branches
-
-    def _count(self, status: BranchStatus) -> None:
-        if self.deps.metrics is None:
-            return
-        event = {
-            BranchStatus.COMPLETED: BranchEvent.COMPLETED,
-            BranchStatus.FAILED: BranchEvent.FAILED,
-        }.get(status, BranchEvent.CANCELLED)
-        self.deps.metrics.count_branches(event)
 
     async def _cancel_outstanding(self, collector: QueryCollector, outcome: QueryOutcome) -> None:
         outstanding = sorted(collector.outstanding)

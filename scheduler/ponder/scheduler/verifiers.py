@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
 import aiohttp
+
 from ponder.api.service_config import VerifierConfig, VerifierKind
 from ponder.api.wire import BranchResult
 from ponder.scheduler.extract import split_steps

@@ -19,12 +19,13 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from pydantic import ValidationError
+
 from ponder.api.subjects import ServiceSubjects
 from ponder.api.wire import BranchJob
 from ponder.workers import deadletters
 from ponder.workers.metrics import DeadLetterReason, JobOutcome, WorkerMetrics
 from ponder.workers.results import failed_results, salvage_identity
-from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,8 @@ class MaxDeliveriesHandler:
         identity = job if job is not None else salvage_identity(payload)
         if identity is not None:
             results = failed_results(identity, reason, worker_id=self.worker_id)
-            for result in results:
-                await self.nc.publish(identity.reply_subject, result.model_dump_json().encode())
+            await self.nc.publish(identity.reply_subject, results.model_dump_json().encode())
+            # Flushed before the job is deleted below: a rare path, so the round trip is cheap.
             await self.nc.flush()
         letter = deadletters.dead_letter(
             reason, stored.subject or self.subjects.jobs, payload, self.worker_id

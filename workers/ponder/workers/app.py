@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from pydantic import ValidationError
+
 from ponder.api.jetstream import ensure_stream
 from ponder.api.wire import CancelMessage
 from ponder.workers.advisories import MaxDeliveriesHandler
@@ -30,7 +32,6 @@ from ponder.workers.metrics import WorkerMetrics
 from ponder.workers.runner import JobRunner
 from ponder.workers.server import build_app, serving
 from ponder.workers.slots import Slots
-from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ async def worker_app(
             cancels=cancels,
             fetch_timeout_seconds=settings.fetch_timeout_seconds,
             drain_seconds=settings.drain_seconds,
+            heartbeat_seconds=settings.heartbeat_seconds,
         )
 
         async def on_cancel(msg: Msg) -> None:

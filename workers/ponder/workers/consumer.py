@@ -1,5 +1,5 @@
-"""The pull loop: fetch no more jobs than free slots, run each as an owned task, stop on cancel
-messages, drain on shutdown.
+"""The pull loop: fetch no more jobs than free slots, run each as an owned task, keep the long
+ones alive with in-progress acks, stop on cancel messages, drain on shutdown.
 
 Backpressure comes from pulling: a busy worker does not ask, so jobs wait in the stream (where
 the autoscaler counts them) and go to whichever worker has room.
@@ -15,13 +15,14 @@ import time
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
+from pydantic import ValidationError
+
 from ponder.api.wire import CancelMessage
 from ponder.workers.cancellation import CancelRegistry, cancel_matches
 from ponder.workers.generation import Generation
 from ponder.workers.outcomes import AbortReason
 from ponder.workers.runner import JobRunner, RunningJob, parse_job
 from ponder.workers.slots import Slots
-from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class Consumer:
         cancels: CancelRegistry,
         fetch_timeout_seconds: float,
         drain_seconds: float,
+        heartbeat_seconds: float,
     ) -> None:
         self.subscription = subscription
         self.runner = runner
@@ -47,14 +49,17 @@ class Consumer:
         self.cancels = cancels
         self.fetch_timeout_seconds = fetch_timeout_seconds
         self.drain_seconds = drain_seconds
+        self.heartbeat_seconds = heartbeat_seconds
         self.running: dict[RunningJob, asyncio.Task[None]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch and run jobs until `stop` is set, then drain: running jobs get
         `drain_seconds` to finish, the rest are aborted and handed back to the stream."""
         async with asyncio.TaskGroup() as jobs:
+            heartbeat = jobs.create_task(self._heartbeat())
             await self._fetch_until(stop, jobs)
             await self._drain()
+            heartbeat.cancel()
 
     def on_cancel(self, cancel: CancelMessage) -> None:
         """Remember `cancel` and abort the running jobs it names."""
@@ -63,6 +68,24 @@ class Consumer:
             if cancel_matches(cancel, running.job):
                 log.info("cancelling job %s (%s)", running.job.job_id, cancel.reason)
                 running.abort(AbortReason.CANCELLED)
+
+    async def _heartbeat(self) -> None:
+        """Tell JetStream that the jobs running for a while are in progress, so that only a
+        dead or wedged worker loses its jobs.
+
+        One loop for all jobs instead of a timer per job (most jobs end long before a
+        heartbeat is due). Ticking every half heartbeat, a job's in-progress acks are never
+        more than `heartbeat_seconds` apart, nor is its first after it was fetched.
+        """
+        interval = self.heartbeat_seconds / 2
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for running in [r for r in self.running if now - r.admitted_at >= interval]:
+                try:
+                    await running.msg.in_progress()
+                except Exception as error:  # a lost heartbeat only risks a redelivery
+                    log.warning("in-progress ack of job %s failed: %r", running.job.job_id, error)
 
     async def _fetch_until(self, stop: asyncio.Event, jobs: asyncio.TaskGroup) -> None:
         while True:

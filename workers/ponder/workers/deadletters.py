@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nats.js import JetStreamContext
+
 from ponder.api.subjects import ServiceSubjects
 from ponder.api.wire import DeadLetter
 

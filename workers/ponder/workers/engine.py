@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Protocol
 
 import aiohttp
+
 from ponder.api.wire import BranchJob
 from ponder.workers.generation import (
     Generation,

@@ -70,7 +70,9 @@ def request_body(job: BranchJob) -> dict[str, Any]:
     abort the sequences in vLLM. `continuous_usage_stats` puts each choice's running
     completion-token count on its chunks, so counts stay exact even for text held back by stop
     strings. vLLM gives child i of an `n=k` request the seed `seed + i`, which is the wire
-    contract (`SamplingParams.seed`).
+    contract (`SamplingParams.seed`). A chat job whose messages end with an assistant message
+    (a strategy's continuation: a beam prefix, budget forcing's "Wait") asks vLLM to continue
+    that message rather than open a new turn after it.
     """
     sampling = job.sampling
     body: dict[str, Any] = {
@@ -91,6 +93,11 @@ def request_body(job: BranchJob) -> dict[str, Any]:
     if job.endpoint is Endpoint.CHAT:
         assert job.messages is not None  # BranchJob guarantees exactly one of prompt/messages
         body["messages"] = [message.model_dump() for message in job.messages]
+        if job.messages and job.messages[-1].role == "assistant":
+            # vLLM's chat extensions: render the conversation up to the end of the final
+            # message and generate on from there, with no new assistant header in between.
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
         if sampling.logprobs:
             # The sampled token's logprob is always returned; no alternatives are needed.
             body["logprobs"] = True

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from enum import StrEnum
 
-from ponder.api import metrics as names
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ponder.api import metrics as names
 
 
 class JobOutcome(StrEnum):
@@ -73,12 +74,15 @@ class WorkerMetrics:
             "Branches this worker received on a second or later delivery",
             registry=self.registry,
         )
-        for outcome in JobOutcome:
-            self.jobs.labels(outcome=outcome.value)
+        # Every label value is exported from the start (at 0), and resolved once: `labels()`
+        # takes a lock and builds a key on each call, and jobs are counted on the hot path.
+        self._jobs_by_outcome = {
+            outcome: self.jobs.labels(outcome=outcome.value) for outcome in JobOutcome
+        }
         for reason in DeadLetterReason:
             self.deadletters.labels(reason=reason.value)
-        for kind in ("prompt", "completion"):
-            self.tokens.labels(kind=kind)
+        self._prompt_tokens = self.tokens.labels(kind="prompt")
+        self._completion_tokens = self.tokens.labels(kind="completion")
 
     def track_slots(self, capacity: int, in_use: Callable[[], float]) -> None:
         """Read slot usage at scrape time, so it is never stale."""
@@ -86,11 +90,13 @@ class WorkerMetrics:
         self.slots_in_use.set_function(in_use)
 
     def count_job(self, outcome: JobOutcome) -> None:
-        self.jobs.labels(outcome=outcome.value).inc()
+        self._jobs_by_outcome[outcome].inc()
 
     def count_tokens(self, prompt_tokens: int, completion_tokens: int) -> None:
-        self.tokens.labels(kind="prompt").inc(prompt_tokens)
-        self.tokens.labels(kind="completion").inc(completion_tokens)
+        if prompt_tokens:
+            self._prompt_tokens.inc(prompt_tokens)
+        if completion_tokens:
+            self._completion_tokens.inc(completion_tokens)
 
     def count_deadletter(self, reason: DeadLetterReason) -> None:
         self.deadletters.labels(reason=reason.value).inc()

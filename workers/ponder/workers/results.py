@@ -1,4 +1,5 @@
-"""Turn a job and what it generated into the `BranchResult`s the scheduler receives (pure)."""
+"""Turn a job and what it generated into the `BranchResults` message its scheduler receives
+(pure): one message per job, one `BranchResult` per branch inside it."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ponder.api.wire import BranchJob, BranchResult, BranchStatus
+from ponder.api.wire import BranchJob, BranchResult, BranchResults, BranchStatus
 from ponder.workers.generation import Generation
 
 
@@ -18,8 +19,8 @@ def branch_results(
     worker_id: str,
     generation_seconds: float = 0.0,
     error: str | None = None,
-) -> list[BranchResult]:
-    """One result per branch of `job`, in `branch_ids` order.
+) -> BranchResults:
+    """The job's results message: one result per branch of `job`, in `branch_ids` order.
 
     Tokens are reported whatever the status, so the scheduler's `usage` counts what cancelled
     and expired branches spent; the prompt's tokens ride on the first branch only.
@@ -44,7 +45,7 @@ def branch_results(
                 generation_seconds=generation_seconds,
             )
         )
-    return results
+    return BranchResults(query_id=job.query_id, job_id=job.job_id, results=results)
 
 
 @dataclass(frozen=True)
@@ -89,10 +90,10 @@ def _is_publishable_subject(subject: str) -> bool:
 
 def failed_results(
     identity: JobIdentity | BranchJob, error: str, *, worker_id: str
-) -> list[BranchResult]:
+) -> BranchResults:
     """FAILED results without output for every branch of a job that never ran."""
     branch_ids: Sequence[str] = identity.branch_ids
-    return [
+    results = [
         BranchResult(
             query_id=identity.query_id,
             job_id=identity.job_id,
@@ -103,3 +104,4 @@ def failed_results(
         )
         for branch_id in branch_ids
     ]
+    return BranchResults(query_id=identity.query_id, job_id=identity.job_id, results=results)

@@ -1,8 +1,19 @@
 """The life of one fetched job: run it on the engine, publish its results, settle its message.
 
-Order matters: results are published to the scheduler's inbox and flushed *before* the job is
-acked, so a worker that dies in between causes a redelivery (a duplicate result the scheduler
-drops by branch id), never a lost branch.
+Order matters, and one NATS connection keeps it without a round trip: the job's results (one
+`BranchResults` message) are published to the scheduler's inbox *before* the job is acked, on
+the same connection. NATS delivers a connection's messages to the server in the order they were
+published, and the server routes the results to the inbox before it processes the ack, so the
+job never leaves the queue before its results reached the server. Neither a `flush` nor
+`ack_sync` is needed for that, and both would cost a round trip per job:
+- the worker dies or loses its connection before both went out: the job is not acked (or its ack
+  was lost with the results) and JetStream redelivers it after the ack wait;
+- the results went out but the ack was lost (connection dropped right after): the job is
+  redelivered and run again, and the scheduler drops the second report of each branch by its
+  branch id (or as late, when the query already answered).
+Either way the scheduler gets every branch at least once and counts it once; what a lost ack
+costs is a repeated generation, which is why the ack is not waited for: it is as rare as a
+connection dropped between two writes.
 """
 
 from __future__ import annotations
@@ -15,7 +26,9 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from ponder.api.wire import BranchJob, BranchResult
+from pydantic import ValidationError
+
+from ponder.api.wire import BranchJob, BranchResults
 from ponder.workers import deadletters
 from ponder.workers.cancellation import CancelRegistry
 from ponder.workers.config import WorkerSettings
@@ -24,11 +37,8 @@ from ponder.workers.generation import Generation
 from ponder.workers.metrics import DeadLetterReason, JobOutcome, WorkerMetrics
 from ponder.workers.outcomes import DISPOSITIONS, AbortReason, Settle, outcome_of
 from ponder.workers.results import branch_results, failed_results, salvage_identity
-from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
-
-FLUSH_TIMEOUT_SECONDS = 5  # nats-py wants whole seconds
 
 
 @dataclass(eq=False)
@@ -38,20 +48,22 @@ class RunningJob:
     job: BranchJob
     msg: Msg
     generation: Generation
+    admitted_at: float = field(default_factory=time.monotonic)
     abort_reason: AbortReason | None = None
-    engine_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    deadline: asyncio.Timeout | None = field(default=None, repr=False)
+    """The engine call's deadline while it runs; moved to now to abort the call."""
 
     @property
     def branches(self) -> int:
         return len(self.job.branch_ids)
 
     def abort(self, reason: AbortReason) -> None:
-        """Stop the job; the first reason wins. Cancelling the engine call closes its HTTP
-        connection, which makes vLLM abort the sequences."""
+        """Stop the job; the first reason wins. The engine call's deadline moves to now, which
+        cancels the call and so closes its HTTP connection: vLLM aborts the sequences."""
         if self.abort_reason is None:
             self.abort_reason = reason
-        if self.engine_task is not None:
-            self.engine_task.cancel()
+        if self.deadline is not None and not self.deadline.expired():
+            self.deadline.reschedule(0)  # any time in the past: at once
 
 
 def parse_job(msg: Msg) -> BranchJob | ValidationError:
@@ -139,22 +151,29 @@ class JobRunner:
         if time.time() >= job.deadline_at:
             return JobOutcome.EXPIRED, 0.0, None
         started = time.monotonic()
-        task = asyncio.create_task(self.engine.generate(job, running.generation))
-        running.engine_task = task
+        # The engine runs in this task, under the job's deadline (one timer, no second task):
+        # the deadline, a cancel and a drain all stop it by firing that timer. In-progress acks
+        # of long jobs come from the consumer's heartbeat, one timer for all running jobs.
+        error: BaseException | None = None
+        loop = asyncio.get_running_loop()
         try:
-            past_deadline = await self._supervise(running, task)
+            async with asyncio.timeout_at(loop.time() + job.deadline_at - time.time()) as deadline:
+                running.deadline = deadline
+                await self.engine.generate(job, running.generation)
+        except Exception as failure:
+            # The deadline's own TimeoutError only says the engine was stopped (by the
+            # deadline, or by an abort: `abort_reason` says which); anything else is the
+            # engine's error.
+            if not (isinstance(failure, TimeoutError) and deadline.expired()):
+                error = failure
         finally:
-            if not task.done():
-                task.cancel()
-                await asyncio.wait({task})
+            running.deadline = None
         generation_seconds = time.monotonic() - started
         self.metrics.generation_seconds.observe(generation_seconds)
-        error = None if task.cancelled() else task.exception()
-        finished = not task.cancelled() and error is None
         outcome = outcome_of(
-            finished=finished,
+            finished=not deadline.expired() and error is None,
             abort_reason=running.abort_reason,
-            past_deadline=past_deadline,
+            past_deadline=deadline.expired(),
             error=error,
         )
         if outcome in (JobOutcome.FAILED, JobOutcome.RETRIED):
@@ -162,54 +181,29 @@ class JobRunner:
         error_text = f"{type(error).__name__}: {error}" if error is not None else None
         return outcome, generation_seconds, error_text
 
-    async def _supervise(self, running: RunningJob, task: asyncio.Task[None]) -> bool:
-        """Wait for the engine, telling JetStream the job is in progress every heartbeat.
-
-        Stops the engine at the job's deadline; returns whether the deadline stopped it.
-        """
-        deadline_at = running.job.deadline_at
-        while True:
-            remaining = deadline_at - time.time()
-            if remaining <= 0:
-                task.cancel()
-                await asyncio.wait({task})
-                return not _finished(task)
-            done, _ = await asyncio.wait(
-                {task}, timeout=min(remaining, self.settings.heartbeat_seconds)
-            )
-            if done:
-                return False
-            try:
-                await running.msg.in_progress()
-            except Exception as error:  # a lost heartbeat only risks a redelivery
-                log.warning("in-progress ack of job %s failed: %r", running.job.job_id, error)
-
-    async def _publish(self, subject: str, results: list[BranchResult]) -> bool:
-        """Publish results on core NATS and flush them out; False when NATS did not take them."""
+    async def _publish(self, subject: str, results: BranchResults) -> bool:
+        """Queue the job's results on the connection (no round trip: see the module docstring);
+        False when NATS did not take them (closed, or the reconnect buffer is full)."""
         try:
-            for result in results:
-                await self.nc.publish(subject, result.model_dump_json().encode())
-            await self.nc.flush(timeout=FLUSH_TIMEOUT_SECONDS)
+            await self.nc.publish(subject, results.model_dump_json().encode())
         except Exception as error:
-            log.warning("publishing %d results to %s failed: %r", len(results), subject, error)
+            log.warning(
+                "publishing %d results to %s failed: %r", len(results.results), subject, error
+            )
             return False
         return True
 
     async def _settle(self, msg: Msg, settle: Settle) -> None:
         try:
             if settle is Settle.ACK:
-                # Acked synchronously: once this returns, the job is off the queue for good.
-                await msg.ack_sync()
+                # Behind the results on the same connection; not waited for (module docstring).
+                await msg.ack()
             elif settle is Settle.NAK_LATER:
                 await msg.nak(delay=self.settings.retry_delay_seconds)
             else:
                 await msg.nak()
         except Exception as error:  # the ack wait will redeliver it; results are idempotent
             log.warning("settling message %s (%s) failed: %r", msg.subject, settle.value, error)
-
-
-def _finished(task: asyncio.Task[None]) -> bool:
-    return task.done() and not task.cancelled() and task.exception() is None
 
 
 def _summary(error: ValidationError) -> str:

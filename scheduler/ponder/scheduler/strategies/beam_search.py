@@ -88,7 +88,7 @@ class BeamSearch(Strategy):
         pool = [b for b in pool if b.steps > 0]
         if not pool:
             return None
-        best = max(pool, key=lambda b: (b.score, -pool.index(b)))
+        best = max(pool, key=lambda b: b.score)  # the first of equals: `max` keeps it
         answered = [b for b in self.finished if b.answer is not None]
         votes: dict[str, float] = {}
         for beam in answered:

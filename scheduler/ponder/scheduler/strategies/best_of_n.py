@@ -70,10 +70,9 @@ class BestOfN(_ScoredSamples):
         if not voters:
             return vote_answer(self.branches, None)
         counts = answer_distribution(ballots_of(voters))
-        best = max(
-            voters,
-            key=lambda b: (branch_strength(b), counts[b.answer or ""], -voters.index(b)),
-        )
+        # `max` keeps the first of equal keys, i.e. the first finished; no `voters.index`
+        # (which compared results pairwise: quadratic in the branches).
+        best = max(voters, key=lambda b: (branch_strength(b), counts[b.answer or ""]))
         return FinalAnswer(
             text=best.full_text,
             answer=best.answer,

@@ -50,6 +50,8 @@ class BranchLedger:
         if n < 1:
             return None
         max_tokens = min(request.max_tokens, self.available_tokens // n)
+        if (n, max_tokens) == (request.n, request.max_tokens):
+            return request  # fits as it is (the common case; `replace` is not cheap)
         return replace(request, n=n, max_tokens=max_tokens)
 
     def book(self, request: BranchRequest) -> BranchRequest:

@@ -31,11 +31,7 @@ class Ballot:
     def strength(self) -> float:
         """Evidence for tie-breaks and weighted votes: the verifier score, else exp(mean
         logprob), else 0."""
-        if self.score is not None:
-            return self.score
-        if self.mean_logprob is not None:
-            return math.exp(self.mean_logprob)
-        return 0.0
+        return _strength(self.score, self.mean_logprob)
 
 
 @dataclass(frozen=True)
@@ -72,8 +68,8 @@ def majority_vote(ballots: Sequence[Ballot]) -> VoteResult | None:
     if not counts:
         return None
     evidence = _evidence(ballots)
-    order = list(counts)
-    winner = max(order, key=lambda answer: (counts[answer], evidence[answer], -order.index(answer)))
+    # `max` keeps the first of equal keys, and `counts` is in first-seen order.
+    winner = max(counts, key=lambda answer: (counts[answer], evidence[answer]))
     return VoteResult(
         winner=winner,
         votes={answer: float(count) for answer, count in counts.items()},
@@ -88,8 +84,8 @@ def weighted_vote(ballots: Sequence[Ballot]) -> VoteResult | None:
     if not counts:
         return None
     evidence = _evidence(ballots)
-    order = list(counts)
-    winner = max(order, key=lambda answer: (evidence[answer], counts[answer], -order.index(answer)))
+    # `max` keeps the first of equal keys, and `counts` is in first-seen order.
+    winner = max(counts, key=lambda answer: (evidence[answer], counts[answer]))
     total = sum(evidence.values())
     return VoteResult(
         winner=winner,
@@ -119,7 +115,7 @@ def representative(branches: Sequence[ScoredBranch], answer: str | None) -> Scor
     candidates = [b for b in branches if b.completed and (answer is None or b.answer == answer)]
     if not candidates:
         return None
-    return max(candidates, key=lambda b: (branch_strength(b), -candidates.index(b)))
+    return max(candidates, key=branch_strength)  # the first of equals: `max` keeps it
 
 
 def vote_answer(
@@ -145,7 +141,15 @@ def vote_answer(
 
 def branch_strength(branch: ScoredBranch) -> float:
     """A branch's evidence, as `Ballot.strength` defines it."""
-    return Ballot("", branch.score, branch.result.mean_logprob).strength
+    return _strength(branch.score, branch.result.mean_logprob)
+
+
+def _strength(score: float | None, mean_logprob: float | None) -> float:
+    if score is not None:
+        return score
+    if mean_logprob is not None:
+        return math.exp(mean_logprob)
+    return 0.0
 
 
 def _evidence(ballots: Sequence[Ballot]) -> dict[str, float]:
