@@ -62,3 +62,21 @@ demo: $(VENV_STAMP) ## The main job: local data plane, every strategy on the shi
 .PHONY: clean
 clean: ## Remove the virtual environment and caches (not the Go tool cache)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+BENCH_ARGS ?=
+
+.PHONY: bench-tts
+bench-tts: $(VENV_STAMP) ## Accuracy vs generated tokens of every strategy and of optillm (own venv) on one stack
+	$(PY) -m bench.tts_efficiency $(BENCH_ARGS)
+
+.PHONY: bench-slo
+bench-slo: $(VENV_STAMP) ## Open-loop load ramp with a latency SLO: static self-consistency@8 vs the SLO-aware planner
+	$(PY) -m bench.slo $(BENCH_ARGS)
+
+.PHONY: bench-overhead
+bench-overhead: $(VENV_STAMP) ## Scheduler and NATS overhead per query, with a stub engine
+	$(PY) -m bench.overhead $(BENCH_ARGS)
+
+.PHONY: bench-operator
+bench-operator: $(VENV_STAMP) tools ## Operator scale: many ReasoningServices on the local control plane
+	$(PY) -m bench.operator_scale $(BENCH_ARGS)

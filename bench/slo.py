@@ -1,0 +1,249 @@
+"""Latency SLO under a rising open-loop load: static self-consistency@8 vs the SLO-aware planner.
+
+    python -m bench.slo [--rates 4,8,16,24,32] [--step-seconds 25] [--slo-ms 2500] [--out DIR]
+
+Against one local stack, at each rate step (Poisson arrivals, a bounded number per step), the
+same seeded problems are sent twice, one arm after the other:
+
+- `static SC@8`: self-consistency with 8 branches and a deadline far beyond the SLO, so the
+  planner never has a reason to shrink it: every query waits for all 8 branches however long the
+  queue is (what a fixed-width test-time-compute server does);
+- `ponder SLO`: the same query with `deadline_ms` a little under the SLO. The planner then shrinks
+  the branch count when the observed load would push 8 branches past the deadline, and the
+  runner answers with the best vote so far at the deadline (DESIGN.md, "Request flow").
+
+Per step and arm: SLO attainment (answered within the SLO), accuracy, goodput (right answers
+within the SLO per second), p50/p95 latency, branches, and how many plans were shrunk. Prints a
+table and writes `results.json`, `table.txt` and `slo.png` under `out/slo/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from itertools import cycle
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bench.clients import PonderClient, StrategySpec, wait_until_idle
+from bench.ramp import StepResult, arrival_offsets, step_result
+from bench.report import fmt, format_table, plot_series, write_json, write_text
+from bench.stack import MODEL_DIR, REPO_ROOT, BenchSettings, bench_stack, run_main
+from bench.summary import QueryRecord
+from models.arith.task import Problem, generate_problems
+
+SLO_SEED = 20_250_303
+"""Held out: not the training (0), evaluation (20_240_601), demo or efficiency seeds."""
+ARRIVAL_SEED = 5
+DEFAULT_RATES = (4.0, 8.0, 16.0, 24.0, 32.0)
+DEFAULT_STEP_SECONDS = 25.0
+DEFAULT_SLO_MS = 2500
+DEADLINE_SHARE_OF_SLO = 0.85
+"""The SLO-aware arm's deadline: under the SLO by the time an answer takes to travel back."""
+STATIC_DEADLINE_MS = 300_000
+"""The service's `max_deadline_ms`: no deadline pressure for the static arm."""
+MAX_REQUESTS_PER_STEP = 1000
+IDLE_TIMEOUT_SECONDS = 60.0
+"""Longest wait between steps for the pool to finish what the last step left behind."""
+STATIC, SLO_AWARE = "static SC@8", "ponder SLO"
+
+
+def arms(slo_ms: int) -> list[StrategySpec]:
+    deadline = int(slo_ms * DEADLINE_SHARE_OF_SLO)
+    return [
+        StrategySpec(
+            STATIC, "self-consistency", {"branches": 8, "deadline_ms": STATIC_DEADLINE_MS}
+        ),
+        StrategySpec(SLO_AWARE, "self-consistency", {"branches": 8, "deadline_ms": deadline}),
+    ]
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(part) for part in text.split(",") if part.strip())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.slo", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--rates",
+        type=_floats,
+        default=DEFAULT_RATES,
+        help="queries per second of each step, comma-separated [4,8,16,24,32]",
+    )
+    parser.add_argument("--step-seconds", type=float, default=DEFAULT_STEP_SECONDS)
+    parser.add_argument("--slo-ms", type=int, default=DEFAULT_SLO_MS, help="latency SLO")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "out" / "slo", help="output dir")
+    parser.add_argument("--model", type=Path, default=MODEL_DIR, help="model directory")
+    return parser
+
+
+async def run_step(
+    client: PonderClient,
+    spec: StrategySpec,
+    problems: Sequence[tuple[int, Problem]],
+    offsets: Sequence[float],
+    bar: tqdm,
+) -> list[QueryRecord]:
+    """Send `problems[i]` at `offsets[i]` (open loop) and wait for every answer."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    tasks: list[asyncio.Task[QueryRecord]] = []
+
+    async def one(index: int, problem: Problem) -> QueryRecord:
+        record = await client.ask(spec, index, problem)
+        bar.update(1)
+        return record
+
+    async with asyncio.TaskGroup() as group:
+        for offset, (index, problem) in zip(offsets, problems, strict=False):
+            await asyncio.sleep(max(0.0, started + offset - loop.time()))
+            tasks.append(group.create_task(one(index, problem)))
+    return [task.result() for task in tasks]
+
+
+async def run_ramp(
+    rates: Sequence[float],
+    step_seconds: float,
+    slo_ms: int,
+    settings: BenchSettings,
+    out_dir: Path,
+) -> tuple[list[StepResult], list[QueryRecord]]:
+    slo_seconds = slo_ms / 1000.0
+    specs = arms(slo_ms)
+    pool = list(enumerate(generate_problems(SLO_SEED, MAX_REQUESTS_PER_STEP)))
+    rng = random.Random(ARRIVAL_SEED)
+    schedule = [arrival_offsets(rate, step_seconds, rng, MAX_REQUESTS_PER_STEP) for rate in rates]
+    results: list[StepResult] = []
+    records: list[QueryRecord] = []
+    print(f"Starting the local data plane (logs: {out_dir / 'logs'}) ...", file=sys.stderr)
+    async with bench_stack(settings, out_dir / "logs") as stack:
+        # Requests that outlive this are misses anyway; the scheduler cancels a query whose
+        # client went away, so a timeout also frees the pool.
+        timeout = max(10.0, 6 * slo_seconds)
+        client = PonderClient(stack.openai_base_url, stack.served_name, timeout_seconds=timeout)
+        total = 2 * sum(len(offsets) for offsets in schedule)
+        try:
+            with tqdm(total=total, unit="query", file=sys.stderr, dynamic_ncols=True) as bar:
+                for rate, offsets in zip(rates, schedule, strict=True):
+                    problems = [p for p, _ in zip(cycle(pool), offsets, strict=False)]
+                    for spec in specs:
+                        bar.set_description(f"{rate:g}/s {spec.label}")
+                        batch = await run_step(client, spec, problems, offsets, bar)
+                        result = step_result(spec.label, rate, step_seconds, batch, slo_seconds)
+                        results.append(result)
+                        records.extend(batch)
+                        bar.write(
+                            f"{rate:5.1f}/s {spec.label:<12} SLO {result.slo_attainment:.2f}  "
+                            f"accuracy {result.accuracy:.2f}  goodput "
+                            f"{result.goodput_per_second:.2f}/s  p95 "
+                            f"{result.p95_latency_seconds:.2f}s  branches "
+                            f"{result.mean_branches:.1f}"
+                        )
+                        if not await wait_until_idle(stack.vllm_url, IDLE_TIMEOUT_SECONDS):
+                            bar.write(f"vLLM still busy {IDLE_TIMEOUT_SECONDS:.0f}s after a step")
+        finally:
+            await client.close()
+    return results, records
+
+
+def slo_table(results: Sequence[StepResult]) -> str:
+    headers = (
+        "arm",
+        "rate/s",
+        "requests",
+        "SLO att",
+        "accuracy",
+        "goodput/s",
+        "p50 s",
+        "p95 s",
+        "branches",
+        "shrunk",
+        "at deadline",
+        "errors",
+    )
+    rows = [
+        [
+            r.arm,
+            fmt(r.rate_per_second, 1),
+            r.requests,
+            r.slo_attainment,
+            r.accuracy,
+            r.goodput_per_second,
+            r.p50_latency_seconds,
+            r.p95_latency_seconds,
+            fmt(r.mean_branches, 1),
+            r.shrunk_share,
+            r.deadline_share,
+            r.errors,
+        ]
+        for r in results
+    ]
+    return format_table(headers, rows, left_columns=1)
+
+
+async def main_async(argv: Sequence[str]) -> int:
+    args = _parser().parse_args(list(argv))
+    settings = BenchSettings(model_dir=args.model, slo_target_ms=args.slo_ms)
+    out_dir: Path = args.out
+    began = time.monotonic()
+    results, records = await run_ramp(args.rates, args.step_seconds, args.slo_ms, settings, out_dir)
+    elapsed = time.monotonic() - began
+    title = (
+        f"Open-loop ramp, {args.step_seconds:g}s per step, SLO {args.slo_ms} ms "
+        f"(SLO-aware deadline {int(args.slo_ms * DEADLINE_SHARE_OF_SLO)} ms); "
+        "goodput = right answers within the SLO per second"
+    )
+    table = slo_table(results)
+    print(f"\n{title}\n\n{table}\n")
+    rates = list(args.rates)
+
+    def series(attribute: str) -> dict[str, list[float | None]]:
+        return {
+            arm: [getattr(r, attribute) for r in results if r.arm == arm]
+            for arm in (STATIC, SLO_AWARE)
+        }
+
+    plot_path = plot_series(
+        out_dir / "slo.png",
+        f"Static SC@8 vs SLO-aware planner (SLO {args.slo_ms} ms)",
+        "offered load (queries/s)",
+        rates,
+        [
+            ("SLO attainment", series("slo_attainment")),
+            ("goodput (right answers in SLO / s)", series("goodput_per_second")),
+            ("accuracy", series("accuracy")),
+            ("p95 latency (s)", series("p95_latency_seconds")),
+        ],
+        unit_interval=(True, False, True, False),
+    )
+    table_path = write_text(out_dir / "table.txt", f"{title}\n\n{table}")
+    json_path = write_json(
+        out_dir / "results.json",
+        {
+            "command": ["python", "-m", "bench.slo", *argv],
+            "problems": {"seed": SLO_SEED},
+            "settings": {**asdict(settings), "model_dir": str(settings.model_dir)},
+            "slo_ms": args.slo_ms,
+            "step_seconds": args.step_seconds,
+            "elapsed_seconds": round(elapsed, 1),
+            "steps": results,
+            "records": records,
+        },
+    )
+    print(f"Table: {table_path}\nPlot:  {plot_path}\nJSON:  {json_path}")
+    print(f"Finished in {elapsed:.0f}s; every process stopped.")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_main(main_async(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""`make demo` in its short mode, as CI runs it, so that the main job cannot rot.
+
+The demo runs as a user runs it (`python -m bench.demo --short --out DIR`, a subprocess that
+starts its own NATS, vLLM of the shipped model, verifier, scheduler and workers). The test
+watches every process the demo starts while it runs and checks that none outlives it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from bench.demo import demo_specs
+from bench.stack import MODEL_DIR, REPO_ROOT
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+DEMO_TIMEOUT_SECONDS = 540.0
+POLL_SECONDS = 0.5
+
+
+def _descendants(process: psutil.Process) -> set[tuple[int, float]]:
+    """(pid, start time) of every live descendant: the start time tells a reused pid apart."""
+    found: set[tuple[int, float]] = set()
+    try:
+        children = process.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return found
+    for child in children:
+        try:
+            found.add((child.pid, child.create_time()))
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def _alive(pid: int, started: float) -> bool:
+    try:
+        process = psutil.Process(pid)
+        return process.create_time() == started and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_short_demo_prints_every_strategy_writes_its_files_and_leaves_no_process(
+    tmp_path: Path,
+) -> None:
+    assert (MODEL_DIR / "model.safetensors").exists(), f"the shipped model is missing: {MODEL_DIR}"
+    out_dir = tmp_path / "demo"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "bench.demo", "--short", "--out", str(out_dir)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    watched = psutil.Process(demo.pid)
+    seen: set[tuple[int, float]] = set()
+    deadline = time.monotonic() + DEMO_TIMEOUT_SECONDS
+    try:
+        while demo.poll() is None and time.monotonic() < deadline:
+            seen |= _descendants(watched)
+            time.sleep(POLL_SECONDS)
+        if demo.poll() is None:
+            demo.terminate()  # the demo stops its own processes on SIGTERM
+            demo.wait(60)
+            pytest.fail(f"the short demo took longer than {DEMO_TIMEOUT_SECONDS}s")
+    finally:
+        output = demo.communicate()[0].decode(errors="replace") if demo.stdout else ""
+    assert demo.returncode == 0, output[-4000:]
+
+    labels = [spec.label for spec in demo_specs(short=True)]
+    for label in labels:
+        assert label in output, f"{label} missing from the printed table"
+    assert {"table.txt", "results.json", "accuracy_vs_tokens.png"} <= {
+        path.name for path in out_dir.iterdir()
+    }
+    assert (out_dir / "accuracy_vs_tokens.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    results = json.loads((out_dir / "results.json").read_text())
+    summaries = {summary["label"]: summary for summary in results["summaries"]}
+    assert list(summaries) == labels
+    for label, summary in summaries.items():
+        assert 0.0 <= summary["accuracy"] <= 1.0, label
+        assert summary["mean_completion_tokens"] > 0, label
+        assert summary["mean_branches"] >= 1, label
+        assert summary["errors"] == 0, label
+        assert summary["p50_latency_seconds"] > 0, label
+    assert summaries["self-consistency@4"]["mean_branches"] <= 4
+    # The trained model answers some problems; with the step verifier, best-of-n does too.
+    assert summaries["best-of-n@4"]["accuracy"] > 0
+
+    assert seen, "the demo started no processes"
+    left = [pid for pid, started in seen if _alive(pid, started)]
+    assert not left, f"processes left behind by the demo: {left}"
