@@ -56,10 +56,13 @@ async def test_prompt_tokens_include_the_bos_the_model_was_trained_with(
 
 @pytest.mark.vllm
 async def test_chat_route_renders_the_task_prompt_with_one_bos(arith_vllm: VllmServer) -> None:
+    """The session serves with `bench/arith_chat_template.jinja` (the user message is the whole
+    task prompt, as the peer proxy and Ponder's chat route send it), not the model's own
+    template (which wraps a bare question in `Q:... A:`)."""
     result = await post_vllm(
         arith_vllm,
         "/v1/chat/completions",
-        messages=[{"role": "user", "content": "23+48-17"}],
+        messages=[{"role": "user", "content": "Q:23+48-17 A:"}],
         temperature=0.0,
         max_tokens=48,
     )
@@ -73,7 +76,7 @@ async def test_chat_route_continues_a_partial_solution(arith_vllm: VllmServer) -
         arith_vllm,
         "/v1/chat/completions",
         messages=[
-            {"role": "user", "content": "23+48-17"},
+            {"role": "user", "content": "Q:23+48-17 A:"},
             {"role": "assistant", "content": "23+48=71 "},
         ],
         add_generation_prompt=False,
