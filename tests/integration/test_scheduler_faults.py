@@ -188,12 +188,14 @@ async def test_deadline_answers_with_the_best_so_far_and_aborts_the_rest(
     assert completed == 8
     assert ponder["branches_cancelled"] == 8
     assert body["usage"]["completion_tokens"] == completed * LONG
-    # ... because the round running at the deadline was aborted part-way: its branches report
-    # fewer tokens than asked (cancelled by the scheduler, or stopped by the worker itself at
-    # the job's deadline, whichever came first).
+    # ... because the round running at the deadline was aborted: its 8 branches report fewer
+    # tokens than asked (cancelled by the scheduler, or stopped by the worker itself at the
+    # job's deadline, whichever came first). On a busy machine one job of that round may not
+    # have produced its first token yet, so only some need to have been cut part-way.
     stopped = (BranchStatus.CANCELLED, BranchStatus.EXPIRED)
-    cut_short = [r for r in late if r.status in stopped and r.completion_tokens]
-    assert len(cut_short) == 8 and all(r.completion_tokens < LONG for r in cut_short), late
+    aborted = [r for r in late if r.status in stopped]
+    assert len(aborted) == 8 and all(r.completion_tokens < LONG for r in aborted), late
+    assert any(r.completion_tokens > 0 for r in aborted), late
 
 
 async def test_deadline_before_any_branch_finishes_is_a_504(
