@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ponder.api.service_config import ServiceConfig
+from ponder.api.settings_sources import option_flag, option_value, service_config_from
 
 DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = 8000
@@ -49,11 +50,6 @@ def subject_token(text: str) -> str:
 
 def default_scheduler_id() -> str:
     return subject_token(f"{socket.gethostname()}-{os.getpid()}")
-
-
-def load_service_config(path: Path) -> ServiceConfig:
-    """The ServiceConfig JSON at `path`; raises OSError or ValueError."""
-    return ServiceConfig.model_validate_json(path.read_text())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -103,13 +99,7 @@ def load_settings(
     """Settings from the command line and environment; exits with usage on bad input."""
     parser = _parser()
     args = parser.parse_args(list(argv))
-    config_path = args.config or environ.get("PONDER_CONFIG")
-    if not config_path:
-        parser.error("--config (or PONDER_CONFIG) is required")
-    try:
-        service = load_service_config(Path(config_path))
-    except (OSError, ValueError) as error:
-        parser.error(f"cannot load ServiceConfig from {config_path}: {error}")
+    service = service_config_from(parser, args.config, environ)
     try:
         return service, settings_from(service, vars(args), environ)
     except ValueError as error:
@@ -122,16 +112,10 @@ def settings_from(
     """Merge command-line `options` (None when absent) over `environ` over `service` (pure)."""
 
     def pick(option: str, env: str) -> str | None:
-        value = options.get(option)
-        if value is not None:
-            return str(value)
-        return environ.get(env)
+        return option_value(options, environ, option, env)
 
     def flag(option: str, env: str) -> bool:
-        value = options.get(option)
-        if value is not None:
-            return bool(value)
-        return environ.get(env, "").lower() in ("1", "true", "yes")
+        return option_flag(options, environ, option, env)
 
     port = pick("port", "PONDER_PORT")
     max_workers = pick("max_workers", "PONDER_MAX_WORKERS")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ponder.api.service_config import ServiceConfig
+from ponder.api.settings_sources import option_flag, option_value, service_config_from
 from ponder.api.subjects import ServiceSubjects
 
 DEFAULT_DRAIN_SECONDS = 25.0
@@ -106,13 +107,7 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> WorkerSett
     """Settings from the command line and environment; exits with usage on bad input."""
     parser = _parser()
     args = parser.parse_args(list(argv))
-    config_path = args.config or environ.get("PONDER_CONFIG")
-    if not config_path:
-        parser.error("--config (or PONDER_CONFIG) is required")
-    try:
-        service = ServiceConfig.model_validate_json(Path(config_path).read_text())
-    except (OSError, ValueError) as error:
-        parser.error(f"cannot load ServiceConfig from {config_path}: {error}")
+    service = service_config_from(parser, args.config, environ)
     try:
         return settings_from(service, vars(args), environ)
     except ValueError as error:
@@ -125,18 +120,13 @@ def settings_from(
     """Merge command-line `options` (None when absent) over `environ` over `service` (pure)."""
 
     def pick(option: str, env: str) -> str | None:
-        value = options.get(option)
-        if value is not None:
-            return str(value)
-        return environ.get(env)
+        return option_value(options, environ, option, env)
 
     slots = pick("slots", "PONDER_SLOTS")
     port = pick("port", "PONDER_PORT")
     drain = pick("drain_seconds", "PONDER_DRAIN_SECONDS")
     max_workers = pick("max_workers", "PONDER_MAX_WORKERS")
-    ensure = options.get("ensure_stream")
-    if ensure is None:
-        ensure = environ.get("PONDER_ENSURE_STREAM", "").lower() in ("1", "true", "yes")
+    ensure = option_flag(options, environ, "ensure_stream", "PONDER_ENSURE_STREAM")
     settings = WorkerSettings(
         service=service,
         nats_url=pick("nats_url", "PONDER_NATS_URL") or service.nats_url,
@@ -146,7 +136,7 @@ def settings_from(
         http_host=pick("host", "PONDER_HTTP_HOST") or "0.0.0.0",
         http_port=int(port) if port else DEFAULT_PORT,
         drain_seconds=float(drain) if drain else DEFAULT_DRAIN_SECONDS,
-        ensure_stream=bool(ensure),
+        ensure_stream=ensure,
         max_workers=int(max_workers) if max_workers else DEFAULT_MAX_WORKERS,
     )
     if settings.slots < 1:
