@@ -264,7 +264,7 @@ def test_status_conditions_are_a_map_keyed_by_type(schema: dict[str, Any]) -> No
 
 def test_crd_strategy_names_are_the_camel_case_of_the_request_names() -> None:
     assert [member.value for member in StrategyType] == [m.crd_value for m in StrategyName]
-    assert [member.api_name for member in StrategyType] == list(StrategyName)
+    assert [StrategyName.from_crd(member) for member in StrategyType] == list(StrategyName)
 
 
 @pytest.mark.parametrize("example", sorted((REPO_ROOT / "examples").glob("*.yaml")))

@@ -16,8 +16,8 @@ from ponder.api.service_config import (
 from ponder.api.strategy import StrategyName
 from ponder.api.wire import ChatMessage, Endpoint
 from ponder.scheduler.api_models import PonderOptions
+from ponder.scheduler.load import LoadSnapshot
 from ponder.scheduler.planner import (
-    LoadSnapshot,
     Plan,
     PlanError,
     QueryRequest,

@@ -13,6 +13,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from ponder.api.service_config import BeamConfig, BudgetForcingConfig, ExtractorKind
 from ponder.api.strategy import StrategyName
 from ponder.api.wire import BranchResult, BranchStatus, ChatMessage, Endpoint
+from ponder.scheduler.outcome import NoAnswerReason, QueryOutcome
 from ponder.scheduler.planner import Plan
 from ponder.scheduler.response import (
     chat_response,
@@ -22,7 +23,6 @@ from ponder.scheduler.response import (
     stream_events,
     text_pieces,
 )
-from ponder.scheduler.runner import NoAnswerReason, QueryOutcome
 from ponder.scheduler.strategies.base import BranchRequest, FinalAnswer, PlannedQuery, ScoredBranch
 
 QUERY = PlannedQuery(

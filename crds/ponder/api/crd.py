@@ -5,7 +5,7 @@ descriptions and class docstrings become what `kubectl explain reasoningservice.
 bounds and defaults become the OpenAPI schema, and the `x-kubernetes-validations` entries become
 CEL rules the API server enforces, so an invalid object never reaches the operator.
 
-Conventions (STYLE.md, "Kubernetes conventions"): camelCase JSON, no floats (percentages and
+Conventions (the Kubernetes API conventions): camelCase JSON, no floats (percentages and
 milliseconds are integers, a temperature is a decimal string), durations as `...Seconds` or
 `...Milliseconds` integers, enums in CamelCase, lists of named objects, absent means default.
 """
@@ -13,7 +13,7 @@ milliseconds are integers, a temperature is a decimal string), durations as `...
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
@@ -74,22 +74,18 @@ ShortString = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 # ---------------------------------------------------------------------------------------- enums
 
 
-class StrategyType(StrEnum):
-    """A test-time strategy (requests spell it in kebab case, e.g. self-consistency)."""
-
-    SINGLE = "Single"
-    SELF_CONSISTENCY = "SelfConsistency"
-    ADAPTIVE_CONSISTENCY = "AdaptiveConsistency"
-    BEST_OF_N = "BestOfN"
-    WEIGHTED_VOTE = "WeightedVote"
-    BEAM_SEARCH = "BeamSearch"
-    REFINE = "Refine"
-    BUDGET_FORCING = "BudgetForcing"
-
-    @property
-    def api_name(self) -> StrategyName:
-        """The request spelling, e.g. `self-consistency`."""
-        return StrategyName.from_crd(self.value)
+# A test-time strategy in the CRD's CamelCase (`SelfConsistency`; requests spell it
+# `self-consistency`). Its members are derived from StrategyName, so the list of strategies is
+# written once; `StrategyName.from_crd` turns a member back into the request spelling.
+if TYPE_CHECKING:
+    StrategyType: TypeAlias = StrEnum
+else:
+    StrategyType = StrEnum(
+        "StrategyType", [(member.name, member.crd_value) for member in StrategyName]
+    )
+    StrategyType.__doc__ = (
+        "A test-time strategy (requests spell it in kebab case, e.g. self-consistency)."
+    )
 
 
 class ExtractorType(StrEnum):
@@ -411,7 +407,7 @@ class StrategySpec(_Spec):
     )
 
     default: StrategyType = Field(
-        default=StrategyType.ADAPTIVE_CONSISTENCY,
+        default=StrategyType(StrategyName.ADAPTIVE_CONSISTENCY.crd_value),
         description="Strategy of a request that names none.",
     )
     allowed: list[StrategyType] = Field(

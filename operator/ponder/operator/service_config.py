@@ -19,6 +19,7 @@ from ponder.api.service_config import (
     VerifierConfig,
     VerifierKind,
 )
+from ponder.api.strategy import StrategyName
 
 _VERIFIER_KINDS = {
     VerifierType.NONE: VerifierKind.NONE,
@@ -52,8 +53,8 @@ def service_config_from_spec(
         model=served_model_name(spec),
         max_model_len=spec.model.max_model_len,
         strategy=StrategyDefaults(
-            default=strategy.default.api_name,
-            allowed=[allowed.api_name for allowed in strategy.allowed],
+            default=StrategyName.from_crd(strategy.default),
+            allowed=[StrategyName.from_crd(allowed) for allowed in strategy.allowed],
             branches=strategy.branches,
             max_branches=strategy.max_branches,
             branches_per_job=strategy.branches_per_job,

@@ -7,14 +7,31 @@ and how many workers answered recently (`worker_id` of results).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ponder.api.wire import BranchResult, BranchStatus
-from ponder.scheduler.planner import LoadSnapshot
 
 EWMA_WEIGHT = 0.1
 """Weight of the newest observation: ~the last 10-20 branches dominate the estimate."""
 
 WORKER_SEEN_SECONDS = 60.0
 """A worker counts towards the pool while it reported a result this recently."""
+
+
+@dataclass(frozen=True)
+class LoadSnapshot:
+    """What the scheduler currently observes about the pool (all optional: cold start).
+
+    `branches_outstanding`: branches launched and not finished, ahead of a new query.
+    `workers`: worker processes that reported recently; with `ServiceConfig.slots_per_worker`
+    it gives the pool's slots. `seconds_per_token` and `mean_completion_tokens`: observed
+    generation speed per branch and branch length, which estimate a branch's duration.
+    """
+
+    branches_outstanding: int = 0
+    workers: int | None = None
+    seconds_per_token: float | None = None
+    mean_completion_tokens: float | None = None
 
 
 class LoadTracker:
@@ -71,6 +88,7 @@ class LoadTracker:
         return min(caps, round(self.branches_outstanding * self.mean_completion_tokens))
 
     def snapshot(self, now: float) -> LoadSnapshot:
+        """What the planner sees of the pool at `now`."""
         return LoadSnapshot(
             branches_outstanding=self.branches_outstanding,
             workers=self.workers(now),

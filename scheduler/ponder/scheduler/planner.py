@@ -3,67 +3,37 @@
 Pure: no I/O, no clock. The HTTP edge turns a `PlanError` into a 400 whose message says what
 to change, e.g. "ponder.branches=64 exceeds spec.strategy.maxBranches=32".
 
-Load-aware shrinking (DESIGN.md, "Request flow" and "Strategies"): branches of a wave run in
-parallel on the pool's slots, behind the branches already outstanding. With `slots` slots,
-`outstanding` branches ahead and an expected `branch_seconds` per branch, `B` new branches finish
-after about `ceil((outstanding + B) / slots)` rounds of `branch_seconds`. When that would not fit
-the deadline (with `DEADLINE_HEADROOM`), the planner grants fewer branches (and smaller waves)
-instead of queueing them past the deadline or the SLO; the plan records that it shrank. Without
-observations (cold start) it does not shrink: it cannot know better than the request.
+Planning is a sequence of named steps: `validate_request` (strategy, branches, budget, deadline
+and sampling, each within its limit; the first broken limit is the one reported), then
+`fit_to_budget`, `fit_to_load` and `cap_total` size the query from the strategy's declared
+shape (`Strategy.launch_mode`, `single_branch`, `needs_verifier`, `may_shrink`), and
+`planned_query` assembles what the strategy sees.
+
+Load-aware shrinking (docs/architecture.md, "Request flow" and "Strategies"): branches of a
+wave run in parallel on the pool's slots, behind the branches already outstanding. With `slots`
+slots, `outstanding` branches ahead and an expected `branch_seconds` per branch, `B` new
+branches finish after about `ceil((outstanding + B) / slots)` rounds of `branch_seconds`. When
+that would not fit the deadline (with `DEADLINE_HEADROOM`), the planner grants fewer branches
+(and smaller waves) instead of queueing them past the deadline or the SLO; the plan records that
+it shrank. Without observations (cold start) it does not shrink: it cannot know better than the
+request.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ponder.api.service_config import ServiceConfig, VerifierKind
 from ponder.api.strategy import StrategyName
-from ponder.api.wire import ChatMessage, Endpoint
+from ponder.api.wire import MAX_STOP_STRINGS, ChatMessage, Endpoint
 from ponder.scheduler.api_models import PonderOptions
-from ponder.scheduler.strategies.base import PlannedQuery
+from ponder.scheduler.load import LoadSnapshot
+from ponder.scheduler.strategies import STRATEGIES, StrategyRegistry
+from ponder.scheduler.strategies.base import LaunchMode, PlannedQuery, Shrinkable, Strategy
 
 DEADLINE_HEADROOM = 0.8
 """Share of the deadline the expected completion may use; the rest absorbs estimate error."""
-
-MAX_STOP_STRINGS = 8
-"""The wire's limit on stop strings (`SamplingParams.stop`, max_length)."""
-
-ADAPTIVE_STRATEGIES = frozenset({StrategyName.ADAPTIVE_CONSISTENCY})
-"""Strategies that launch in waves up to `max_branches` and may stop after any wave."""
-
-STEPWISE_STRATEGIES = frozenset({StrategyName.BEAM_SEARCH})
-"""Strategies whose branches are short steps (up to a step delimiter), launched a step at a time
-of `beam.width x beam.expansions` branches, each step capped by its share of what the budget has
-left (strategies/beam_search.py)."""
-
-FIXED_WIDTH_STRATEGIES = frozenset(
-    {
-        StrategyName.SINGLE,
-        StrategyName.SELF_CONSISTENCY,
-        StrategyName.BEST_OF_N,
-        StrategyName.WEIGHTED_VOTE,
-    }
-)
-"""Strategies that launch all their branches at once and never more."""
-
-SINGLE_BRANCH_STRATEGIES = frozenset({StrategyName.SINGLE})
-
-
-@dataclass(frozen=True)
-class LoadSnapshot:
-    """What the scheduler currently observes about the pool (all optional: cold start).
-
-    `branches_outstanding`: branches launched and not finished, ahead of a new query.
-    `workers`: worker processes that reported recently; with `ServiceConfig.slots_per_worker`
-    it gives the pool's slots. `seconds_per_token` and `mean_completion_tokens`: observed
-    generation speed per branch and branch length, which estimate a branch's duration.
-    """
-
-    branches_outstanding: int = 0
-    workers: int | None = None
-    seconds_per_token: float | None = None
-    mean_completion_tokens: float | None = None
 
 
 @dataclass(frozen=True)
@@ -106,7 +76,33 @@ class Plan:
 
     @property
     def shrunk(self) -> bool:
+        """Whether the planner granted fewer branches than asked."""
         return self.shrink_reason is not None
+
+
+@dataclass(frozen=True)
+class ValidRequest:
+    """A request within the service's limits, defaults filled in: what it asks for."""
+
+    strategy: type[Strategy]
+    branches: int
+    max_branches: int
+    budget_tokens: int
+    max_tokens_per_branch: int
+    deadline_ms: int
+    temperature: float
+    top_p: float
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Width:
+    """Branches launched at once (`branches`) and in all (`max_branches`), and why fewer
+    than asked, when they are."""
+
+    branches: int
+    max_branches: int
+    shrink_reason: str | None = None
 
 
 def spec_name(section: str, name: str) -> str:
@@ -117,11 +113,37 @@ def spec_name(section: str, name: str) -> str:
 
 
 def plan_query(
-    request: QueryRequest, config: ServiceConfig, load: LoadSnapshot | None = None
+    request: QueryRequest,
+    config: ServiceConfig,
+    load: LoadSnapshot | None = None,
+    strategies: StrategyRegistry = STRATEGIES,
 ) -> Plan | PlanError:
-    """Resolve strategy, branches, budget and deadline within the service's limits."""
+    """Resolve strategy, branches, budget and deadline within the service's limits, then fit
+    the branches to the budget, the load and the deadline as the strategy's shape allows."""
+    valid = validate_request(request, config, strategies)
+    if isinstance(valid, PlanError):
+        return valid
     load = load or LoadSnapshot()
-    strategy = _resolve_strategy(request.ponder, config)
+    width = fit_to_budget(valid, config)
+    width = fit_to_load(valid, width, load, config)
+    width = cap_total(valid.strategy, width)
+    return Plan(
+        query=planned_query(request, config, valid, width),
+        deadline_ms=valid.deadline_ms,
+        branches_per_job=pick_branches_per_job(
+            width.branches, config.strategy.branches_per_job, load.workers
+        ),
+        requested_branches=valid.branches,
+        shrink_reason=width.shrink_reason,
+    )
+
+
+def validate_request(
+    request: QueryRequest, config: ServiceConfig, strategies: StrategyRegistry = STRATEGIES
+) -> ValidRequest | PlanError:
+    """The request checked against the service's limits, in a fixed order (strategy, n,
+    branches, tokens, deadline, sampling): the first limit it breaks is the one refused."""
+    strategy = resolve_strategy(request.ponder, config, strategies)
     if isinstance(strategy, PlanError):
         return strategy
     if request.n not in (None, 1):
@@ -130,137 +152,78 @@ def plan_query(
             f"n={request.n} is not supported; ask for more samples with ponder.branches",
             code="unsupported",
         )
-    counts = _resolve_branches(request.ponder, config, strategy)
+    counts = resolve_branches(request.ponder, config, strategy)
     if isinstance(counts, PlanError):
         return counts
-    requested_branches, max_branches = counts
-    step_width = beam_step_width(config, max_branches)
-    if strategy in ADAPTIVE_STRATEGIES:
-        sharing = max_branches  # it may go up to max_branches: the budget is split over all
-    elif strategy in STEPWISE_STRATEGIES:
-        sharing = step_width  # the branches of one step share the budget (as beam search does)
-    else:
-        sharing = requested_branches
-    tokens = _resolve_tokens(request, config, sharing)
+    branches, max_branches = counts
+    sharers = budget_sharers(strategy, branches, max_branches, config)
+    tokens = resolve_tokens(request, config, sharers)
     if isinstance(tokens, PlanError):
         return tokens
-    budget_tokens, max_tokens_per_branch = tokens
-    deadline_ms = _resolve_deadline(request.ponder, config)
+    deadline_ms = resolve_deadline(request.ponder, config)
     if isinstance(deadline_ms, PlanError):
         return deadline_ms
-    sampling = _resolve_sampling(request, config)
+    sampling = resolve_sampling(request, config)
     if isinstance(sampling, PlanError):
         return sampling
+    budget_tokens, max_tokens_per_branch = tokens
     temperature, top_p, confidence = sampling
-
-    shrink_reason: str | None = None
-    branches = requested_branches
-    if strategy in STEPWISE_STRATEGIES:
-        # A step's branches stop at the step delimiter, and each asks for its share of what
-        # the budget has left: the ledger keeps the search within budget_tokens step by step.
-        # So the budget does not bound how many branches all the steps may take (counted as
-        # full-length branches, 4096 tokens at 1024 per branch would not pay for one step of
-        # 4 x 4); the branch limit and the number of steps do.
-        branches = step_width
-        max_branches = min(max_branches, config.strategy.beam.max_steps * step_width)
-    else:
-        # The budget bounds how many full-length branches can run at all.
-        affordable = max(1, budget_tokens // max_tokens_per_branch)
-        if branches > affordable:
-            branches = affordable
-            shrink_reason = (
-                f"budget: {requested_branches} branches x {max_tokens_per_branch} tokens exceed "
-                f"budget_tokens={budget_tokens}, granted {branches}"
-            )
-        max_branches = min(max_branches, affordable)
-
-    # Load and deadline bound how many can finish in time.
-    slots = load.workers * config.slots_per_worker if load.workers else None
-    branch_seconds = expected_branch_seconds(load, max_tokens_per_branch)
-    if slots is not None and branch_seconds is not None:
-        # A beam-search step is as wide as the beam: fewer steps fit instead (below).
-        fitted = (
-            branches
-            if strategy in STEPWISE_STRATEGIES
-            else fit_to_deadline(
-                branches, slots, load.branches_outstanding, branch_seconds, deadline_ms / 1000.0
-            )
-        )
-        if fitted < branches:
-            shrink_reason = (
-                f"load: {load.branches_outstanding} branches outstanding on {slots} slots at "
-                f"~{branch_seconds:.3g}s per branch; {branches} branches would miss "
-                f"deadline_ms={deadline_ms}, granted {fitted}"
-            )
-            branches = fitted
-        if strategy in ADAPTIVE_STRATEGIES or strategy in STEPWISE_STRATEGIES:
-            # Every further wave (step) waits for the previous one: no more than fit.
-            wave_seconds = math.ceil(branches / slots) * branch_seconds
-            waves_fit = int(deadline_ms / 1000.0 * DEADLINE_HEADROOM / wave_seconds)
-            max_branches = min(max_branches, max(1, waves_fit) * branches)
-    if strategy in FIXED_WIDTH_STRATEGIES:
-        max_branches = branches
-    max_branches = max(branches, max_branches)
-
-    defaults = config.strategy
-    query = PlannedQuery(
-        query_id=request.query_id,
+    return ValidRequest(
         strategy=strategy,
-        endpoint=request.endpoint,
-        question=request.question,
-        prompt=request.prompt,
-        messages=request.messages,
         branches=branches,
         max_branches=max_branches,
         budget_tokens=budget_tokens,
         max_tokens_per_branch=max_tokens_per_branch,
+        deadline_ms=deadline_ms,
         temperature=temperature,
         top_p=top_p,
-        stop=request.stop,
-        seed=request.seed,
         confidence=confidence,
-        extractor=defaults.extractor,
-        has_verifier=defaults.verifier.kind != VerifierKind.NONE,
-        beam=defaults.beam,
-        budget_forcing=defaults.budget_forcing,
-        wave_size=branches,
-    )
-    return Plan(
-        query=query,
-        deadline_ms=deadline_ms,
-        branches_per_job=pick_branches_per_job(branches, defaults.branches_per_job, load.workers),
-        requested_branches=requested_branches,
-        shrink_reason=shrink_reason,
     )
 
 
-def _resolve_strategy(options: PonderOptions, config: ServiceConfig) -> StrategyName | PlanError:
+def resolve_strategy(
+    options: PonderOptions, config: ServiceConfig, strategies: StrategyRegistry = STRATEGIES
+) -> type[Strategy] | PlanError:
+    """The strategy class asked for (or the service's default), if registered, allowed by
+    `spec.strategy.allowed`, and given a verifier when it needs one."""
     defaults = config.strategy
     try:
-        strategy = StrategyName(options.strategy or defaults.default)
+        name: StrategyName | None = StrategyName(options.strategy or defaults.default)
     except ValueError:
-        known = ", ".join(member.value for member in StrategyName)
+        name = None
+    strategy = strategies.get(name) if name is not None else None
+    if strategy is None:
+        known = ", ".join(member.value for member in strategies)
         return PlanError(
             "ponder.strategy",
             f"unknown strategy {options.strategy!r}; use one of: {known}",
             code="unknown_strategy",
         )
-    if strategy not in defaults.allowed:
+    if strategy.name not in defaults.allowed:
         allowed = ",".join(member.value for member in defaults.allowed)
         limit = f"{spec_name('strategy', 'allowed')}=[{allowed}]"
         return PlanError(
             "ponder.strategy",
-            f"ponder.strategy={strategy.value} is not allowed by {limit}",
+            f"ponder.strategy={strategy.name.value} is not allowed by {limit}",
             limit=limit,
             code="strategy_not_allowed",
+        )
+    if strategy.needs_verifier and defaults.verifier.kind == VerifierKind.NONE:
+        limit = f"{spec_name('strategy', 'verifier')}.type=None"
+        return PlanError(
+            "ponder.strategy",
+            f"ponder.strategy={strategy.name.value} needs a verifier, and the service has {limit}",
+            limit=limit,
+            code="strategy_needs_verifier",
         )
     return strategy
 
 
-def _resolve_branches(
-    options: PonderOptions, config: ServiceConfig, strategy: StrategyName
+def resolve_branches(
+    options: PonderOptions, config: ServiceConfig, strategy: type[Strategy]
 ) -> tuple[int, int] | PlanError:
-    """(branches, max_branches) as asked, within `spec.strategy.maxBranches`."""
+    """(branches, max_branches) as asked, within `spec.strategy.maxBranches`; (1, 1) for a
+    single-branch strategy."""
     limit_value = config.strategy.max_branches
 
     def limit() -> str:
@@ -282,12 +245,24 @@ def _resolve_branches(
         return _exceeds("ponder.branches", options.branches, f"ponder.max_branches={max_branches}")
     else:
         branches = options.branches
-    if strategy in SINGLE_BRANCH_STRATEGIES:
+    if strategy.single_branch:
         return 1, 1
     return branches, max_branches
 
 
-def _resolve_tokens(
+def budget_sharers(
+    strategy: type[Strategy], branches: int, max_branches: int, config: ServiceConfig
+) -> int:
+    """How many branches split the token budget when the request sets no `max_tokens`."""
+    if strategy.launch_mode is LaunchMode.WAVES:
+        return max_branches  # it may go up to max_branches: the budget is split over all
+    if strategy.launch_mode is LaunchMode.STEPS:
+        # The branches of one step share the budget (as beam search does).
+        return beam_step_width(config, max_branches)
+    return branches
+
+
+def resolve_tokens(
     request: QueryRequest, config: ServiceConfig, branches: int
 ) -> tuple[int, int] | PlanError:
     """(budget_tokens, max_tokens_per_branch) within `spec.budget`."""
@@ -318,7 +293,7 @@ def _resolve_tokens(
     return budget_tokens, min(request.max_tokens, budget_tokens)
 
 
-def _resolve_deadline(options: PonderOptions, config: ServiceConfig) -> int | PlanError:
+def resolve_deadline(options: PonderOptions, config: ServiceConfig) -> int | PlanError:
     """deadline_ms as asked, or the SLO's target latency; within `spec.slo.maxDeadlineMs`."""
     slo = config.slo
     if options.deadline_ms is None:
@@ -331,7 +306,7 @@ def _resolve_deadline(options: PonderOptions, config: ServiceConfig) -> int | Pl
     return options.deadline_ms
 
 
-def _resolve_sampling(
+def resolve_sampling(
     request: QueryRequest, config: ServiceConfig
 ) -> tuple[float, float, float] | PlanError:
     """(temperature, top_p, confidence) within the wire's bounds."""
@@ -353,6 +328,98 @@ def _resolve_sampling(
             "stop", f"{len(request.stop)} stop strings exceed the limit of {MAX_STOP_STRINGS}"
         )
     return temperature, top_p, confidence
+
+
+def fit_to_budget(valid: ValidRequest, config: ServiceConfig) -> Width:
+    """The branches the token budget pays for, full length each; a strategy that launches in
+    steps is sized by its step width and `beam.maxSteps` instead."""
+    if valid.strategy.launch_mode is LaunchMode.STEPS:
+        # A step's branches stop at the step delimiter, and each asks for its share of what
+        # the budget has left: the ledger keeps the search within budget_tokens step by step.
+        # So the budget does not bound how many branches all the steps may take (counted as
+        # full-length branches, 4096 tokens at 1024 per branch would not pay for one step of
+        # 4 x 4); the branch limit and the number of steps do.
+        step_width = beam_step_width(config, valid.max_branches)
+        steps_cap = config.strategy.beam.max_steps * step_width
+        return Width(step_width, min(valid.max_branches, steps_cap))
+    affordable = max(1, valid.budget_tokens // valid.max_tokens_per_branch)
+    max_branches = min(valid.max_branches, affordable)
+    if valid.branches <= affordable or Shrinkable.BRANCHES not in valid.strategy.may_shrink:
+        return Width(valid.branches, max_branches)
+    return Width(
+        affordable,
+        max_branches,
+        shrink_reason=(
+            f"budget: {valid.branches} branches x {valid.max_tokens_per_branch} tokens exceed "
+            f"budget_tokens={valid.budget_tokens}, granted {affordable}"
+        ),
+    )
+
+
+def fit_to_load(
+    valid: ValidRequest, width: Width, load: LoadSnapshot, config: ServiceConfig
+) -> Width:
+    """Fewer branches, and fewer waves or steps, when the observed load would have them miss
+    the deadline, as far as the strategy's `may_shrink` allows; unchanged on a cold start."""
+    slots = load.workers * config.slots_per_worker if load.workers else None
+    branch_seconds = expected_branch_seconds(load, valid.max_tokens_per_branch)
+    if slots is None or branch_seconds is None:
+        return width  # nothing observed: it cannot know better than the request
+    deadline_seconds = valid.deadline_ms / 1000.0
+    shrinks = valid.strategy.may_shrink
+    branches, max_branches, reason = width.branches, width.max_branches, width.shrink_reason
+    if Shrinkable.BRANCHES in shrinks:
+        fitted = fit_to_deadline(
+            branches, slots, load.branches_outstanding, branch_seconds, deadline_seconds
+        )
+        if fitted < branches:
+            reason = (
+                f"load: {load.branches_outstanding} branches outstanding on {slots} slots at "
+                f"~{branch_seconds:.3g}s per branch; {branches} branches would miss "
+                f"deadline_ms={valid.deadline_ms}, granted {fitted}"
+            )
+            branches = fitted
+    if Shrinkable.WAVES in shrinks or Shrinkable.STEPS in shrinks:
+        # Every further wave (step) waits for the previous one: no more than fit.
+        waves = waves_within_deadline(branches, slots, branch_seconds, deadline_seconds)
+        max_branches = min(max_branches, waves * branches)
+    return Width(branches, max_branches, reason)
+
+
+def cap_total(strategy: type[Strategy], width: Width) -> Width:
+    """A strategy that launches at once never launches more than its first wave; no
+    strategy's total is below its first wave."""
+    total = width.branches if strategy.launch_mode is LaunchMode.AT_ONCE else width.max_branches
+    return replace(width, max_branches=max(width.branches, total))
+
+
+def planned_query(
+    request: QueryRequest, config: ServiceConfig, valid: ValidRequest, width: Width
+) -> PlannedQuery:
+    """What the strategy sees: the request's prompt and options as the planner granted them."""
+    defaults = config.strategy
+    return PlannedQuery(
+        query_id=request.query_id,
+        strategy=valid.strategy.name,
+        endpoint=request.endpoint,
+        question=request.question,
+        prompt=request.prompt,
+        messages=request.messages,
+        branches=width.branches,
+        max_branches=width.max_branches,
+        budget_tokens=valid.budget_tokens,
+        max_tokens_per_branch=valid.max_tokens_per_branch,
+        temperature=valid.temperature,
+        top_p=valid.top_p,
+        stop=request.stop,
+        seed=request.seed,
+        confidence=valid.confidence,
+        extractor=defaults.extractor,
+        has_verifier=defaults.verifier.kind != VerifierKind.NONE,
+        beam=defaults.beam,
+        budget_forcing=defaults.budget_forcing,
+        wave_size=width.branches,
+    )
 
 
 def beam_step_width(config: ServiceConfig, max_branches: int) -> int:
@@ -391,8 +458,17 @@ def fit_to_deadline(
     return max(1, min(wanted, capacity))
 
 
+def waves_within_deadline(
+    wave_size: int, slots: int, branch_seconds: float, deadline_seconds: float
+) -> int:
+    """How many waves of `wave_size` branches, each after the last, fit the deadline's
+    headroom (at least 1: the first wave runs whatever the estimate says)."""
+    wave_seconds = math.ceil(wave_size / slots) * branch_seconds
+    return max(1, int(deadline_seconds * DEADLINE_HEADROOM / wave_seconds))
+
+
 def pick_branches_per_job(wave_size: int, max_per_job: int, workers: int | None) -> int:
-    """k, the branches one job carries (DESIGN.md, "branch locality").
+    """k, the branches one job carries (docs/architecture.md, "Request flow": branch locality).
 
     As large as the service allows, so that branches share the prompt's KV cache in one vLLM
     request, but no larger than a fair share of the wave per known worker, so that a wide

@@ -28,8 +28,8 @@ from ponder.scheduler.api_models import (
     ResponseMessage,
     Usage,
 )
+from ponder.scheduler.outcome import NoAnswerReason, QueryOutcome
 from ponder.scheduler.planner import PlanError
-from ponder.scheduler.runner import NoAnswerReason, QueryOutcome
 from ponder.scheduler.strategies.base import FinalAnswer
 
 WORDS_PER_CHUNK = 8

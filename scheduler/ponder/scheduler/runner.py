@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ponder.api.wire import BranchResult, BranchStatus
 from ponder.scheduler.dispatch import Dispatcher, DispatchError, QueryCollector
@@ -24,6 +24,7 @@ from ponder.scheduler.extract import extract_answer
 from ponder.scheduler.jobs import JobContext, branch_id, build_jobs
 from ponder.scheduler.load import LoadTracker
 from ponder.scheduler.metrics import BranchEvent, SchedulerMetrics
+from ponder.scheduler.outcome import NoAnswerReason, QueryOutcome
 from ponder.scheduler.planner import Plan
 from ponder.scheduler.strategies.base import (
     BranchRequest,
@@ -52,40 +53,6 @@ BRANCH_EVENTS = {
     BranchStatus.EXPIRED: BranchEvent.CANCELLED,
 }
 """How a branch's final status is counted in `ponder_branches_total{event}`."""
-
-
-class NoAnswerReason:
-    DEADLINE = "deadline"  # nothing answerable before the deadline (HTTP 504)
-    FAILED = "failed"  # every branch ended without an answer (HTTP 502)
-    UNAVAILABLE = "unavailable"  # jobs could not be queued (HTTP 503)
-
-
-@dataclass
-class QueryOutcome:
-    """What happened to one query; the HTTP edge renders it (response.py)."""
-
-    plan: Plan
-    answer: FinalAnswer | None
-    branches: list[ScoredBranch] = field(default_factory=list)  # results, in arrival order
-    launched: int = 0
-    unreported: int = 0  # outstanding at the end, cancelled without a result
-    waves: int = 0
-    deadline_exceeded: bool = False
-    finished_by_strategy: bool = False
-    latency_seconds: float = 0.0
-    no_answer_reason: str | None = None
-    no_answer_detail: str = ""
-
-    @property
-    def prompt_tokens(self) -> int:
-        return sum(branch.result.prompt_tokens for branch in self.branches)
-
-    @property
-    def completion_tokens(self) -> int:
-        return sum(branch.result.completion_tokens for branch in self.branches)
-
-    def count(self, *statuses: BranchStatus) -> int:
-        return sum(1 for branch in self.branches if branch.result.status in statuses)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from ponder.api.strategy import StrategyName
 from ponder.api.wire import Endpoint
 from ponder.scheduler.http_errors import error_response, json_response
 from ponder.scheduler.metrics import QueryOutcome as OutcomeLabel
+from ponder.scheduler.outcome import QueryOutcome, branches_saved
 from ponder.scheduler.planner import PlanError, QueryRequest, plan_query
 from ponder.scheduler.response import (
     chat_response,
@@ -21,7 +22,7 @@ from ponder.scheduler.response import (
     plan_error_body,
     stream_events,
 )
-from ponder.scheduler.runner import QueryOutcome, QueryRunner
+from ponder.scheduler.runner import QueryRunner
 from ponder.scheduler.state import SchedulerState
 from ponder.scheduler.strategies import make_strategy
 
@@ -107,6 +108,5 @@ def _record(state: SchedulerState, outcome: QueryOutcome) -> None:
     metrics.query_tokens.labels(strategy=strategy).observe(
         outcome.prompt_tokens + outcome.completion_tokens
     )
-    if outcome.finished_by_strategy and query.strategy is StrategyName.ADAPTIVE_CONSISTENCY:
-        metrics.branches_saved.inc(max(0, query.max_branches - outcome.launched))
+    metrics.branches_saved.inc(branches_saved(outcome))
     state.window.record(outcome.latency_seconds, time.monotonic())

@@ -15,8 +15,8 @@ After each wave (every branch of it finished) we stop when this reaches `query.c
 With a verifier (`query.has_verifier`) the rule changes: stop as soon as a wave holds a verified
 answer (verifier score >= VERIFIED_SCORE), and answer with the vote among verified branches
 (plain vote when none is verified). On a small model that is often confidently wrong, agreement
-says little and a verified answer says much (DESIGN.md, "Measured": majority@16 54%, voting among
-verified samples 83-85%), so agreement alone never stops the search there.
+says little and a verified answer says much (measured on the shipped model: majority@16 54%,
+voting among verified samples 83-85%), so agreement alone never stops the search there.
 
 At temperature 0 every sample is the same greedy decode: the first wave is one branch and the
 search stops after it.
@@ -34,9 +34,11 @@ from ponder.scheduler.strategies.base import (
     FinalAnswer,
     Finish,
     Launch,
+    LaunchMode,
     PlannedQuery,
     ScoredBranch,
     ScoreMode,
+    Shrinkable,
     Strategy,
     Wait,
 )
@@ -66,6 +68,10 @@ class AdaptiveConsistency(Strategy):
     the token budget cannot pay for another wave."""
 
     name = StrategyName.ADAPTIVE_CONSISTENCY
+    launch_mode = LaunchMode.WAVES
+    single_branch = False
+    needs_verifier = False
+    may_shrink = frozenset({Shrinkable.BRANCHES, Shrinkable.WAVES})
 
     def __init__(self, query: PlannedQuery) -> None:
         super().__init__(query)

@@ -1,4 +1,4 @@
-"""The one interface every test-time strategy implements (DESIGN.md, "Strategies").
+"""The one interface every test-time strategy implements (docs/architecture.md, "Strategies").
 
 A strategy is pure: it never does I/O and never reads the clock. The query runner
 (`ponder.scheduler.runner`) owns the I/O: it turns `BranchRequest`s into NATS jobs, collects
@@ -12,6 +12,10 @@ Life of a query:
         decision = strategy.on_branch(scored)  # Wait | Launch | Finish
     at the deadline, or when nothing is outstanding and the strategy still waits:
         answer = strategy.best_so_far()        # None -> the runner answers 504
+
+A strategy also declares its shape as class attributes (`launch_mode`, `single_branch`,
+`needs_verifier`, `may_shrink`): the planner sizes a query from them, and the serving code
+counts what early stopping saved from them, so neither keeps its own list of strategies.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import ClassVar
 
 from ponder.api.service_config import BeamConfig, BudgetForcingConfig, ExtractorKind
 from ponder.api.strategy import StrategyName
@@ -31,6 +36,34 @@ class ScoreMode(StrEnum):
     NONE = "none"
     FINAL = "final"  # score the extracted final answer with its steps
     STEP = "step"  # process reward: score the partial solution (prefix + this step)
+
+
+class LaunchMode(StrEnum):
+    """How a strategy launches its branches, which decides how the planner sizes the query."""
+
+    AT_ONCE = "at-once"
+    """Every branch in `begin()`, never more: `max_branches` is the first wave."""
+    WAVES = "waves"
+    """Waves of `wave_size` up to `max_branches`, and it may finish after any wave: the budget
+    is split over every branch it may launch, and the deadline bounds how many waves fit."""
+    STEPS = "steps"
+    """Short branches up to a step delimiter, a step of `beam.width x beam.expansions` at a
+    time, each step sized by what the budget has left: the budget does not bound the width,
+    the number of steps and the deadline bound the total."""
+    SEQUENCE = "sequence"
+    """One turn after another, each after the last finished (draft, critique, revise; think,
+    wait): sized like `AT_ONCE` but `max_branches` stays above the first turn."""
+
+
+class Shrinkable(StrEnum):
+    """What the planner may cut to fit a query to its budget, the load and the deadline."""
+
+    BRANCHES = "branches"
+    """Fewer branches at once than asked (the plan says why in `shrink_reason`)."""
+    WAVES = "waves"
+    """Fewer waves than `max_branches` allows, when later waves would miss the deadline."""
+    STEPS = "steps"
+    """Fewer steps than `beam.max_steps` allows, when later steps would miss the deadline."""
 
 
 @dataclass(frozen=True)
@@ -128,9 +161,17 @@ Decision = Wait | Launch | Finish
 
 
 class Strategy(ABC):
-    """Base class: one instance per query."""
+    """Base class: one instance per query. A subclass names itself and declares its shape;
+    `shape_problems` says what a declaration gets wrong."""
 
-    name: StrategyName
+    name: ClassVar[StrategyName]
+    launch_mode: ClassVar[LaunchMode]
+    single_branch: ClassVar[bool]
+    """One branch whatever the request asks (the planner grants 1 of 1)."""
+    needs_verifier: ClassVar[bool]
+    """Refused on a service without a verifier (`spec.strategy.verifier.type: None`); a
+    strategy that only uses scores when they come (logprobs otherwise) does not need one."""
+    may_shrink: ClassVar[frozenset[Shrinkable]]
 
     def __init__(self, query: PlannedQuery) -> None:
         self.query = query
@@ -146,3 +187,33 @@ class Strategy(ABC):
     @abstractmethod
     def best_so_far(self) -> FinalAnswer | None:
         """The best answer from what has finished (deadline, or nothing left to wait for)."""
+
+
+SHAPE_ATTRIBUTES = ("name", "launch_mode", "single_branch", "needs_verifier", "may_shrink")
+"""The class attributes every concrete strategy declares."""
+
+
+def shape_problems(strategy: type[Strategy]) -> list[str]:
+    """What is wrong with a strategy class's declared shape; empty when it is consistent."""
+    missing = [name for name in SHAPE_ATTRIBUTES if not hasattr(strategy, name)]
+    if missing:
+        return [f"{strategy.__name__} declares no {', '.join(missing)}"]
+    problems = []
+    mode, shrinks = strategy.launch_mode, strategy.may_shrink
+    if not isinstance(mode, LaunchMode):
+        problems.append(f"{strategy.__name__}.launch_mode={mode!r} is not a LaunchMode")
+    if not isinstance(shrinks, frozenset) or not all(isinstance(s, Shrinkable) for s in shrinks):
+        problems.append(f"{strategy.__name__}.may_shrink={shrinks!r} is not a set of Shrinkable")
+        return problems
+    if strategy.single_branch and mode is not LaunchMode.AT_ONCE:
+        problems.append(f"{strategy.__name__} is single-branch but launches {mode}")
+    if strategy.single_branch and shrinks:
+        problems.append(f"{strategy.__name__} is single-branch: it has nothing to shrink")
+    if Shrinkable.WAVES in shrinks and mode is not LaunchMode.WAVES:
+        problems.append(f"{strategy.__name__} may shrink waves but launches {mode}")
+    if Shrinkable.STEPS in shrinks and mode is not LaunchMode.STEPS:
+        problems.append(f"{strategy.__name__} may shrink steps but launches {mode}")
+    if Shrinkable.BRANCHES in shrinks and mode is LaunchMode.STEPS:
+        # A step is as wide as the beam; a narrower step would be another search.
+        problems.append(f"{strategy.__name__} launches steps: it may not shrink branches")
+    return problems

@@ -21,22 +21,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ponder.api.strategy import StrategyName
+from ponder.api.wire import MAX_STOP_STRINGS
 from ponder.scheduler.strategies.base import (
     BranchRequest,
     Decision,
     FinalAnswer,
     Finish,
     Launch,
+    LaunchMode,
     PlannedQuery,
     ScoredBranch,
     ScoreMode,
+    Shrinkable,
     Strategy,
     Wait,
 )
 from ponder.scheduler.strategies.ledger import BranchLedger
 from ponder.scheduler.strategies.voting import branch_strength
-
-MAX_STOP_STRINGS = 8  # vLLM jobs carry at most this many (ponder.api.wire.SamplingParams)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,10 @@ class BeamSearch(Strategy):
     """PRM-guided beam search with width B (`beam.width`) and K expansions per beam."""
 
     name = StrategyName.BEAM_SEARCH
+    launch_mode = LaunchMode.STEPS
+    single_branch = False
+    needs_verifier = False
+    may_shrink = frozenset({Shrinkable.STEPS})
 
     def __init__(self, query: PlannedQuery) -> None:
         super().__init__(query)

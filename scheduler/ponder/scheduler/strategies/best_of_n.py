@@ -13,9 +13,11 @@ from ponder.scheduler.strategies.base import (
     Decision,
     FinalAnswer,
     Finish,
+    LaunchMode,
     PlannedQuery,
     ScoredBranch,
     ScoreMode,
+    Shrinkable,
     Strategy,
     Wait,
 )
@@ -64,6 +66,10 @@ class BestOfN(_ScoredSamples):
     first finished."""
 
     name = StrategyName.BEST_OF_N
+    launch_mode = LaunchMode.AT_ONCE
+    single_branch = False
+    needs_verifier = False
+    may_shrink = frozenset({Shrinkable.BRANCHES})
 
     def best_so_far(self) -> FinalAnswer | None:
         voters = [b for b in self.branches if ballot_of(b) is not None]
@@ -88,6 +94,10 @@ class WeightedVote(_ScoredSamples):
     Language Models Better Reasoners with Step-Aware Verifier": verifier-weighted voting)."""
 
     name = StrategyName.WEIGHTED_VOTE
+    launch_mode = LaunchMode.AT_ONCE
+    single_branch = False
+    needs_verifier = False
+    may_shrink = frozenset({Shrinkable.BRANCHES})
 
     def best_so_far(self) -> FinalAnswer | None:
         return vote_answer(self.branches, weighted_vote(ballots_of(self.branches)))

@@ -24,8 +24,10 @@ from ponder.scheduler.strategies.base import (
     FinalAnswer,
     Finish,
     Launch,
+    LaunchMode,
     PlannedQuery,
     ScoredBranch,
+    Shrinkable,
     Strategy,
     Wait,
 )
@@ -46,6 +48,10 @@ class BudgetForcing(Strategy):
     """s1 budget forcing over a single chain."""
 
     name = StrategyName.BUDGET_FORCING
+    launch_mode = LaunchMode.SEQUENCE
+    single_branch = False
+    needs_verifier = False
+    may_shrink = frozenset({Shrinkable.BRANCHES})
 
     def __init__(self, query: PlannedQuery) -> None:
         super().__init__(query)

@@ -27,9 +27,11 @@ from ponder.scheduler.strategies.base import (
     FinalAnswer,
     Finish,
     Launch,
+    LaunchMode,
     PlannedQuery,
     ScoredBranch,
     ScoreMode,
+    Shrinkable,
     Strategy,
     Wait,
 )
@@ -78,6 +80,10 @@ class Refine(Strategy):
     """One branch at a time: draft -> critique -> revise -> critique -> ..."""
 
     name = StrategyName.REFINE
+    launch_mode = LaunchMode.SEQUENCE
+    single_branch = False
+    needs_verifier = False
+    may_shrink = frozenset({Shrinkable.BRANCHES})
 
     def __init__(self, query: PlannedQuery) -> None:
         super().__init__(query)

@@ -14,8 +14,10 @@ from ponder.scheduler.strategies.base import (
     Decision,
     FinalAnswer,
     Finish,
+    LaunchMode,
     PlannedQuery,
     ScoredBranch,
+    Shrinkable,
     Strategy,
     Wait,
 )
@@ -28,6 +30,10 @@ class SelfConsistency(Strategy):
     do not vote."""
 
     name = StrategyName.SELF_CONSISTENCY
+    launch_mode = LaunchMode.AT_ONCE
+    single_branch = False
+    needs_verifier = False
+    may_shrink = frozenset({Shrinkable.BRANCHES})
 
     def __init__(self, query: PlannedQuery) -> None:
         super().__init__(query)

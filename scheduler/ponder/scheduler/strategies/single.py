@@ -8,6 +8,7 @@ from ponder.scheduler.strategies.base import (
     Decision,
     FinalAnswer,
     Finish,
+    LaunchMode,
     PlannedQuery,
     ScoredBranch,
     Strategy,
@@ -21,6 +22,10 @@ class Single(Strategy):
     nothing to answer with (the runner answers 504)."""
 
     name = StrategyName.SINGLE
+    launch_mode = LaunchMode.AT_ONCE
+    single_branch = True
+    needs_verifier = False
+    may_shrink = frozenset()
 
     def __init__(self, query: PlannedQuery) -> None:
         super().__init__(query)

@@ -1,0 +1,64 @@
+"""What happened to one query: the runner fills a `QueryOutcome`, the HTTP edge renders it.
+
+Pure data, apart from the runner (which does the I/O) so that `response.py` and the metrics
+code can read an outcome without importing NATS or HTTP clients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ponder.api.wire import BranchStatus
+from ponder.scheduler.planner import Plan
+from ponder.scheduler.strategies import STRATEGIES, StrategyRegistry
+from ponder.scheduler.strategies.base import FinalAnswer, LaunchMode, ScoredBranch
+
+
+class NoAnswerReason:
+    """Why a query ended without an answer; `response.py` maps each to an HTTP status."""
+
+    DEADLINE = "deadline"  # nothing answerable before the deadline (HTTP 504)
+    FAILED = "failed"  # every branch ended without an answer (HTTP 502)
+    UNAVAILABLE = "unavailable"  # jobs could not be queued (HTTP 503)
+
+
+@dataclass
+class QueryOutcome:
+    """What happened to one query; the HTTP edge renders it (response.py)."""
+
+    plan: Plan
+    answer: FinalAnswer | None
+    branches: list[ScoredBranch] = field(default_factory=list)  # results, in arrival order
+    launched: int = 0
+    unreported: int = 0  # outstanding at the end, cancelled without a result
+    waves: int = 0
+    deadline_exceeded: bool = False
+    finished_by_strategy: bool = False
+    latency_seconds: float = 0.0
+    no_answer_reason: str | None = None
+    no_answer_detail: str = ""
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt tokens of every branch result received."""
+        return sum(branch.result.prompt_tokens for branch in self.branches)
+
+    @property
+    def completion_tokens(self) -> int:
+        """Completion tokens of every branch result received."""
+        return sum(branch.result.completion_tokens for branch in self.branches)
+
+    def count(self, *statuses: BranchStatus) -> int:
+        """Branch results received with one of `statuses`."""
+        return sum(1 for branch in self.branches if branch.result.status in statuses)
+
+
+def branches_saved(outcome: QueryOutcome, strategies: StrategyRegistry = STRATEGIES) -> int:
+    """Branches left unlaunched because the strategy finished early; only a strategy that
+    launches in waves stops short of `max_branches` by design, so any other saves none."""
+    query = outcome.plan.query
+    if not outcome.finished_by_strategy:
+        return 0
+    if strategies[query.strategy].launch_mode is not LaunchMode.WAVES:
+        return 0
+    return max(0, query.max_branches - outcome.launched)
