@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+import ponder.scheduler.config as scheduler_config
+import ponder.workers.config as workers_config
 from ponder.api.crd import ReasoningServiceSpec
 from ponder.api.service_config import ExtractorKind, ServiceConfig, VerifierKind
+from ponder.api.settings import Option
 from ponder.api.strategy import StrategyName
 from ponder.operator import render
 from ponder.operator.service_config import service_config_from_spec
@@ -259,3 +264,38 @@ def test_worker_selector_matches_the_pod_labels() -> None:
     for pair in render.worker_selector("math").split(","):
         key, value = pair.split("=")
         assert labels[key] == value
+
+
+@pytest.mark.parametrize(
+    ("deployment", "name", "program_options", "parser", "command_prefix"),
+    [
+        (
+            "Deployment/math-workers",
+            "worker",
+            workers_config.OPTIONS,
+            workers_config.build_parser,
+            render.WORKER_COMMAND,
+        ),
+        (
+            "Deployment/math-scheduler",
+            "scheduler",
+            scheduler_config.OPTIONS,
+            scheduler_config.build_parser,
+            render.SCHEDULER_COMMAND,
+        ),
+    ],
+)
+def test_rendered_containers_take_their_pod_name_as_id_under_the_variable_their_program_reads(
+    deployment: str,
+    name: str,
+    program_options: tuple[Option[Any], ...],
+    parser: Callable[[], argparse.ArgumentParser],
+    command_prefix: list[str],
+) -> None:
+    loop = container(children(spec_of())[deployment], name)
+    id_variable = next(option.env for option in program_options if option.dest.endswith("_id"))
+    assert loop["env"] == [
+        {"name": id_variable, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    ]
+    # Every flag the operator passes is one the program takes (argparse exits otherwise).
+    parser().parse_args(loop["command"][len(command_prefix) :])

@@ -33,7 +33,7 @@ def test_defaults_come_from_the_service_config() -> None:
 def test_command_line_wins_over_environment() -> None:
     environ = {
         "PONDER_NATS_URL": "nats://env:4222",
-        "PONDER_PORT": "9000",
+        "PONDER_HTTP_PORT": "9000",
         "PONDER_SCHEDULER_ID": "from-env",
         "PONDER_ENSURE_STREAM": "1",
     }

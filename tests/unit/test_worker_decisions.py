@@ -14,7 +14,7 @@ from ponder.workers.advisories import MaxDeliveries, parse_advisory
 from ponder.workers.cancellation import CancelRegistry, cancel_matches
 from ponder.workers.config import DEFAULT_DRAIN_SECONDS, settings_from
 from ponder.workers.deadletters import MAX_PAYLOAD_CHARS, dead_letter
-from ponder.workers.engine import EngineRejected, EngineUnavailable
+from ponder.workers.engine_errors import EngineRejected, EngineUnavailable
 from ponder.workers.metrics import JobOutcome
 from ponder.workers.outcomes import DISPOSITIONS, AbortReason, Settle, outcome_of
 from ponder.workers.slots import Slots, fetch_batch
@@ -47,7 +47,7 @@ async def test_slots_wake_the_fetcher_when_a_job_ends() -> None:
     await asyncio.sleep(0.01)
     assert not waiter.done()
     slots.release(4)
-    assert await asyncio.wait_for(waiter, 1) == 1
+    assert await asyncio.wait_for(waiter, 10) == 1
 
 
 async def test_slots_stop_waiting_on_stop() -> None:
@@ -57,7 +57,7 @@ async def test_slots_stop_waiting_on_stop() -> None:
     waiter = asyncio.create_task(slots.wait_for_batch(stop))
     await asyncio.sleep(0.01)
     stop.set()
-    assert await asyncio.wait_for(waiter, 1) == 0
+    assert await asyncio.wait_for(waiter, 10) == 0
 
 
 def job(query_id: str = "q1", branch_ids: tuple[str, ...] = ("b0", "b1")) -> BranchJob:

@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ponder.api.strategy import StrategyName
 
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+"""The NATS server of a service that names none: one on the same host (local runs)."""
+
 
 class VerifierKind(StrEnum):
     NONE = "none"
@@ -108,7 +111,7 @@ class ServiceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     namespace: str = Field(default="default", pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
     name: str = Field(pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=40)
-    nats_url: str = "nats://127.0.0.1:4222"
+    nats_url: str = DEFAULT_NATS_URL
     model: str = Field(description="Served model name, as vLLM serves it and clients ask for it.")
     max_model_len: int | None = Field(default=None, ge=16)
     strategy: StrategyDefaults = Field(default_factory=StrategyDefaults)

@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION: Literal[1] = 1
 
+MAX_STOP_STRINGS = 8
+"""Most stop strings a job carries (`SamplingParams.stop`); the scheduler refuses requests with
+more, and beam search keeps its step delimiter within it."""
+
 
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -39,7 +43,7 @@ class SamplingParams(BaseModel):
     max_tokens: int = Field(ge=1, description="Generation cap per branch, in tokens.")
     temperature: float = Field(default=0.8, ge=0.0, le=5.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    stop: list[str] = Field(default_factory=list, max_length=8)
+    stop: list[str] = Field(default_factory=list, max_length=MAX_STOP_STRINGS)
     seed: int | None = Field(default=None, description="Base seed; branch i uses seed + i.")
     logprobs: bool = Field(default=False, description="Return per-token logprobs (mean kept).")
     ignore_eos: bool = Field(
@@ -134,6 +138,11 @@ class SchedulerStats(_Wire):
     p95_latency_seconds: float | None = None
     slo_attainment: float | None = Field(default=None, ge=0.0, le=1.0)
     queries_total: int = Field(default=0, ge=0)
+
+
+STATS_INTERVAL_SECONDS = 2.0
+"""How often a scheduler replica publishes its `SchedulerStats` unless told otherwise
+(`--stats-interval`)."""
 
 
 class DeadLetter(_Wire):

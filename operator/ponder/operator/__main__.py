@@ -12,72 +12,108 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import kopf
 
+from ponder.api.settings import (
+    LOG_LEVEL,
+    NATS_URL,
+    OPERATOR_ID,
+    Option,
+    add_options,
+    comma_list,
+    default_component_id,
+)
 from ponder.operator.handlers import build_registry, configure
 from ponder.operator.runtime import OperatorConfig, open_runtime
 
-DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
-DEFAULT_INTERVAL_SECONDS = 15.0
-DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
+_CONFIG_DEFAULTS = OperatorConfig()
+
+NAMESPACES: Option[list[str]] = Option(
+    "--namespace",
+    "PONDER_NAMESPACES",
+    None,
+    "Namespace to watch (repeatable, globs allowed; the variable takes a comma list)",
+    comma_list,
+    default_text="every namespace",
+    short="-n",
+)
+AUTOSCALE_INTERVAL: Option[float] = Option(
+    "--autoscale-interval-seconds",
+    "PONDER_AUTOSCALE_INTERVAL_SECONDS",
+    _CONFIG_DEFAULTS.autoscale_interval_seconds,
+    "Period of the autoscaler and status refresh",
+    float,
+)
+RESYNC: Option[float] = Option(
+    "--resync-seconds",
+    "PONDER_RESYNC_SECONDS",
+    _CONFIG_DEFAULTS.resync_seconds,
+    "Re-apply unchanged children at least this often",
+    float,
+)
+LIVENESS: Option[str] = Option(
+    "--liveness",
+    "PONDER_LIVENESS",
+    "http://0.0.0.0:8080/healthz",
+    "kopf liveness endpoint URL, or '' for none",
+    str,
+    empty_is_value=True,
+)
+OPERATOR_NATS_URL = NATS_URL.with_default(_CONFIG_DEFAULTS.nats_url)
+
+OPTIONS: tuple[Option[Any], ...] = (
+    NAMESPACES,
+    OPERATOR_NATS_URL,
+    AUTOSCALE_INTERVAL,
+    RESYNC,
+    LIVENESS,
+    LOG_LEVEL,
+    OPERATOR_ID,
+)
+"""Every option `python -m ponder.operator` takes besides --all-namespaces, in `--help` order."""
 
 
-def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The operator's command line: every option in `OPTIONS`, with its variable and default."""
     parser = argparse.ArgumentParser(
         prog="python -m ponder.operator",
         description="Reconcile ReasoningServices into workers, a scheduler and a job stream.",
     )
     scope = parser.add_mutually_exclusive_group()
+    NAMESPACES.add_to(scope)
     scope.add_argument(
-        "--namespace",
-        "-n",
-        action="append",
-        default=[],
-        help="watch this namespace (repeatable, globs allowed) [PONDER_NAMESPACES, comma list]",
+        "-A",
+        "--all-namespaces",
+        action="store_true",
+        help=f"Watch every namespace (the default), whatever {NAMESPACES.env} says",
     )
-    scope.add_argument(
-        "--all-namespaces", "-A", action="store_true", help="watch every namespace (the default)"
-    )
-    parser.add_argument(
-        "--nats-url",
-        default=environ.get("PONDER_NATS_URL", DEFAULT_NATS_URL),
-        help=f"NATS of services without spec.nats.url [PONDER_NATS_URL; {DEFAULT_NATS_URL}]",
-    )
-    parser.add_argument(
-        "--autoscale-interval-seconds",
-        type=float,
-        default=float(
-            environ.get("PONDER_AUTOSCALE_INTERVAL_SECONDS", str(DEFAULT_INTERVAL_SECONDS))
-        ),
-        help="period of the autoscaler and status refresh "
-        f"[PONDER_AUTOSCALE_INTERVAL_SECONDS; {DEFAULT_INTERVAL_SECONDS:g}]",
-    )
-    parser.add_argument(
-        "--resync-seconds",
-        type=float,
-        default=float(environ.get("PONDER_RESYNC_SECONDS", "300")),
-        help="re-apply unchanged children at least this often [PONDER_RESYNC_SECONDS; 300]",
-    )
-    parser.add_argument(
-        "--liveness",
-        default=environ.get("PONDER_LIVENESS", DEFAULT_LIVENESS),
-        help=f"kopf liveness endpoint URL, or '' for none [PONDER_LIVENESS; {DEFAULT_LIVENESS}]",
-    )
-    parser.add_argument(
-        "--log-level",
-        default=environ.get("PONDER_LOG_LEVEL", "info"),
-        help="debug, info, warning [PONDER_LOG_LEVEL; info]",
-    )
+    add_options(parser, OPTIONS[1:])
+    return parser
+
+
+def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Namespace:
+    """The operator's settings: command line over `environ` over defaults; exits with usage on
+    bad input."""
+    parser = build_parser()
     args = parser.parse_args(list(argv))
-    if not args.namespace and not args.all_namespaces and environ.get("PONDER_NAMESPACES"):
-        args.namespace = [ns for ns in environ["PONDER_NAMESPACES"].split(",") if ns]
+    given = dict(vars(args))
+    try:
+        for option in OPTIONS:
+            setattr(args, option.dest, option.resolve(given, environ))
+    except ValueError as error:
+        parser.error(str(error))
+    if args.all_namespaces or args.namespace is None:
+        args.namespace = []
+    args.operator_id = args.operator_id or default_component_id()
     if args.autoscale_interval_seconds <= 0:
         parser.error("--autoscale-interval-seconds must be positive")
     return args
 
 
 async def run(args: argparse.Namespace) -> None:
+    """Run kopf with the operator's handlers and runtime until it stops."""
     config = OperatorConfig(
         nats_url=args.nats_url,
         autoscale_interval_seconds=args.autoscale_interval_seconds,
@@ -107,9 +143,11 @@ class _QuietRoutine(logging.Filter):
         return not record.getMessage().startswith(self.ROUTINE)
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, operator_id: str) -> None:
+    """Log at `level`, each line naming this operator, without kopf's routine chatter."""
     logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=level.upper(),
+        format=f"%(asctime)s %(levelname)s operator={operator_id} %(name)s: %(message)s",
     )
     # One line per HTTP request is debugging detail, not operator news.
     for chatty in ("httpx", "httpx2", "httpcore", "aiohttp.access"):
@@ -118,8 +156,9 @@ def configure_logging(level: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the operator until interrupted; 130 after Ctrl-C."""
     args = parse_args(sys.argv[1:] if argv is None else argv, os.environ)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.operator_id)
     try:
         asyncio.run(run(args))
     except KeyboardInterrupt:

@@ -20,6 +20,7 @@ from typing import Any
 from ponder.api import crd
 from ponder.api.crd import ReasoningServiceSpec, ResourceRequirements, Toleration
 from ponder.api.service_config import ServiceConfig
+from ponder.api.settings import SCHEDULER_ID, WORKER_ID
 from ponder.operator.service_config import served_model_name, service_config_from_spec
 
 Manifest = dict[str, Any]
@@ -275,7 +276,7 @@ def _worker_loop_container(spec: ReasoningServiceSpec) -> Manifest:
             "--drain-seconds",
             str(drain_seconds),
         ],
-        "env": [_pod_name_env("PONDER_WORKER_ID")],
+        "env": [_pod_name_env(WORKER_ID.env)],
         "ports": [{"name": "metrics", "containerPort": WORKER_LOOP_PORT, "protocol": "TCP"}],
         "resources": WORKER_LOOP_RESOURCES,
         "readinessProbe": {**health, "periodSeconds": 5, "failureThreshold": 3},
@@ -357,7 +358,7 @@ def scheduler_deployment(
             "--port",
             str(SCHEDULER_PORT),
         ],
-        "env": [_pod_name_env("PONDER_SCHEDULER_ID")],
+        "env": [_pod_name_env(SCHEDULER_ID.env)],
         "ports": [{"name": "http", "containerPort": SCHEDULER_PORT, "protocol": "TCP"}],
         "resources": resources,
         # Ready once NATS is connected and the job stream exists; alive while it serves HTTP.
@@ -419,6 +420,13 @@ def render_children(
 ) -> list[Manifest]:
     """Every child of the service, in apply order (config before the pods that mount it)."""
     config = service_config_from_spec(owner.namespace, owner.name, spec, nats_url)
+    return render_children_of_config(owner, spec, worker_replicas, config)
+
+
+def render_children_of_config(
+    owner: Owner, spec: ReasoningServiceSpec, worker_replicas: int, config: ServiceConfig
+) -> list[Manifest]:
+    """`render_children` for a caller that has built the service's ServiceConfig already."""
     return [
         config_map(owner, config),
         scheduler_deployment(owner, spec, config),

@@ -14,6 +14,7 @@ from ponder.scheduler.config import load_settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Serve the scheduler's HTTP API until SIGTERM; 0 once uvicorn stopped."""
     service, settings = load_settings(sys.argv[1:] if argv is None else argv, os.environ)
     logging.basicConfig(
         level=settings.log_level.upper(),

@@ -14,14 +14,13 @@ from collections.abc import Callable
 
 from nats.aio.client import Client as NatsClient
 
-from ponder.api.wire import SchedulerStats
+from ponder.api.wire import STATS_INTERVAL_SECONDS, SchedulerStats
 from ponder.scheduler.load import LoadTracker
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW_SECONDS = 60.0
 DEFAULT_MAX_SAMPLES = 10_000
-STATS_INTERVAL_SECONDS = 2.0
 
 
 class LatencyWindow:

@@ -13,9 +13,10 @@ from ponder.workers.config import load_settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one worker until SIGTERM; the exit status of its serve loop."""
     settings = load_settings(sys.argv[1:] if argv is None else argv, os.environ)
     logging.basicConfig(
-        level=os.environ.get("PONDER_LOG_LEVEL", "INFO").upper(),
+        level=settings.log_level.upper(),
         format=f"%(asctime)s %(levelname)s worker={settings.worker_id} %(name)s: %(message)s",
     )
     return asyncio.run(serve(settings))

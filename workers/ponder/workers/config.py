@@ -1,20 +1,35 @@
-"""The worker's settings: the service's `ServiceConfig` file plus per-process overrides.
+"""The worker's settings: the service's `ServiceConfig` file plus per-process options.
 
-Precedence: command line, then environment (`PONDER_*`), then the config file, then defaults.
-The operator mounts the ServiceConfig JSON from a ConfigMap and sets the rest in the pod spec.
+The options shared with the scheduler and the operator are declared in `ponder.api.settings`;
+the worker's own are declared below in the same shape. Precedence: command line, then
+environment (`PONDER_*`), then the config file, then defaults. The operator mounts the
+ServiceConfig JSON from a ConfigMap and sets the rest in the pod spec.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 from ponder.api.service_config import ServiceConfig
-from ponder.api.settings_sources import option_flag, option_value, service_config_from
+from ponder.api.settings import (
+    CONFIG,
+    DEFAULT_HTTP_HOST,
+    DEFAULT_MAX_WORKERS,
+    ENSURE_STREAM,
+    HTTP_HOST,
+    HTTP_PORT,
+    LOG_LEVEL,
+    MAX_WORKERS,
+    NATS_URL,
+    WORKER_ID,
+    Option,
+    add_options,
+    default_component_id,
+    service_config_from,
+)
 from ponder.api.subjects import ServiceSubjects
 
 DEFAULT_DRAIN_SECONDS = 25.0
@@ -23,7 +38,37 @@ hand the unfinished jobs back."""
 
 DEFAULT_VLLM_URL = "http://127.0.0.1:8000"
 DEFAULT_PORT = 8081
-DEFAULT_MAX_WORKERS = 16
+
+PORT = HTTP_PORT.with_default(DEFAULT_PORT)
+WORKER_NATS_URL = NATS_URL.from_config("nats_url")
+VLLM_URL: Option[str] = Option(
+    "--vllm-url", "PONDER_VLLM_URL", DEFAULT_VLLM_URL, "vLLM base URL", str
+)
+SLOTS: Option[int] = Option(
+    "--slots", "PONDER_SLOTS", None, "Branches generated at once", int
+).from_config("slots_per_worker")
+DRAIN_SECONDS: Option[float] = Option(
+    "--drain-seconds",
+    "PONDER_DRAIN_SECONDS",
+    DEFAULT_DRAIN_SECONDS,
+    "Grace for in-flight jobs on SIGTERM before they are handed back",
+    float,
+)
+
+OPTIONS: tuple[Option[Any], ...] = (
+    CONFIG,
+    WORKER_NATS_URL,
+    VLLM_URL,
+    WORKER_ID,
+    SLOTS,
+    HTTP_HOST,
+    PORT,
+    DRAIN_SECONDS,
+    ENSURE_STREAM,
+    MAX_WORKERS,
+    LOG_LEVEL,
+)
+"""Every option `python -m ponder.workers` takes, in `--help` order."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +82,7 @@ class WorkerSettings:
     slots: int
     """Branches generated at once (vLLM sequences); the service's `slots_per_worker` unless
     overridden."""
-    http_host: str = "0.0.0.0"
+    http_host: str = DEFAULT_HTTP_HOST
     http_port: int = DEFAULT_PORT
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
     ensure_stream: bool = False
@@ -45,6 +90,7 @@ class WorkerSettings:
     Kubernetes)."""
     max_workers: int = DEFAULT_MAX_WORKERS
     """Pool size the consumer's MaxAckPending is sized for, with `ensure_stream`."""
+    log_level: str = "info"
     retry_delay_seconds: float = 1.0
     """Delay before a job handed back after an engine outage is delivered again."""
     fetch_timeout_seconds: float = 1.0
@@ -61,55 +107,23 @@ class WorkerSettings:
         return self.service.job_ack_wait_seconds / 3
 
 
-def default_worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The worker's command line: every option in `OPTIONS`, with its variable and default."""
     parser = argparse.ArgumentParser(
         prog="python -m ponder.workers",
         description="Ponder worker: pulls branch jobs from JetStream and runs them on vLLM.",
     )
-    parser.add_argument(
-        "--config", type=Path, help="ServiceConfig JSON file [PONDER_CONFIG] (required)"
-    )
-    parser.add_argument("--nats-url", help="NATS server [PONDER_NATS_URL; config's nats_url]")
-    parser.add_argument("--vllm-url", help=f"vLLM base URL [PONDER_VLLM_URL; {DEFAULT_VLLM_URL}]")
-    parser.add_argument("--worker-id", help="Name in results and logs [PONDER_WORKER_ID; host-pid]")
-    parser.add_argument(
-        "--slots", type=int, help="Branches at once [PONDER_SLOTS; config's slots_per_worker]"
-    )
-    parser.add_argument("--host", help="HTTP bind address [PONDER_HTTP_HOST; 0.0.0.0]")
-    parser.add_argument(
-        "--port", type=int, help=f"HTTP port of /healthz, /metrics [PONDER_PORT; {DEFAULT_PORT}]"
-    )
-    parser.add_argument(
-        "--drain-seconds",
-        type=float,
-        help=f"Grace for in-flight jobs on SIGTERM [PONDER_DRAIN_SECONDS; {DEFAULT_DRAIN_SECONDS}]",
-    )
-    parser.add_argument(
-        "--ensure-stream",
-        action="store_true",
-        default=None,
-        help="Create/update the stream and consumer at start [PONDER_ENSURE_STREAM=1]",
-    )
-    parser.add_argument(
-        "--max-workers",
-        type=int,
-        help=f"Pool size for the consumer's MaxAckPending [PONDER_MAX_WORKERS; "
-        f"{DEFAULT_MAX_WORKERS}]",
-    )
+    add_options(parser, OPTIONS)
     return parser
 
 
 def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> WorkerSettings:
     """Settings from the command line and environment; exits with usage on bad input."""
-    parser = _parser()
-    args = parser.parse_args(list(argv))
-    service = service_config_from(parser, args.config, environ)
+    parser = build_parser()
+    options = vars(parser.parse_args(list(argv)))
+    service = service_config_from(parser, options, environ)
     try:
-        return settings_from(service, vars(args), environ)
+        return settings_from(service, options, environ)
     except ValueError as error:
         parser.error(str(error))
 
@@ -118,26 +132,19 @@ def settings_from(
     service: ServiceConfig, options: Mapping[str, object], environ: Mapping[str, str]
 ) -> WorkerSettings:
     """Merge command-line `options` (None when absent) over `environ` over `service` (pure)."""
-
-    def pick(option: str, env: str) -> str | None:
-        return option_value(options, environ, option, env)
-
-    slots = pick("slots", "PONDER_SLOTS")
-    port = pick("port", "PONDER_PORT")
-    drain = pick("drain_seconds", "PONDER_DRAIN_SECONDS")
-    max_workers = pick("max_workers", "PONDER_MAX_WORKERS")
-    ensure = option_flag(options, environ, "ensure_stream", "PONDER_ENSURE_STREAM")
+    slots = SLOTS.given(options, environ)
     settings = WorkerSettings(
         service=service,
-        nats_url=pick("nats_url", "PONDER_NATS_URL") or service.nats_url,
-        vllm_url=pick("vllm_url", "PONDER_VLLM_URL") or DEFAULT_VLLM_URL,
-        worker_id=pick("worker_id", "PONDER_WORKER_ID") or default_worker_id(),
-        slots=int(slots) if slots else service.slots_per_worker,
-        http_host=pick("host", "PONDER_HTTP_HOST") or "0.0.0.0",
-        http_port=int(port) if port else DEFAULT_PORT,
-        drain_seconds=float(drain) if drain else DEFAULT_DRAIN_SECONDS,
-        ensure_stream=ensure,
-        max_workers=int(max_workers) if max_workers else DEFAULT_MAX_WORKERS,
+        nats_url=WORKER_NATS_URL.given(options, environ) or service.nats_url,
+        vllm_url=VLLM_URL.value(options, environ),
+        worker_id=WORKER_ID.given(options, environ) or default_component_id(),
+        slots=service.slots_per_worker if slots is None else slots,
+        http_host=HTTP_HOST.value(options, environ),
+        http_port=PORT.value(options, environ),
+        drain_seconds=DRAIN_SECONDS.value(options, environ),
+        ensure_stream=ENSURE_STREAM.value(options, environ),
+        max_workers=MAX_WORKERS.value(options, environ),
+        log_level=LOG_LEVEL.value(options, environ),
     )
     if settings.slots < 1:
         raise ValueError(f"slots={settings.slots} must be at least 1")

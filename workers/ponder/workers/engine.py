@@ -13,6 +13,7 @@ from typing import Protocol
 import aiohttp
 
 from ponder.api.wire import BranchJob
+from ponder.workers.engine_errors import EngineRejected, EngineUnavailable
 from ponder.workers.generation import (
     Generation,
     StreamError,
@@ -27,15 +28,6 @@ HEALTH_TIMEOUT_SECONDS = 2.0
 DEADLINE_SLACK_SECONDS = 5.0
 """The HTTP call's own timeout is the job's deadline plus this; the worker stops it at the
 deadline itself, so this only guards against a worker that forgot to."""
-
-
-class EngineUnavailable(Exception):
-    """The engine could not run the job now (down, overloaded, 5xx): another try may succeed."""
-
-
-class EngineRejected(Exception):
-    """The engine refused the job itself (4xx: unknown model, prompt too long): retrying is
-    pointless."""
 
 
 class Engine(Protocol):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from ponder.api.wire import BranchStatus
-from ponder.workers.engine import EngineUnavailable
+from ponder.workers.engine_errors import EngineUnavailable
 from ponder.workers.metrics import JobOutcome
 
 
