@@ -1,4 +1,5 @@
-"""The autoscaling policy: signals in, desired worker replicas out (pure; DESIGN.md).
+"""The autoscaling policy: signals in, desired worker replicas out (pure; docs/architecture.md,
+"Autoscaling policy").
 
     demand  = branches queued or running (JetStream pending + ack-pending jobs, or the schedulers'
               outstanding branches when they count more), weighted by the tokens they are expected

@@ -1,14 +1,19 @@
 """One level-based reconcile of a ReasoningService, shared by create/update/resume and the timer.
 
-    read     the worker and scheduler Deployments, the autoscaler's signals (timer only)
-    decide   the worker count: the autoscaler (Builtin) or spec.workers.replicas (External)
+Each pass runs four named steps:
+
+    observe  the worker and scheduler Deployments; the JetStream stream and workers' consumer,
+             ensured first because the backlog is read from them; the backlog and the
+             schedulers' stats (a `Snapshot`)
+    decide   pure (`decide.py`): the worker count, held or the autoscaler's (timer only), and
+             every child manifest
     apply    every child with server-side apply, field manager `ponder-operator`, force
-    ensure   the JetStream stream and the workers' consumer
-    report   status computed from what the children show
+    report   status computed from what the children show after the apply, written when it
+             changed
 
 Nothing here depends on what happened before: running it twice, or after a crash half-way,
-converges on the same objects. The only memory (autoscaler history, what was last applied) is
-an optimisation or a smoothing, and rebuilds itself after a restart.
+converges on the same objects. The only memory (`ServiceMemory`: autoscaler history, what was
+last applied) is an optimisation or a smoothing, and rebuilds itself after a restart.
 """
 
 from __future__ import annotations
@@ -30,28 +35,33 @@ from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
 
 from ponder.api import crd
-from ponder.api.crd import AutoscalingMode, ReasoningService, ReasoningServiceStatus
+from ponder.api.crd import ReasoningService, ReasoningServiceStatus
 from ponder.api.jetstream import delete_stream, ensure_stream
+from ponder.api.service_config import ServiceConfig
 from ponder.api.subjects import ServiceSubjects
 from ponder.operator import render
-from ponder.operator.policy import (
-    AutoscalerState,
-    Decision,
-    PolicyConfig,
-    Signals,
+from ponder.operator.decide import (
+    Children,
+    DesiredChild,
+    Plan,
+    children_after,
     decide,
-    held_replicas,
+    status_change,
+    status_of,
+    workers_short,
 )
-from ponder.operator.runtime import FIELD_MANAGER, AppliedChild, Runtime
-from ponder.operator.service_config import served_model_name, service_config_from_spec
-from ponder.operator.signals import Backlog, ServiceKey, StatsSummary, read_backlog
-from ponder.operator.status import (
-    DeploymentState,
-    Observation,
-    UnschedulablePod,
-    compute_status,
-    status_patch,
+from ponder.operator.policy import Decision
+from ponder.operator.runtime import (
+    FIELD_MANAGER,
+    AppliedChild,
+    AppliedStream,
+    Runtime,
+    ServiceMemory,
 )
+from ponder.operator.service_config import service_config_from_spec
+from ponder.operator.signals import read_backlog
+from ponder.operator.snapshot import Backlog, ServiceKey, Snapshot
+from ponder.operator.status import UnschedulablePod
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
@@ -82,12 +92,79 @@ def plain(value: Any) -> Any:
     return value
 
 
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _digest(manifest: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
+async def reconcile(
+    runtime: Runtime, body: Mapping[str, Any], *, autoscale: bool, logger: Logger
+) -> ReconcileResult:
+    """Bring the children of the ReasoningService `body` to its spec and report status.
+
+    `autoscale` (the timer) also lets the policy move the worker count; every reconcile reads
+    the signals for status.
+    """
+    service = ReasoningService.model_validate(plain(body))
+    memory = runtime.memory((service.metadata.namespace, service.metadata.name))
+    async with memory.lock, runtime.reconcile_slots:
+        return await _reconcile(runtime, memory, service, autoscale=autoscale, logger=logger)
+
+
+async def _reconcile(
+    runtime: Runtime,
+    memory: ServiceMemory,
+    service: ReasoningService,
+    *,
+    autoscale: bool,
+    logger: Logger,
+) -> ReconcileResult:
+    """One pass, under the service's lock: observe, decide, apply, report."""
+    meta = service.metadata
+    # Built once: the stream, the ConfigMap and the pod templates' config hash all come from it.
+    config = service_config_from_spec(
+        meta.namespace, meta.name, service.spec, runtime.config.nats_url
+    )
+    snapshot = await observe(runtime, memory, service, config)
+    plan = decide(snapshot, config, autoscale=autoscale)
+    children = await apply(runtime, memory, snapshot, plan, logger)
+    status = await report(runtime, memory, snapshot, plan, children, autoscale=autoscale)
+    return ReconcileResult(decision=plan.decision, status=status)
+
+
+# --- observe -----------------------------------------------------------------------------------
+
+
+async def observe(
+    runtime: Runtime, memory: ServiceMemory, service: ReasoningService, config: ServiceConfig
+) -> Snapshot:
+    """What this pass decides from: the Deployments, the stream, the backlog and the stats.
+
+    The stream is ensured here rather than in `apply`: the backlog is read from it, and what it
+    should be follows from the spec alone, not from anything `decide` computes. The backlog is
+    not read while the stream is unavailable (one NATS failure per pass, not two).
+    """
+    meta = service.metadata
+    key: ServiceKey = (meta.namespace, meta.name)
+    names = render.ChildNames(meta.name)
+    workers = await _get_deployment(runtime, meta.namespace, names.workers)
+    scheduler = await _get_deployment(runtime, meta.namespace, names.scheduler)
+    stream_error = await _ensure_stream(
+        runtime, memory, key, config, service.spec.workers.max_replicas
+    )
+    backlog = None
+    if stream_error is None:
+        backlog = await _read_backlog(runtime, key, config.nats_url)
+    return Snapshot(
+        service=service,
+        workers=workers,
+        scheduler=scheduler,
+        stream_error=stream_error,
+        backlog=backlog,
+        stats=runtime.stats.summary(key) if stream_error is None else None,
+        at=time.time(),
+        remembered_workers=memory.desired_workers,
+        autoscaler=memory.autoscaler,
+    )
 
 
 async def _get_deployment(runtime: Runtime, namespace: str, name: str) -> dict[str, Any] | None:
@@ -100,22 +177,84 @@ async def _get_deployment(runtime: Runtime, namespace: str, name: str) -> dict[s
     return deployment.to_dict()
 
 
-async def _apply(
+async def _ensure_stream(
     runtime: Runtime,
-    service: ServiceKey,
-    manifest: dict[str, Any],
-    existed: bool | None,
-    logger: Logger,
+    memory: ServiceMemory,
+    key: ServiceKey,
+    config: ServiceConfig,
+    max_replicas: int,
+) -> str | None:
+    """Create or update the stream and consumer (at most once per resync when unchanged).
+
+    Returns None, or why the stream is unavailable; never raises for NATS trouble, so the
+    Kubernetes side still converges while NATS is down.
+    """
+    wanted = _digest({"config": config.model_dump(mode="json"), "max": max_replicas})
+    cached = memory.stream
+    now = time.monotonic()
+    if (
+        cached
+        and cached.digest == wanted
+        and now - cached.applied_at < runtime.config.resync_seconds
+    ):
+        return None
+    try:
+        js = await runtime.nats.jetstream(config.nats_url)
+        await ensure_stream(js, ServiceSubjects(*key), config, max(max_replicas, 1))
+    except Exception as error:  # any NATS or network failure is reported in status
+        memory.stream = None
+        return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    memory.stream = AppliedStream(wanted, now)
+    return None
+
+
+async def _read_backlog(runtime: Runtime, key: ServiceKey, nats_url: str) -> Backlog | None:
+    try:
+        js = await runtime.nats.jetstream(nats_url)
+        return await read_backlog(js, ServiceSubjects(*key))
+    except Exception:  # no backlog this tick: hold the replicas rather than guess
+        logging.getLogger(__name__).warning("Could not read the backlog of %s/%s", *key)
+        return None
+
+
+# --- apply -------------------------------------------------------------------------------------
+
+
+async def apply(
+    runtime: Runtime, memory: ServiceMemory, snapshot: Snapshot, plan: Plan, logger: Logger
+) -> Children:
+    """Remember the plan's worker count and autoscaler state, then apply every child in order.
+
+    Returns the Deployments as the API server holds them after the apply (as observed when an
+    unchanged child was skipped).
+    """
+    memory.desired_workers = plan.worker_replicas
+    memory.autoscaler = plan.autoscaler
+    applied: dict[tuple[str, str], dict[str, Any] | None] = {}
+    for child in plan.children:
+        manifest = child.manifest
+        applied[manifest["kind"], manifest["metadata"]["name"]] = await _apply_child(
+            runtime, memory, snapshot.service.metadata.namespace, child, logger
+        )
+    names = render.ChildNames(snapshot.service.metadata.name)
+    return children_after(
+        snapshot,
+        applied.get(("Deployment", names.workers)),
+        applied.get(("Deployment", names.scheduler)),
+    )
+
+
+async def _apply_child(
+    runtime: Runtime, memory: ServiceMemory, namespace: str, child: DesiredChild, logger: Logger
 ) -> dict[str, Any] | None:
     """Server-side apply one child unless it was applied unchanged within the resync period.
 
     Returns the object as the API server holds it after the apply, or None when skipped.
-    `existed` is whether the child was seen before the apply (None: not looked up).
     """
+    manifest, existed = child.manifest, child.existed
     kind, name = manifest["kind"], manifest["metadata"]["name"]
-    key = (service, kind, name)
     digest = _digest(manifest)
-    cached = runtime.applied.get(key)
+    cached = memory.applied.get((kind, name))
     now = time.monotonic()
     if (
         cached is not None
@@ -128,18 +267,18 @@ async def _apply(
         _KINDS[kind],
         name,
         manifest,
-        namespace=service[0],
+        namespace=namespace,
         patch_type=PatchType.APPLY,
         field_manager=FIELD_MANAGER,
         force=True,
     )
     result: dict[str, Any] = applied.to_dict()
     resource_version = str(result["metadata"].get("resourceVersion", ""))
-    runtime.applied[key] = AppliedChild(digest, resource_version, now)
+    memory.applied[kind, name] = AppliedChild(digest, resource_version, now)
     if existed is False or (existed is None and cached is None and _just_created(result)):
-        logger.info("Created %s %s/%s", kind, service[0], name)
+        logger.info("Created %s %s/%s", kind, namespace, name)
     elif cached is None or cached.resource_version != resource_version:
-        logger.info("Configured %s %s/%s", kind, service[0], name)
+        logger.info("Configured %s %s/%s", kind, namespace, name)
     return result
 
 
@@ -149,6 +288,43 @@ def _just_created(obj: Mapping[str, Any]) -> bool:
         return False
     moment = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
     return (datetime.now(UTC) - moment).total_seconds() < 5
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+async def report(
+    runtime: Runtime,
+    memory: ServiceMemory,
+    snapshot: Snapshot,
+    plan: Plan,
+    children: Children,
+    *,
+    autoscale: bool,
+) -> ReasoningServiceStatus:
+    """Compute status from what the children show and write it when it changed.
+
+    Pods are listed on the timer only (a rollout sends many Deployment events); in between,
+    what the last tick found stands until every worker is ready.
+    """
+    meta = snapshot.service.metadata
+    if not workers_short(plan, children):
+        memory.unschedulable_workers = ()
+    elif autoscale:
+        memory.unschedulable_workers = await _unschedulable_workers(
+            runtime, meta.namespace, meta.name
+        )
+    status = status_of(snapshot, plan, children, memory.unschedulable_workers, datetime.now(UTC))
+    patch = status_change(snapshot.service.status, status)
+    if patch is not None:
+        await runtime.kube.patch(
+            ReasoningServiceResource.Status,
+            meta.name,
+            {"status": patch},
+            namespace=meta.namespace,
+            patch_type=PatchType.MERGE,
+        )
+    return status
 
 
 async def _unschedulable_workers(
@@ -164,179 +340,7 @@ async def _unschedulable_workers(
     return tuple(found)
 
 
-async def _ensure_stream(
-    runtime: Runtime, owner: render.Owner, service: ReasoningService, nats_url: str
-) -> str | None:
-    """Create or update the stream and consumer (at most once per resync when unchanged).
-
-    Returns None, or why the stream is unavailable; never raises for NATS trouble, so the
-    Kubernetes side still converges while NATS is down.
-    """
-    spec = service.spec
-    config = service_config_from_spec(owner.namespace, owner.name, spec, nats_url)
-    wanted = _digest({"config": config.model_dump(mode="json"), "max": spec.workers.max_replicas})
-    key = (owner.namespace, owner.name)
-    cached = runtime.streams.get(key)
-    now = time.monotonic()
-    if cached and cached[0] == wanted and now - cached[1] < runtime.config.resync_seconds:
-        return None
-    try:
-        js = await runtime.nats.jetstream(config.nats_url)
-        subjects = ServiceSubjects(owner.namespace, owner.name)
-        await ensure_stream(js, subjects, config, max(spec.workers.max_replicas, 1))
-    except Exception as error:  # any NATS or network failure is reported in status
-        runtime.streams.pop(key, None)
-        return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-    runtime.streams[key] = (wanted, now)
-    return None
-
-
-async def _read_signals(
-    runtime: Runtime, service: ReasoningService, nats_url: str
-) -> tuple[Backlog | None, StatsSummary | None]:
-    key = (service.metadata.namespace, service.metadata.name)
-    subjects = ServiceSubjects(*key)
-    try:
-        js = await runtime.nats.jetstream(nats_url)
-        backlog = await read_backlog(js, subjects)
-    except Exception:  # no backlog this tick: hold the replicas rather than guess
-        logging.getLogger(__name__).warning("Could not read the backlog of %s/%s", *key)
-        backlog = None
-    return backlog, runtime.stats.summary(key)
-
-
-def _autoscale(
-    runtime: Runtime,
-    service: ReasoningService,
-    current: int,
-    backlog: Backlog,
-    stats: StatsSummary | None,
-) -> Decision:
-    key = (service.metadata.namespace, service.metadata.name)
-    signals = Signals(
-        at=time.time(),
-        current_replicas=current,
-        pending_jobs=backlog.pending_jobs,
-        ack_pending_jobs=backlog.ack_pending_jobs,
-        scheduler_branches=stats.branches_outstanding if stats else None,
-        expected_branch_tokens=stats.expected_branch_tokens if stats else None,
-        p95_latency_ms=stats.p95_latency_ms if stats else None,
-        queries_in_flight=stats.queries_in_flight if stats else 0,
-    )
-    state = runtime.autoscalers.get(key) or AutoscalerState()
-    decision = decide(PolicyConfig.from_spec(service.spec), signals, state)
-    runtime.autoscalers[key] = decision.state
-    return decision
-
-
-async def reconcile(
-    runtime: Runtime, body: Mapping[str, Any], *, autoscale: bool, logger: Logger
-) -> ReconcileResult:
-    """Bring the children of the ReasoningService `body` to its spec and report status.
-
-    `autoscale` (the timer) also lets the policy move the worker count; every reconcile reads
-    the signals for status.
-    """
-    service = ReasoningService.model_validate(plain(body))
-    key: ServiceKey = (service.metadata.namespace, service.metadata.name)
-    async with runtime.lock(key), runtime.reconcile_slots:
-        return await _reconcile(runtime, service, autoscale=autoscale, logger=logger)
-
-
-async def _reconcile(
-    runtime: Runtime, service: ReasoningService, *, autoscale: bool, logger: Logger
-) -> ReconcileResult:
-    meta, spec = service.metadata, service.spec
-    key: ServiceKey = (meta.namespace, meta.name)
-    owner = render.Owner(namespace=meta.namespace, name=meta.name, uid=meta.uid)
-    names = render.ChildNames(meta.name)
-    nats_url = spec.nats.url or runtime.config.nats_url
-    previous = service.status
-
-    workers_before = await _get_deployment(runtime, meta.namespace, names.workers)
-    scheduler_before = await _get_deployment(runtime, meta.namespace, names.scheduler)
-    current = DeploymentState.from_manifest(workers_before)
-    held = held_replicas(
-        spec,
-        runtime.desired_workers.get(key),
-        previous.desired_replicas if previous else None,
-        current.spec_replicas if current.exists else None,
-    )
-
-    # The stream first: workers and schedulers need it, and the backlog is read from it.
-    stream_error = await _ensure_stream(runtime, owner, service, nats_url)
-    backlog: Backlog | None = None
-    stats: StatsSummary | None = None
-    if stream_error is None:
-        backlog, stats = await _read_signals(runtime, service, nats_url)
-    decision: Decision | None = None
-    if autoscale and backlog is not None and spec.autoscaling.mode == AutoscalingMode.BUILTIN:
-        decision = _autoscale(runtime, service, held, backlog, stats)
-        held = decision.replicas
-    runtime.desired_workers[key] = held
-
-    applied: dict[str, dict[str, Any] | None] = {}
-    existed = {
-        names.workers: workers_before is not None,
-        names.scheduler: scheduler_before is not None,
-    }
-    for manifest in render.render_children(owner, spec, held, nats_url):
-        name = manifest["metadata"]["name"]
-        was_there = existed.get(name) if manifest["kind"] == "Deployment" else None
-        applied[f"{manifest['kind']}/{name}"] = await _apply(
-            runtime, key, manifest, was_there, logger
-        )
-
-    workers = DeploymentState.from_manifest(
-        applied.get(f"Deployment/{names.workers}") or workers_before
-    )
-    scheduler = DeploymentState.from_manifest(
-        applied.get(f"Deployment/{names.scheduler}") or scheduler_before
-    )
-    # Pods are listed on the timer only (a rollout sends many Deployment events); in between,
-    # what the last tick found stands until every worker is ready.
-    if not workers.exists or workers.ready_replicas >= held:
-        runtime.unschedulable[key] = ()
-    elif autoscale:
-        runtime.unschedulable[key] = await _unschedulable_workers(
-            runtime, meta.namespace, meta.name
-        )
-    unschedulable = runtime.unschedulable.get(key, ())
-
-    queue_depth = backlog.total if backlog else None
-    p95 = stats.p95_latency_ms if stats else None
-    attainment = stats.slo_attainment_percent if stats else None
-    now = datetime.now(UTC)
-    last_scale = previous.last_scale_time if previous else None
-    if decision is not None and decision.changed:
-        last_scale = rfc3339(now)
-    observation = Observation(
-        generation=meta.generation,
-        desired_workers=held,
-        scheduler_replicas=spec.scheduler.replicas,
-        workers=workers,
-        scheduler=scheduler,
-        unschedulable_workers=unschedulable,
-        stream_error=stream_error,
-        queue_depth=queue_depth,
-        p95_latency_ms=p95,
-        slo_attainment_percent=attainment,
-        selector=render.worker_selector(meta.name),
-        endpoint=render.endpoint_url(owner),
-        served_model=served_model_name(spec),
-        last_scale_time=last_scale,
-    )
-    status = compute_status(observation, previous, rfc3339(now))
-    patch = status_patch(status)
-    if previous is None or status_patch(previous) != patch:
-        await runtime.kube.patch(
-            ReasoningServiceResource.Status,
-            meta.name,
-            {"status": patch},
-            namespace=meta.namespace,
-            patch_type=PatchType.MERGE,
-        )
-    return ReconcileResult(decision=decision, status=status)
+# --- the other entry points --------------------------------------------------------------------
 
 
 def owning_service(child: Mapping[str, Any]) -> str | None:
@@ -351,14 +355,14 @@ async def refresh(runtime: Runtime, namespace: str, name: str, logger: Logger) -
     """Reconcile the ReasoningService `namespace/name` after one of its children changed, so
     status follows the children at once instead of at the next timer tick. A burst of changes
     while a refresh waits for its turn costs one reconcile, not one each."""
-    key: ServiceKey = (namespace, name)
-    if key in runtime.refresh_queued:
+    memory = runtime.memory((namespace, name))
+    if memory.refresh_queued:
         return
-    runtime.refresh_queued.add(key)
+    memory.refresh_queued = True
     try:
-        async with runtime.lock(key):
+        async with memory.lock:
             # From here on a new change needs a new refresh: this one may have read too early.
-            runtime.refresh_queued.discard(key)
+            memory.refresh_queued = False
             try:
                 current = await runtime.kube.get(
                     ReasoningServiceResource, name, namespace=namespace
@@ -372,9 +376,9 @@ async def refresh(runtime: Runtime, namespace: str, name: str, logger: Logger) -
                 return
             service = ReasoningService.model_validate(body)
             async with runtime.reconcile_slots:
-                await _reconcile(runtime, service, autoscale=False, logger=logger)
+                await _reconcile(runtime, memory, service, autoscale=False, logger=logger)
     finally:
-        runtime.refresh_queued.discard(key)
+        memory.refresh_queued = False
 
 
 async def finalize(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> None:

@@ -18,8 +18,10 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
+from ponder.api.service_config import DEFAULT_NATS_URL
 from ponder.operator.policy import AutoscalerState
-from ponder.operator.signals import ServiceKey, StatsBoard, stats_subscriber
+from ponder.operator.signals import StatsBoard, stats_subscriber
+from ponder.operator.snapshot import ServiceKey
 from ponder.operator.status import UnschedulablePod
 
 logger = logging.getLogger(__name__)
@@ -35,7 +37,7 @@ NATS_CONNECT_TIMEOUT_SECONDS = 3
 class OperatorConfig:
     """What `python -m ponder.operator` was started with."""
 
-    nats_url: str = "nats://127.0.0.1:4222"
+    nats_url: str = DEFAULT_NATS_URL
     """NATS server of every service whose spec.nats.url is absent."""
     autoscale_interval_seconds: float = 15.0
     """Period of the timer that reads the signals, scales and refreshes status."""
@@ -69,6 +71,7 @@ class NatsPool:
             return client.jetstream(timeout=5)
 
     async def close(self) -> None:
+        """Drain every connection (errors on the way out are of no use to anyone)."""
         for client in self._clients.values():
             with contextlib.suppress(Exception):
                 await client.drain()
@@ -85,6 +88,39 @@ class AppliedChild:
 
 
 @dataclass
+class AppliedStream:
+    """What the last successful ensure of the job stream and consumer sent, and when."""
+
+    digest: str
+    applied_at: float
+
+
+@dataclass
+class ServiceMemory:
+    """What the operator remembers of one service between reconciles.
+
+    Every field is an optimisation or a smoothing that rebuilds itself after a restart: nothing
+    here is needed to converge, and a deleted service's memory goes with `Runtime.forget`.
+    """
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Serialises the reconciles of this service: kopf runs the timer beside the change
+    handlers, and two concurrent reconciles would race on the autoscaler's memory."""
+    autoscaler: AutoscalerState = field(default_factory=AutoscalerState)
+    """The autoscaling policy's history and clocks."""
+    desired_workers: int | None = None
+    """The worker count the last reconcile applied (None: none yet in this process)."""
+    applied: dict[tuple[str, str], AppliedChild] = field(default_factory=dict)
+    """The last apply of each child, by (kind, name)."""
+    stream: AppliedStream | None = None
+    """The last successful ensure of the job stream (None: none, or it failed since)."""
+    unschedulable_workers: tuple[UnschedulablePod, ...] = ()
+    """Worker pods found Pending at the last timer tick (pods are listed only then)."""
+    refresh_queued: bool = False
+    """A refresh after a child's change waits for the lock; more changes need no other."""
+
+
+@dataclass
 class Runtime:
     """Everything handlers share; one per operator process."""
 
@@ -92,34 +128,22 @@ class Runtime:
     kube: AsyncClient
     nats: NatsPool
     stats: StatsBoard
-    autoscalers: dict[ServiceKey, AutoscalerState] = field(default_factory=dict)
-    desired_workers: dict[ServiceKey, int] = field(default_factory=dict)
-    applied: dict[tuple[ServiceKey, str, str], AppliedChild] = field(default_factory=dict)
-    streams: dict[ServiceKey, tuple[str, float]] = field(default_factory=dict)
-    unschedulable: dict[ServiceKey, tuple[UnschedulablePod, ...]] = field(default_factory=dict)
-    """Worker pods found Pending at the last timer tick (pods are listed only then)."""
-    refresh_queued: set[ServiceKey] = field(default_factory=set)
     reconcile_slots: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_RECONCILES)
     )
-    _locks: dict[ServiceKey, asyncio.Lock] = field(default_factory=dict)
+    _services: dict[ServiceKey, ServiceMemory] = field(default_factory=dict)
 
-    def lock(self, service: ServiceKey) -> asyncio.Lock:
-        """Serialises the reconciles of one service: kopf runs the timer beside the change
-        handlers, and two concurrent reconciles would race on the autoscaler's memory."""
-        return self._locks.setdefault(service, asyncio.Lock())
+    def memory(self, service: ServiceKey) -> ServiceMemory:
+        """The memory of `service`, empty the first time it is asked for."""
+        memory = self._services.get(service)
+        if memory is None:
+            memory = self._services[service] = ServiceMemory()
+        return memory
 
     def forget(self, service: ServiceKey) -> None:
-        """Drop the memory of a deleted service."""
-        self.autoscalers.pop(service, None)
-        self.desired_workers.pop(service, None)
-        self.streams.pop(service, None)
+        """Drop the memory of a deleted service, its schedulers' stats included."""
+        self._services.pop(service, None)
         self.stats.forget(service)
-        self._locks.pop(service, None)
-        self.unschedulable.pop(service, None)
-        self.refresh_queued.discard(service)
-        for key in [key for key in self.applied if key[0] == service]:
-            del self.applied[key]
 
 
 @contextlib.asynccontextmanager

@@ -23,38 +23,13 @@ from pydantic import ValidationError
 
 from ponder.api.subjects import ServiceSubjects
 from ponder.api.wire import SchedulerStats
+from ponder.operator.snapshot import Backlog, ServiceKey, StatsSummary
 
 logger = logging.getLogger(__name__)
 
 STATS_WILDCARD = "ponder.*.*.stats"
 STALE_AFTER_SECONDS = 30.0
 """A scheduler silent this long is gone (restarted or scaled down); its last numbers are dropped."""
-
-ServiceKey = tuple[str, str]  # (namespace, name)
-
-
-@dataclass(frozen=True)
-class Backlog:
-    """Jobs of one service waiting for a worker, and jobs being run."""
-
-    pending_jobs: int
-    ack_pending_jobs: int
-
-    @property
-    def total(self) -> int:
-        return self.pending_jobs + self.ack_pending_jobs
-
-
-@dataclass(frozen=True)
-class StatsSummary:
-    """The fresh stats of every scheduler replica of one service, combined."""
-
-    schedulers: int
-    branches_outstanding: int
-    expected_branch_tokens: int
-    queries_in_flight: int
-    p95_latency_ms: int | None  # the worst replica's
-    slo_attainment_percent: int | None  # weighted by the queries each replica served
 
 
 def summarize(stats: list[SchedulerStats]) -> StatsSummary | None:
@@ -109,6 +84,7 @@ class StatsBoard:
         return summarize([stats for _, stats in replicas.values()])
 
     def forget(self, service: ServiceKey) -> None:
+        """Drop every replica's stats of a deleted service."""
         self._latest.pop(service, None)
 
     async def on_message(self, message: Msg) -> None:

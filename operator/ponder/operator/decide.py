@@ -1,0 +1,193 @@
+"""The decisions of one reconcile pass (pure): what observe saw in; children, workers, status out.
+
+    decide          the worker count: held between decisions, or the autoscaler's on the timer
+                    (Builtin mode, backlog readable); the autoscaler memory to keep; every child
+                    manifest, in apply order, with whether observe saw it
+    status_of       the status subresource from what the children show after the apply
+    status_change   the merge patch to send, or None when status would not change
+
+No clock, no client: the caller passes the snapshot and the time, so a table of snapshots is a
+table of reconciles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ponder.api.crd import AutoscalingMode, ReasoningService, ReasoningServiceStatus
+from ponder.api.service_config import ServiceConfig
+from ponder.operator import policy, render
+from ponder.operator.policy import AutoscalerState, Decision, PolicyConfig, Signals
+from ponder.operator.service_config import served_model_name
+from ponder.operator.snapshot import Snapshot
+from ponder.operator.status import (
+    DeploymentState,
+    Observation,
+    UnschedulablePod,
+    compute_status,
+    status_patch,
+)
+
+
+@dataclass(frozen=True)
+class DesiredChild:
+    """One child to apply."""
+
+    manifest: render.Manifest
+    existed: bool | None
+    """Whether observe saw it; None when it was not looked up (only Deployments are)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one pass wants: the worker count, the autoscaler's verdict, every child."""
+
+    worker_replicas: int
+    decision: Decision | None
+    """The autoscaler's decision; None when it did not run this pass."""
+    autoscaler: AutoscalerState
+    """The autoscaler memory to keep for the next tick."""
+    children: tuple[DesiredChild, ...]
+
+
+@dataclass(frozen=True)
+class Children:
+    """The Deployments after the apply: as the API server returned them, else as observed."""
+
+    workers: DeploymentState
+    scheduler: DeploymentState
+
+
+def rfc3339(moment: datetime) -> str:
+    """`moment` in UTC as Kubernetes writes timestamps, to the second."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def owner_of(service: ReasoningService) -> render.Owner:
+    """The owner reference every child of `service` carries."""
+    meta = service.metadata
+    return render.Owner(namespace=meta.namespace, name=meta.name, uid=meta.uid)
+
+
+def signals_of(snapshot: Snapshot, current_replicas: int) -> Signals:
+    """The policy's input from the snapshot; `current_replicas` is the count held so far."""
+    backlog, stats = snapshot.backlog, snapshot.stats
+    return Signals(
+        at=snapshot.at,
+        current_replicas=current_replicas,
+        pending_jobs=backlog.pending_jobs if backlog else 0,
+        ack_pending_jobs=backlog.ack_pending_jobs if backlog else 0,
+        scheduler_branches=stats.branches_outstanding if stats else None,
+        expected_branch_tokens=stats.expected_branch_tokens if stats else None,
+        p95_latency_ms=stats.p95_latency_ms if stats else None,
+        queries_in_flight=stats.queries_in_flight if stats else 0,
+    )
+
+
+def decide(snapshot: Snapshot, config: ServiceConfig, *, autoscale: bool) -> Plan:
+    """The plan of one pass. `autoscale` (the timer) lets the policy move the worker count;
+    otherwise the count is held, so a spec change never fights the autoscaler."""
+    spec, previous = snapshot.service.spec, snapshot.service.status
+    current = DeploymentState.from_manifest(snapshot.workers)
+    replicas = policy.held_replicas(
+        spec,
+        snapshot.remembered_workers,
+        previous.desired_replicas if previous else None,
+        current.spec_replicas if current.exists else None,
+    )
+    decision: Decision | None = None
+    # Without a backlog (NATS down, stream missing) the replicas are held rather than guessed.
+    if (
+        autoscale
+        and snapshot.backlog is not None
+        and spec.autoscaling.mode == AutoscalingMode.BUILTIN
+    ):
+        decision = policy.decide(
+            PolicyConfig.from_spec(spec), signals_of(snapshot, replicas), snapshot.autoscaler
+        )
+        replicas = decision.replicas
+
+    owner = owner_of(snapshot.service)
+    names = render.ChildNames(owner.name)
+    # Only the Deployments are read before the apply; whether they existed decides the log line.
+    seen = {
+        names.workers: snapshot.workers is not None,
+        names.scheduler: snapshot.scheduler is not None,
+    }
+    children = []
+    for manifest in render.render_children_of_config(owner, spec, replicas, config):
+        name = manifest["metadata"]["name"]
+        existed = seen.get(name) if manifest["kind"] == "Deployment" else None
+        children.append(DesiredChild(manifest=manifest, existed=existed))
+    return Plan(
+        worker_replicas=replicas,
+        decision=decision,
+        autoscaler=decision.state if decision else snapshot.autoscaler,
+        children=tuple(children),
+    )
+
+
+def children_after(
+    snapshot: Snapshot,
+    applied_workers: Mapping[str, Any] | None,
+    applied_scheduler: Mapping[str, Any] | None,
+) -> Children:
+    """The Deployments' state after the apply; a skipped apply (None) leaves what observe saw."""
+    return Children(
+        workers=DeploymentState.from_manifest(applied_workers or snapshot.workers),
+        scheduler=DeploymentState.from_manifest(applied_scheduler or snapshot.scheduler),
+    )
+
+
+def workers_short(plan: Plan, children: Children) -> bool:
+    """Whether the worker pool exists with fewer ready pods than the plan wants: then its
+    Pending pods may say why (no GPU capacity), and status should show them."""
+    workers = children.workers
+    return workers.exists and workers.ready_replicas < plan.worker_replicas
+
+
+def status_of(
+    snapshot: Snapshot,
+    plan: Plan,
+    children: Children,
+    unschedulable_workers: tuple[UnschedulablePod, ...],
+    now: datetime,
+) -> ReasoningServiceStatus:
+    """The whole status to report for this pass; lastScaleTime moves only when the autoscaler
+    changed the worker count."""
+    service = snapshot.service
+    meta, spec, previous = service.metadata, service.spec, service.status
+    backlog, stats = snapshot.backlog, snapshot.stats
+    last_scale = previous.last_scale_time if previous else None
+    if plan.decision is not None and plan.decision.changed:
+        last_scale = rfc3339(now)
+    observation = Observation(
+        generation=meta.generation,
+        desired_workers=plan.worker_replicas,
+        scheduler_replicas=spec.scheduler.replicas,
+        workers=children.workers,
+        scheduler=children.scheduler,
+        unschedulable_workers=unschedulable_workers,
+        stream_error=snapshot.stream_error,
+        queue_depth=backlog.total if backlog else None,
+        p95_latency_ms=stats.p95_latency_ms if stats else None,
+        slo_attainment_percent=stats.slo_attainment_percent if stats else None,
+        selector=render.worker_selector(meta.name),
+        endpoint=render.endpoint_url(owner_of(service)),
+        served_model=served_model_name(spec),
+        last_scale_time=last_scale,
+    )
+    return compute_status(observation, previous, rfc3339(now))
+
+
+def status_change(
+    previous: ReasoningServiceStatus | None, status: ReasoningServiceStatus
+) -> dict[str, Any] | None:
+    """The merge patch that writes `status`, or None when the status already says it all."""
+    patch = status_patch(status)
+    if previous is not None and status_patch(previous) == patch:
+        return None
+    return patch
