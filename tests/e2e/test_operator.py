@@ -30,10 +30,10 @@ from nats.js.errors import NotFoundError
 
 from ponder.api.subjects import ServiceSubjects
 from ponder.api.wire import BranchJob, SamplingParams
-from tests.cluster.commands import CommandError, Kubectl
+from ponder.local.cluster.commands import CommandError, Kubectl
+from ponder.local.nats import NatsServer
+from ponder.local.processes import free_port, stop_process, wait_for_port
 from tests.cluster.eventually import eventually
-from tests.stack.nats import NatsServer
-from tests.stack.processes import free_port, stop_process, wait_for_port
 
 pytestmark = pytest.mark.e2e
 
@@ -41,6 +41,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = REPO_ROOT / "examples" / "reasoningservice.yaml"
 TICK_SECONDS = 2.0
 """The operator's timer interval in these tests (PONDER_AUTOSCALE_INTERVAL_SECONDS)."""
+SETTLE_SECONDS = 120.0
+"""The longest a test waits for the cluster to converge: only a hang exceeds it on a busy
+machine. The autoscaler's timing rules (a scale-up within two ticks, a scale-down only after the
+window) are asserted on a simulated clock in tests/unit/test_policy.py; here, on real processes,
+the order of events is."""
+TICK_GAP_SLACK_SECONDS = 10.0
+"""How much longer than TICK_SECONDS apart two timer ticks may come on a busy machine (each tick
+calls NATS and the API server, and the timer's interval runs from the end of the last)."""
 
 
 # --- the operator as a local process ------------------------------------------------------------
@@ -168,7 +176,7 @@ async def wait_ready(kubectl: Kubectl, namespace: str, name: str) -> dict[str, A
             condition(obj, "Ready").get("status") == "True"
             and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
         ),
-        timeout_seconds=60,
+        timeout_seconds=SETTLE_SECONDS,
         what=f"ReasoningService {namespace}/{name} Ready",
     )
     return result
@@ -405,7 +413,7 @@ SCALING: dict[str, Any] = {
 }
 
 
-async def test_queued_jobs_scale_workers_up_within_two_ticks_and_down_after_the_window(
+async def test_queued_jobs_scale_workers_up_and_down_only_after_the_window(
     operator: OperatorProcess, kubectl: Kubectl, namespace: str, nats: NatsServer
 ) -> None:
     name = "burst"
@@ -415,20 +423,17 @@ async def test_queued_jobs_scale_workers_up_within_two_ticks_and_down_after_the_
     subjects = ServiceSubjects(namespace, name)
 
     await publish_jobs(nats.url, subjects, 500)
-    published_at = time.monotonic()
     await eventually(
         lambda: worker_replicas(kubectl, namespace, name),
         lambda replicas: replicas > 1,
-        timeout_seconds=2 * TICK_SECONDS + 2,
+        timeout_seconds=SETTLE_SECONDS,
         interval_seconds=0.2,
-        what="a scale-up within two timer ticks of 500 queued jobs",
+        what="a scale-up after 500 queued jobs",
     )
-    scaled_up_after = time.monotonic() - published_at
-    assert scaled_up_after <= 2 * TICK_SECONDS + 2
     await eventually(
         lambda: worker_replicas(kubectl, namespace, name),
         lambda replicas: replicas == 6,
-        timeout_seconds=4 * TICK_SECONDS + 2,
+        timeout_seconds=SETTLE_SECONDS,
         what="the pool at maxReplicas",
     )
     busy = await get_json(kubectl, "rsvc", name, "-n", namespace)
@@ -444,21 +449,24 @@ async def test_queued_jobs_scale_workers_up_within_two_ticks_and_down_after_the_
     drained, drained_at = await drain_jobs(nats.url, subjects)
     assert drained == 500
     window = SCALING["autoscaling"]["scaleDownStabilizationSeconds"]
-    # Until the window since the last busy tick has passed, the pool keeps its size.
-    hold_until = drained_at + window - 2 * TICK_SECONDS - 1
+    # Until the window since the last busy tick has passed, the pool keeps its size. That tick
+    # came at most a (stretched) tick before the drain ended.
+    earliest_scale_down = window - TICK_SECONDS - TICK_GAP_SLACK_SECONDS
+    hold_until = drained_at + earliest_scale_down
     while time.monotonic() < hold_until:
         assert await worker_replicas(kubectl, namespace, name) == 6, "scaled down too early"
         await asyncio.sleep(1)
     await eventually(
         lambda: worker_replicas(kubectl, namespace, name),
         lambda replicas: replicas == 1,
-        timeout_seconds=window + 4 * TICK_SECONDS,
+        timeout_seconds=window + SETTLE_SECONDS,
         what="the scale-down after the stabilisation window",
     )
-    assert time.monotonic() - drained_at >= window - 2 * TICK_SECONDS - 1
+    assert time.monotonic() - drained_at >= earliest_scale_down
     idle = await eventually(
         lambda: get_json(kubectl, "rsvc", name, "-n", namespace),
         lambda obj: obj["status"].get("queueDepth") == 0 and obj["status"]["ready"] == "1/1",
+        timeout_seconds=SETTLE_SECONDS,
         what="an idle, ready status",
     )
     assert condition(idle, "Ready")["status"] == "True"
@@ -477,7 +485,7 @@ async def test_demand_beyond_gpu_capacity_leaves_pods_pending_and_status_says_so
     degraded = await eventually(
         lambda: get_json(kubectl, "rsvc", name, "-n", namespace),
         lambda obj: condition(obj, "Degraded").get("reason") == "InsufficientGPUCapacity",
-        timeout_seconds=30,
+        timeout_seconds=SETTLE_SECONDS,
         what="Degraded=InsufficientGPUCapacity",
     )
     message = condition(degraded, "Degraded")["message"]
@@ -539,7 +547,7 @@ async def test_external_mode_follows_an_hpa_through_the_scale_subresource(
     await eventually(
         lambda: worker_replicas(kubectl, namespace, name),
         lambda replicas: replicas == 3,
-        timeout_seconds=60,
+        timeout_seconds=SETTLE_SECONDS,
         interval_seconds=1,
         what="the worker Deployment at the HPA's minReplicas",
     )
@@ -548,6 +556,7 @@ async def test_external_mode_follows_an_hpa_through_the_scale_subresource(
     await eventually(
         lambda: get_json(kubectl, "rsvc", name, "-n", namespace),
         lambda obj: obj["status"].get("replicas") == 3 and obj["status"]["ready"] == "3/3",
+        timeout_seconds=SETTLE_SECONDS,
         what="status.replicas following the HPA",
     )
     # The builtin autoscaler stays out of it: with nothing queued it would want 1.
@@ -580,7 +589,9 @@ async def test_delete_garbage_collects_children_and_removes_the_stream(
         )
         return [f"{item['kind']}/{item['metadata']['name']}" for item in listed["items"]]
 
-    await eventually(children, lambda names: names == [], timeout_seconds=60, what="no children")
+    await eventually(
+        children, lambda names: names == [], timeout_seconds=SETTLE_SECONDS, what="no children"
+    )
     assert not await stream_exists(nats.url, subjects)
 
 
@@ -603,7 +614,9 @@ async def test_operator_killed_mid_reconcile_converges_without_duplicates(
         )
         return [item["metadata"]["name"] for item in listed["items"]]
 
-    await eventually(children, bool, timeout_seconds=30, interval_seconds=0.05, what="a child")
+    await eventually(
+        children, bool, timeout_seconds=SETTLE_SECONDS, interval_seconds=0.05, what="a child"
+    )
     await operator.stop(kill=True)  # in the middle of applying the children
     partial = await children()
     await operator.start()

@@ -8,8 +8,8 @@ import aiohttp
 import pytest
 
 from models.arith.task import extract_answer, format_prompt, is_verified
-from tests.stack.verifier import VerifierServer
-from tests.stack.vllm import VllmServer
+from ponder.local.verifier import VerifierServer
+from ponder.local.vllm import VllmServer
 
 # Problems the shipped model solves greedily (checked when it was trained); a retrained model
 # that fails them has lost the task.

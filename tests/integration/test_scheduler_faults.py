@@ -3,15 +3,22 @@ messages on its subjects. Real NATS, real vLLM (random weights), 2 worker proces
 
 Workers have 4 slots each and jobs carry 4 branches, so a query of 8 branches puts one job on
 each worker and a third job waits for a free worker.
+
+No assertion depends on how fast this machine is: waits are bounded by `SETTLE_SECONDS`, which
+only a hang exceeds, and deadlines are placed by rounds timed here and now. How late after its
+deadline the scheduler answers is measured by `make bench-latency` (bench/stop_latency.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import re
+import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +29,24 @@ import pytest_asyncio
 from nats.aio.msg import Msg
 
 from ponder.api.wire import BranchResult, BranchResults, BranchStatus, DeadLetter
-from tests.stack.dataplane import Dataplane, local_dataplane
-from tests.stack.nats import NatsServer
-from tests.stack.scheduler import scheduler_process
-from tests.stack.vllm import VllmServer
+from ponder.local.dataplane import Dataplane, local_dataplane
+from ponder.local.nats import NatsServer
+from ponder.local.scheduler import scheduler_process
+from ponder.local.vllm import VllmServer
 
 pytestmark = pytest.mark.vllm
 
 MODEL = "ponder-arith"
 PROMPT = "Q:12+34-5 A:"
 LONG = 200  # tokens per branch: with ignore_eos, generation runs for a measurable while
+SETTLE_SECONDS = 60.0
+"""The longest a test waits for what must happen: only a hang exceeds it on a busy machine."""
+LATE_SLACK_SECONDS = 5.0
+"""How long after the deadline an answer may come here: 20 times the 250 ms that
+`make bench-latency` measures it against. That the scheduler answered at the deadline rather
+than when the generation ended, `deadline_exceeded` and the aborted branches show."""
+QUERY_DEADLINE_MS = 120_000
+"""The deadline of a query that must complete: far beyond what it needs on a busy machine."""
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -57,11 +72,12 @@ async def plane(
 
 @pytest_asyncio.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+    timeout = aiohttp.ClientTimeout(total=QUERY_DEADLINE_MS / 1000 + SETTLE_SECONDS)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
         yield session
 
 
-def long_query(branches: int, deadline_ms: int = 30_000) -> dict[str, Any]:
+def long_query(branches: int, deadline_ms: int = QUERY_DEADLINE_MS) -> dict[str, Any]:
     """`branches` branches of LONG tokens each, with the budget to pay for all of them."""
     return {
         "model": MODEL,
@@ -109,11 +125,20 @@ async def eventually(check: Any, timeout_seconds: float, interval: float = 0.05)
         await asyncio.sleep(interval)
 
 
-async def test_worker_killed_mid_query_loses_nothing(
-    plane: Dataplane, http: aiohttp.ClientSession
-) -> None:
-    query = asyncio.create_task(complete(http, plane.base_url, long_query(branches=8)))
+@contextlib.contextmanager
+def paused(vllm: VllmServer) -> Iterator[None]:
+    """vLLM stopped (SIGSTOP to its process group) for the block: the generations sent to it
+    wait, so that the jobs holding them stay in progress however slowly the test runs."""
+    os.killpg(vllm.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.killpg(vllm.process.pid, signal.SIGCONT)
 
+
+async def test_worker_killed_mid_query_loses_nothing(
+    plane: Dataplane, http: aiohttp.ClientSession, vllm: VllmServer
+) -> None:
     async def both_workers_busy() -> bool:
         busy = [
             await metric(http, worker.http_url, "ponder_worker_slots_in_use")
@@ -122,8 +147,12 @@ async def test_worker_killed_mid_query_loses_nothing(
         return all(slots > 0 for slots in busy)
 
     try:
-        await eventually(both_workers_busy, timeout_seconds=20)
-        plane.kill_worker(0)
+        # A job of 4 branches takes half a second here, less than a busy machine may keep this
+        # test from polling: with vLLM paused, each worker holds its job until one is killed.
+        with paused(vllm):
+            query = asyncio.create_task(complete(http, plane.base_url, long_query(branches=8)))
+            await eventually(both_workers_busy, timeout_seconds=SETTLE_SECONDS)
+            plane.kill_worker(0)
         status, body, _ = await query
     finally:
         await plane.restart_worker(0)
@@ -140,26 +169,27 @@ async def test_worker_killed_mid_query_loses_nothing(
 async def test_deadline_answers_with_the_best_so_far_and_aborts_the_rest(
     plane: Dataplane, http: aiohttp.ClientSession, vllm: VllmServer, stack_log_dir: Path
 ) -> None:
-    # When, here and now, the first round of a 16-branch query (8 branches: a job of 4 on each
-    # worker) finishes, and when the whole query does: medians of three, as one round slowed
-    # down by a busy machine (seen: 5 s among rounds of 1 s) would mislead. The deadline falls
-    # half-way between, in the middle of the second round, whatever this machine's speed.
-    async def median_seconds(branches: int) -> float:
-        rounds = []
-        for _ in range(3):
+    # When, here and now, the first round of a 32-branch query (8 branches: a job of 4 on each
+    # worker) finishes, and when its fourth and last does: medians of three, as one query slowed
+    # down by a busy machine (seen: 5 s among rounds of 1 s) would mislead, timed in turns so
+    # that a machine growing busier or quieter meanwhile moves both alike. The deadline falls
+    # in the middle of the third round, whatever this machine's speed: a round and a half after
+    # the first ends, and as long before the last does, so that neither a busy moment (or a
+    # fresh scheduler's slower first query) nor a quieter one moves the deadline out of the
+    # query.
+    timings: dict[int, list[float]] = {8: [], 32: []}
+    for _ in range(3):
+        for branches, runs in timings.items():
             status, body, seconds = await complete(http, plane.base_url, long_query(branches))
             assert status == 200, body
-            rounds.append(seconds)
-        return sorted(rounds)[1]
-
-    round_seconds = await median_seconds(8)
-    both_rounds_seconds = await median_seconds(16)
-    assert both_rounds_seconds > 1.3 * round_seconds, (round_seconds, both_rounds_seconds)
+            runs.append(seconds)
+    first_round_seconds, all_rounds_seconds = (sorted(timings[b])[1] for b in (8, 32))
+    assert all_rounds_seconds > 1.3 * first_round_seconds, timings
 
     # A fresh scheduler replica has observed nothing, so its planner cannot shrink the query to
     # fit (the warm one would: tests/unit/test_planner.py).
-    deadline_ms = int((round_seconds + both_rounds_seconds) / 2 * 1000)
-    wide = long_query(16, deadline_ms)
+    deadline_ms = int((first_round_seconds + all_rounds_seconds) / 2 * 1000)
+    wide = long_query(32, deadline_ms)
     late: list[BranchResult] = []
     nc = await nats.connect(plane.nats_url)
     try:
@@ -177,31 +207,37 @@ async def test_deadline_answers_with_the_best_so_far_and_aborts_the_rest(
                 return await metric(http, vllm.base_url, "vllm:num_requests_running") == 0
 
             # vLLM's running count drops ...
-            await eventually(vllm_idle, timeout_seconds=round_seconds)
+            await eventually(vllm_idle, timeout_seconds=SETTLE_SECONDS)
 
             async def aborted_branches_reported() -> bool:
-                return len(late) == 16
+                return len(late) == 32
 
-            await eventually(aborted_branches_reported, timeout_seconds=10)
+            await eventually(aborted_branches_reported, timeout_seconds=SETTLE_SECONDS)
     finally:
         await nc.close()
     assert status == 200, body
-    assert seconds <= deadline_ms / 1000 + 0.25
+    # At the deadline: not before it, and not when the generation ended (see below).
+    assert deadline_ms / 1000 <= seconds < deadline_ms / 1000 + LATE_SLACK_SECONDS, seconds
     ponder = body["ponder"]
     assert ponder["deadline_exceeded"] is True
-    assert ponder["branches_launched"] == 16
+    assert ponder["branches_launched"] == 32
     completed = ponder["branches_completed"]
-    assert completed == 8
-    assert ponder["branches_cancelled"] == 8
+    # Whole jobs finished before the deadline, and not all of them: the best so far.
+    assert 0 < completed < 32 and completed % 4 == 0, completed
+    assert ponder["branches_cancelled"] == 32 - completed
     assert body["usage"]["completion_tokens"] == completed * LONG
-    # ... because the round running at the deadline was aborted: its 8 branches report fewer
-    # tokens than asked (cancelled by the scheduler, or stopped by the worker itself at the
-    # job's deadline, whichever came first). On a busy machine one job of that round may not
-    # have produced its first token yet, so only some need to have been cut part-way.
+    # ... because the rest was aborted: the jobs still queued report CANCELLED without a token,
+    # and those running at the deadline fewer tokens than asked (cancelled by the scheduler, or
+    # stopped by the worker itself at the job's deadline, whichever came first). A worker may
+    # also finish the job it runs while the cancel is on its way to it (the longer, the busier
+    # the machine): one job of 4 branches per worker at most. That a cancel cuts a generation
+    # part-way, test_worker.py's test_cancel_mid_generation_... shows.
     stopped = (BranchStatus.CANCELLED, BranchStatus.EXPIRED)
     aborted = [r for r in late if r.status in stopped]
-    assert len(aborted) == 8 and all(r.completion_tokens < LONG for r in aborted), late
-    assert any(r.completion_tokens > 0 for r in aborted), late
+    finished = [r for r in late if r.status is BranchStatus.COMPLETED]
+    assert len(aborted) + len(finished) == 32, late
+    assert completed <= len(finished) <= completed + 2 * 4, late
+    assert aborted and all(r.completion_tokens < LONG for r in aborted), late
 
 
 async def test_deadline_before_any_branch_finishes_is_a_504(
@@ -211,7 +247,8 @@ async def test_deadline_before_any_branch_finishes_is_a_504(
     assert status == 504
     assert body["error"]["code"] == "deadline_exceeded"
     assert "ponder.deadline_ms=150" in body["error"]["message"]
-    assert seconds <= 0.15 + 0.25
+    # At the deadline, not before it; a 504 at all says no branch was waited for to the end.
+    assert 0.15 <= seconds < 0.15 + LATE_SLACK_SECONDS, seconds
 
 
 async def test_malformed_messages_are_dead_lettered_and_nothing_crashes(
@@ -253,7 +290,7 @@ async def test_malformed_messages_are_dead_lettered_and_nothing_crashes(
                     letters.append(DeadLetter.model_validate_json(message.data or b""))
             return len(letters) >= 2
 
-        await eventually(both_dead_lettered, timeout_seconds=10, interval=0.2)
+        await eventually(both_dead_lettered, timeout_seconds=SETTLE_SECONDS, interval=0.2)
     finally:
         await nc.close()
     assert all(letter.reason.startswith("malformed job") for letter in letters)
@@ -263,7 +300,7 @@ async def test_malformed_messages_are_dead_lettered_and_nothing_crashes(
         count = await metric(http, plane.base_url, "ponder_results_malformed_total")
         return count >= 1
 
-    await eventually(malformed_result_counted, timeout_seconds=5)
+    await eventually(malformed_result_counted, timeout_seconds=SETTLE_SECONDS)
     # Scheduler and both workers still serve.
     status, body, _ = await complete(
         http,

@@ -143,7 +143,7 @@ async def test_collector_keeps_the_first_terminal_result_of_each_branch() -> Non
     assert not collector.offer(branch_result("q7-9"))
     assert collector.outstanding == {"q7-1"}
     assert collector.offer(branch_result("q7-1", BranchStatus.CANCELLED))
-    batch = await asyncio.wait_for(collector.next_batch(), timeout=1)
+    batch = await asyncio.wait_for(collector.next_batch(), timeout=10)
     assert [(r.branch_id, r.status) for r in batch] == [
         ("q7-0", BranchStatus.COMPLETED),
         ("q7-1", BranchStatus.CANCELLED),
@@ -157,7 +157,7 @@ async def test_collector_takes_a_jobs_results_message_and_drops_a_redelivered_on
     collector = QueryCollector("q7")
     collector.expect(["q7-0", "q7-1", "q7-2"])
     collector.offer_all([branch_result("q7-0"), branch_result("q7-1")])
-    first = await asyncio.wait_for(collector.next_batch(), timeout=1)
+    first = await asyncio.wait_for(collector.next_batch(), timeout=10)
     assert [r.branch_id for r in first] == ["q7-0", "q7-1"]
     # The same job again (redelivered after a lost ack): nothing new, no wake-up.
     collector.offer_all([branch_result("q7-0", BranchStatus.FAILED), branch_result("q7-1")])

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from ponder.api.service_config import BeamConfig, VerifierConfig, VerifierKind
 from ponder.api.wire import BranchResult, BranchStatus
+from ponder.local.processes import free_port
 from ponder.scheduler.strategies.base import BranchRequest, ScoreMode
 from ponder.scheduler.verifiers import (
     HttpVerifier,
@@ -23,7 +24,6 @@ from ponder.scheduler.verifiers import (
     make_verifier,
     verifier_input,
 )
-from tests.stack.processes import free_port
 from tests.unit.recorded_branches import planned
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -59,7 +59,7 @@ async def test_http_verifier_posts_question_answer_steps_and_reads_the_score() -
     received: list[dict[str, Any]] = []
     async with (
         serving("/verify", answer_scorer(received)) as base,
-        HttpVerifier(f"{base}/verify", timeout_seconds=2) as verifier,
+        HttpVerifier(f"{base}/verify", timeout_seconds=10) as verifier,
     ):
         score = await verifier.score("Q:23+48-17", "54", ["23+48=71", "71-17=54", "#54"])
     assert score == 1.0
@@ -162,7 +162,7 @@ async def test_reward_model_batches_solutions_per_question() -> None:
     ]
     async with (
         serving("/score", vllm_score_server(received)) as base,
-        RewardModelVerifier(base, model="prm", timeout_seconds=2) as verifier,
+        RewardModelVerifier(base, model="prm", timeout_seconds=10) as verifier,
     ):
         scores = await verifier.score_many(inputs)
     assert scores == [0.9, 0.1, 0.1]
