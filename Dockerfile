@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# One image, three entry points (DESIGN.md, "Layout"):
+# One image, three entry points (docs/architecture.md, "Layout"):
 #   python -m ponder.operator    the kopf operator (charts/ponder runs it)
 #   python -m ponder.scheduler   the OpenAI-compatible scheduler of one ReasoningService
 #   python -m ponder.workers     the worker loop beside `vllm serve` in each GPU pod
@@ -11,9 +11,11 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-# The four source roots of the `ponder` namespace package, and what hatchling needs to build it.
+# The five source roots of the `ponder` namespace package, and what hatchling needs to build it
+# (`local` is ponder.local, the launcher of the stack without Kubernetes; it ships in the wheel).
 COPY pyproject.toml README.md ./
 COPY crds/ponder crds/ponder
+COPY local/ponder local/ponder
 COPY operator/ponder operator/ponder
 COPY scheduler/ponder scheduler/ponder
 COPY workers/ponder workers/ponder

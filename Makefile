@@ -53,7 +53,7 @@ crds: $(VENV_STAMP) ## Regenerate the CRD YAML from ponder.api (and the chart's 
 
 .PHONY: cluster
 cluster: $(VENV_STAMP) tools ## Start the local control plane (kwok, GPU nodes) until Ctrl-C
-	$(PY) -m tests.cluster.local_cluster
+	$(PY) -m ponder.local cluster
 
 .PHONY: demo
 demo: $(VENV_STAMP) ## The main job: local data plane, every strategy on the shipped model, a table and a plot
@@ -80,3 +80,7 @@ bench-overhead: $(VENV_STAMP) ## Scheduler and NATS overhead per query, with a s
 .PHONY: bench-operator
 bench-operator: $(VENV_STAMP) tools ## Operator scale: many ReasoningServices on the local control plane
 	$(PY) -m bench.operator_scale $(BENCH_ARGS)
+
+.PHONY: bench-latency
+bench-latency: $(VENV_STAMP) ## How fast a deadline or a cancel stops work (worker, vLLM, scheduler) vs the targets
+	$(PY) -m bench.stop_latency $(BENCH_ARGS)

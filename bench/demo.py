@@ -3,7 +3,8 @@
     python -m bench.demo [--short] [--problems N] [--out DIR]
 
 Starts the step verifier, `vllm serve` of `models/arith/ponder-arith`, NATS, two workers and the
-scheduler (with the verifier as the service's HTTP verifier), then asks a fixed, seeded set of
+scheduler (with the verifier as the service's HTTP verifier) through `ponder.local`, the launcher
+of `python -m ponder.local up` (bench/stack.py holds the settings), then asks a fixed, seeded set of
 held-out problems with each strategy in turn (a bounded number in flight), with a progress bar.
 Prints a table (accuracy, tokens per query from `usage`, branches, p50/p95 latency, branches
 saved by early stopping from the `ponder` object), and writes `results.json`, `table.txt` and

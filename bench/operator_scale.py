@@ -28,11 +28,11 @@ from typing import Any
 
 import yaml
 
-from tests.cluster.commands import Kubectl
-from tests.cluster.fake_nodes import GPUS_PER_NODE
-from tests.cluster.local_cluster import local_cluster
-from tests.stack.nats import nats_server
-from tests.stack.processes import free_port, stop_process, wait_for_port
+from ponder.local.cluster.commands import Kubectl
+from ponder.local.cluster.fake_nodes import GPUS_PER_NODE
+from ponder.local.cluster.local_cluster import local_cluster
+from ponder.local.nats import nats_server
+from ponder.local.processes import free_port, stop_process, wait_for_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CRD = REPO_ROOT / "crds" / "ponder.dev_reasoningservices.yaml"

@@ -19,16 +19,14 @@ import asyncio
 import contextlib
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from bench.stack import REPO_ROOT
-from tests.stack.processes import free_port, running
+from ponder.local.http_ready import wait_http_ok
+from ponder.local.processes import free_port, running
 
 OPTILLM_VENV = REPO_ROOT / ".venv-optillm"
 SETUP_SCRIPT = REPO_ROOT / "bench" / "setup_optillm.sh"
@@ -82,22 +80,6 @@ async def ensure_optillm() -> Path:
     return binary
 
 
-async def _wait_healthy(base_url: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"optillm exited with {process.returncode} before it was ready")
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with session.get(
-                    f"{base_url}/health", timeout=aiohttp.ClientTimeout(total=2)
-                ) as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.2)
-    raise TimeoutError(f"optillm at {base_url} was not ready in {READY_TIMEOUT_SECONDS}s")
-
-
 @contextlib.asynccontextmanager
 async def optillm_proxy(
     vllm_url: str, *, best_of_n: int, log_dir: Path | None = None
@@ -130,5 +112,10 @@ async def optillm_proxy(
         cwd=REPO_ROOT,
     ) as process:
         base_url = f"http://127.0.0.1:{port}"
-        await _wait_healthy(base_url, process)
+        await wait_http_ok(
+            f"{base_url}/health",
+            process,
+            what="optillm",
+            timeout_seconds=READY_TIMEOUT_SECONDS,
+        )
         yield OptillmProxy(base_url=base_url, port=port, process=process)

@@ -56,6 +56,9 @@ from ponder.api.jetstream import ensure_stream
 from ponder.api.service_config import ServiceConfig, StrategyDefaults
 from ponder.api.subjects import ServiceSubjects
 from ponder.api.wire import BranchJob, Endpoint, SamplingParams
+from ponder.local.nats import nats_server
+from ponder.local.processes import PYTHON, free_port, running
+from ponder.local.scheduler import scheduler_process
 from ponder.scheduler.api_models import PonderOptions
 from ponder.scheduler.dispatch import MSG_ID_HEADER, Dispatcher
 from ponder.scheduler.load import LoadTracker
@@ -63,9 +66,6 @@ from ponder.scheduler.planner import Plan, QueryRequest, plan_query
 from ponder.scheduler.runner import QueryRunner, RunnerDeps
 from ponder.scheduler.strategies import make_strategy
 from ponder.workers.generation import Generation
-from tests.stack.nats import nats_server
-from tests.stack.processes import VENV_BIN, free_port, running
-from tests.stack.scheduler import scheduler_process
 
 PROMPT = "Q:12+34-5 A:"
 ANSWER = "12+34=46 46-5=41 #41"
@@ -198,7 +198,7 @@ async def run_raw_worker(nats_url: str, stream: str, consumer: str, batch: int) 
 @contextlib.asynccontextmanager
 async def worker_process(args: list[str], port: int | None = None) -> AsyncIterator[int]:
     """The worker subprocess; yields its pid."""
-    command = [str(VENV_BIN / "python"), "-m", "bench.overhead", *args]
+    command = [PYTHON, "-m", "bench.overhead", *args]
     async with running(command, port=port) as process:
         yield process.pid
 

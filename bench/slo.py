@@ -10,7 +10,7 @@ same seeded problems are sent twice, one arm after the other:
   queue is (what a fixed-width test-time-compute server does);
 - `ponder SLO`: the same query with `deadline_ms` a little under the SLO. The planner then shrinks
   the branch count when the observed load would push 8 branches past the deadline, and the
-  runner answers with the best vote so far at the deadline (DESIGN.md, "Request flow").
+  runner answers with the best vote so far at the deadline (docs/architecture.md, "Request flow").
 
 Per step and arm: SLO attainment (answered within the SLO), accuracy, goodput (right answers
 within the SLO per second), p50/p95 latency, branches, and how many plans were shrunk. Prints a

@@ -1,46 +1,49 @@
-"""The local stack every benchmark runs against, and how a benchmark process starts and stops.
+"""The benchmarks' settings of the local stack, and how a benchmark process starts and stops.
 
     async with bench_stack(BenchSettings(...), log_dir) as stack:
         client = PonderClient(stack.openai_base_url, stack.served_name)
 
-starts the HTTP step verifier (`models.arith.verifier_server`), `vllm serve` of the shipped
-arithmetic model, then NATS, the scheduler (with the verifier configured as the service's HTTP
-verifier) and the workers (`tests.stack.dataplane.local_dataplane`). Everything is stopped on
-exit, in reverse order, also when the run is cancelled.
-
-`run_main` runs a benchmark's coroutine so that Ctrl-C (SIGINT) and SIGTERM cancel it: the
-cancellation unwinds every `async with` above, which stops every process the run started.
+runs `ponder.local.stack.local_stack` (what `python -m ponder.local up` runs) on the shipped
+arithmetic model with the benchmarks' service settings: the step verifier, `vllm serve`, NATS,
+the scheduler (the verifier as the service's HTTP verifier) and the workers. Everything is
+stopped on exit, in reverse order, also when the run is cancelled. `run_main`
+(`ponder.local.interrupts`) makes Ctrl-C and SIGTERM cancel a benchmark's coroutine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ponder.api.service_config import ServiceConfig
-from tests.stack.dataplane import Dataplane, local_dataplane
-from tests.stack.scheduler import SchedulerProcess, scheduler_process
-from tests.stack.verifier import verifier_server
-from tests.stack.vllm import vllm_server
+from ponder.local import shipped
+from ponder.local.dataplane import Dataplane, dataplane_config, merge_overrides
+from ponder.local.interrupts import run_main
+from ponder.local.scheduler import SchedulerProcess
+from ponder.local.stack import LocalStack, local_stack
+
+__all__ = [
+    "MODEL_DIR",
+    "REPO_ROOT",
+    "BenchSettings",
+    "BenchStack",
+    "beam_branches",
+    "bench_stack",
+    "run_main",
+    "service_overrides",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MODEL_DIR = REPO_ROOT / "models" / "arith" / "ponder-arith"
+MODEL_DIR = REPO_ROOT / shipped.MODEL_PATH
 CHAT_TEMPLATE = REPO_ROOT / "bench" / "arith_chat_template.jinja"
-SERVED_NAME = "ponder-arith"
-MAX_MODEL_LEN = 512
-"""The model's max_position_embeddings: room for refine's critique and revision prompts."""
-
-MAX_BRANCHES = 64
-"""Room for beam search: B x K branches per step over the task's up to four steps."""
-
-STEP_DELIMITER = " "
-"""The arithmetic model writes `23+48=71 71-17=54 #54`: one step per space."""
+SERVED_NAME = shipped.SERVED_NAME
+MAX_MODEL_LEN = shipped.MAX_MODEL_LEN
+MAX_BRANCHES = shipped.MAX_BRANCHES
+STEP_DELIMITER = shipped.STEP_DELIMITER
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ def service_overrides(settings: BenchSettings, verifier_url: str | None) -> dict
     """ServiceConfig overrides for the arithmetic model; no verifier when `verifier_url` is
     None (a vote-only scheduler)."""
     verifier: dict[str, Any] = (
-        {"kind": "http", "url": verifier_url, "timeout_seconds": 10.0}
+        {"kind": "http", "url": verifier_url, "timeout_seconds": shipped.VERIFIER_TIMEOUT_SECONDS}
         if verifier_url
         else {"kind": "none"}
     )
@@ -100,84 +103,76 @@ def service_overrides(settings: BenchSettings, verifier_url: str | None) -> dict
     return overrides
 
 
+def bench_config(settings: BenchSettings) -> ServiceConfig:
+    """The benchmarks' service, its verifier where the step verifier is run by hand (the
+    stack points it at the one it starts)."""
+    return dataplane_config(
+        name="bench",
+        model=SERVED_NAME,
+        max_model_len=MAX_MODEL_LEN,
+        overrides=service_overrides(settings, shipped.VERIFIER_URL),
+    )
+
+
 @dataclass
 class BenchStack:
     """The running stack: the scheduler's OpenAI URL, vLLM's, the verifier's."""
 
-    plane: Dataplane
-    vllm_url: str
-    verifier_url: str
-    log_dir: Path
+    local: LocalStack
     settings: BenchSettings
-    _stack: contextlib.AsyncExitStack = field(repr=False)
+
+    @property
+    def plane(self) -> Dataplane:
+        return self.local.plane
 
     @property
     def openai_base_url(self) -> str:
-        return self.plane.openai_base_url
+        return self.local.openai_base_url
 
     @property
     def served_name(self) -> str:
-        return self.plane.config.model
+        return self.local.served_name
 
     @property
     def config(self) -> ServiceConfig:
-        return self.plane.config
+        return self.local.config
+
+    @property
+    def vllm_url(self) -> str:
+        return self.local.vllm_url
+
+    @property
+    def verifier_url(self) -> str:
+        assert self.local.verifier_url is not None
+        return self.local.verifier_url
+
+    @property
+    def log_dir(self) -> Path | None:
+        return self.local.log_dir
 
     async def add_scheduler(self, scheduler_id: str, verifier: bool) -> SchedulerProcess:
         """Another scheduler replica of the same service (same stream and workers), e.g. one
         without the verifier; stopped with the stack."""
-        overrides = service_overrides(self.settings, self.verifier_url if verifier else None)
-        base = self.config.model_dump(mode="json")
-        for section, values in overrides.items():
-            base[section] = {**base[section], **values} if isinstance(values, dict) else values
-        config = ServiceConfig.model_validate(base)
-        return await self._stack.enter_async_context(
-            scheduler_process(
-                config,
-                nats_url=self.plane.nats_url,
-                scheduler_id=scheduler_id,
-                stats_interval_seconds=1.0,
-                log_dir=self.log_dir,
-            )
-        )
+        config = self.config
+        if not verifier:
+            config = merge_overrides(config, {"strategy": {"verifier": {"kind": "none"}}})
+        return await self.local.add_scheduler(config, scheduler_id)
 
 
 @contextlib.asynccontextmanager
 async def bench_stack(settings: BenchSettings, log_dir: Path) -> AsyncIterator[BenchStack]:
     """Verifier, vLLM, NATS, scheduler and workers, ready on entry, stopped on exit."""
     await asyncio.to_thread(_prepare, settings.model_dir, log_dir)
-    extra_args = ["--chat-template", str(CHAT_TEMPLATE)] if settings.chat_template else []
-    async with contextlib.AsyncExitStack() as stack:
-        verifier = await stack.enter_async_context(verifier_server(log_dir))
-        verifier_url = f"{verifier.url}/verify"
-        vllm = await stack.enter_async_context(
-            vllm_server(
-                settings.model_dir,
-                served_name=SERVED_NAME,
-                max_model_len=MAX_MODEL_LEN,
-                log_dir=log_dir,
-                extra_args=extra_args,
-            )
-        )
-        plane = await stack.enter_async_context(
-            local_dataplane(
-                vllm_url=vllm.base_url,
-                workers=settings.workers,
-                name="bench",
-                served_name=SERVED_NAME,
-                max_model_len=MAX_MODEL_LEN,
-                config_overrides=service_overrides(settings, verifier_url),
-                log_dir=log_dir,
-            )
-        )
-        yield BenchStack(
-            plane=plane,
-            vllm_url=vllm.base_url,
-            verifier_url=verifier_url,
-            log_dir=log_dir,
-            settings=settings,
-            _stack=stack,
-        )
+    vllm_args = ["--chat-template", str(CHAT_TEMPLATE)] if settings.chat_template else []
+    async with local_stack(
+        bench_config(settings),
+        model_dir=settings.model_dir,
+        workers=settings.workers,
+        verifier=shipped.verifier_command(),
+        vllm_args=vllm_args,
+        log_dir=log_dir,
+    ) as local:
+        yield BenchStack(local=local, settings=settings)
 
 
 def _prepare(model_dir: Path, log_dir: Path) -> None:
@@ -186,33 +181,3 @@ def _prepare(model_dir: Path, log_dir: Path) -> None:
             f"no model at {model_dir}: train it with `python -m models.arith.train`"
         )
     log_dir.mkdir(parents=True, exist_ok=True)
-
-
-def run_main(main: Coroutine[Any, Any, int]) -> int:
-    """Run `main` to its exit code; Ctrl-C or SIGTERM cancel it, which stops every process it
-    started (their `async with` blocks unwind), then exit 130 or 143."""
-    terminated = False
-
-    async def guarded() -> int:
-        nonlocal terminated
-        task = asyncio.current_task()
-        assert task is not None
-
-        def on_sigterm() -> None:
-            nonlocal terminated
-            terminated = True
-            task.cancel()
-
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
-        return await main
-
-    try:
-        return asyncio.run(guarded())
-    except KeyboardInterrupt:
-        print("\ninterrupted: every process this run started was stopped", file=sys.stderr)
-        return 130
-    except asyncio.CancelledError:
-        if not terminated:
-            raise
-        print("\nterminated: every process this run started was stopped", file=sys.stderr)
-        return 143

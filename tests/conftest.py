@@ -1,4 +1,5 @@
-"""Session-wide fixtures that start real parts once (DESIGN.md, "Local real stack")."""
+"""Session-wide fixtures that start real parts once, with the launchers of `ponder.local`
+(docs/architecture.md, "The local stack")."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from tests.stack.nats import NatsServer, nats_server
+from ponder.local.nats import NatsServer, nats_server
 
 
 @pytest.fixture(scope="session")

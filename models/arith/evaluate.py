@@ -20,7 +20,7 @@ import aiohttp
 
 from models.arith.scoring import Sample, mean, sampled_metrics
 from models.arith.task import Problem, extract_answer, generate_problems, is_verified
-from tests.stack.vllm import VllmServer, vllm_server
+from ponder.local.vllm import VllmServer, vllm_server
 
 EVALUATION_SEED = 20_240_601
 EVALUATION_SIZE = 300

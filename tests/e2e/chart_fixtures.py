@@ -30,8 +30,8 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from tests.cluster.commands import Kubectl, run_command
-from tests.cluster.local_cluster import LocalCluster
+from ponder.local.cluster.commands import Kubectl, run_command
+from ponder.local.cluster.local_cluster import LocalCluster
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "ponder"

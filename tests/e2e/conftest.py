@@ -1,9 +1,9 @@
 """Fixtures for the e2e tier: one local Kubernetes control plane per session.
 
-`kube_cluster` is a tests.cluster.local_cluster.LocalCluster (kubeconfig, server, bin_dir with
-helm, env()); `kubectl` is an async callable: `await kubectl("get", "nodes")` returns stdout and
-raises CommandError carrying kubectl's stderr. Missing tools fail the session with a message to
-run `make tools`; nothing is skipped.
+`kube_cluster` is a ponder.local.cluster.local_cluster.LocalCluster (kubeconfig, server, bin_dir
+with helm, env()); `kubectl` is an async callable: `await kubectl("get", "nodes")` returns stdout
+and raises CommandError carrying kubectl's stderr. Missing tools fail the session with a message
+to run `make tools`; nothing is skipped.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from tests.cluster.commands import Kubectl
-from tests.cluster.local_cluster import LocalCluster, ToolsMissingError, local_cluster
+from ponder.local.cluster.commands import Kubectl
+from ponder.local.cluster.local_cluster import LocalCluster, ToolsMissingError, local_cluster
 
 # The chart installed once per session, and a kubeconfig with its ServiceAccount's token
 # (registered here so that every module shares the one release).

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.cluster.commands import CommandError, Kubectl, run_command
+from ponder.local.cluster.commands import CommandError, Kubectl, run_command
+from ponder.local.cluster.local_cluster import LocalCluster
 from tests.cluster.eventually import eventually
-from tests.cluster.local_cluster import LocalCluster
 from tests.e2e.chart_fixtures import (
     LOCAL_VALUES,
     ChartRelease,

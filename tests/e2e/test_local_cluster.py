@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from ponder.local.cluster.commands import CommandError, Kubectl, run_command
+from ponder.local.cluster.fake_nodes import GPU_RESOURCE, GPU_TAINT, GPUS_PER_NODE
+from ponder.local.cluster.local_cluster import LocalCluster
 from tests.cluster import pins
-from tests.cluster.commands import CommandError, Kubectl, run_command
 from tests.cluster.eventually import eventually
-from tests.cluster.fake_nodes import GPU_RESOURCE, GPU_TAINT, GPUS_PER_NODE
-from tests.cluster.local_cluster import LocalCluster
 
 pytestmark = pytest.mark.e2e
 

@@ -1,6 +1,6 @@
 """Session fixtures of the integration tier: one real vLLM server and one step verifier.
 
-- `vllm` (`tests.stack.vllm.VllmServer`: `base_url` = `http://127.0.0.1:<port>`, `port`,
+- `vllm` (`ponder.local.vllm.VllmServer`: `base_url` = `http://127.0.0.1:<port>`, `port`,
   `served_name` = "ponder-arith", `process`, `startup_seconds`): vLLM on the CPU serving the
   shipped arithmetic model `models/arith/ponder-arith` (prompts `Q:23+48-17 A:`, completions
   `23+48=71 71-17=54 #54` then `<eos>`), or the same architecture and tokenizer with random
@@ -9,8 +9,9 @@
   non-task prompt where a test needs long generations.
 - `arith_vllm`: the same server, for tests that do assert on the trained model's answers; it
   fails if the shipped weights are missing.
-- `arith_verifier` (`tests.stack.verifier.VerifierServer`: `url`, `port`, `process`): the HTTP
-  step verifier (`POST {url}/verify`, Ponder's `VerifierKind.HTTP` contract).
+- `arith_verifier` (`ponder.local.verifier.VerifierServer`: `url`, `port`, `process`): the HTTP
+  step verifier `models/arith/verifier_server.py` (`POST {url}/verify`, Ponder's
+  `VerifierKind.HTTP` contract).
 
 Each starts once per session, on first use.
 """
@@ -24,10 +25,12 @@ import pytest
 import pytest_asyncio
 
 from models.arith.model import save_untrained_model
-from tests.stack.verifier import VerifierServer, verifier_server
-from tests.stack.vllm import VllmServer, vllm_server
+from ponder.local import shipped
+from ponder.local.verifier import VerifierServer, verifier_server
+from ponder.local.vllm import VllmServer, vllm_server
 
-SHIPPED_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / "arith" / "ponder-arith"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_MODEL_DIR = REPO_ROOT / shipped.MODEL_PATH
 
 
 def shipped_model_present() -> bool:
@@ -42,7 +45,7 @@ def arith_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_untrained_model(tmp_path_factory.mktemp("untrained-arith"))
 
 
-CHAT_TEMPLATE = Path(__file__).resolve().parents[2] / "bench" / "arith_chat_template.jinja"
+CHAT_TEMPLATE = REPO_ROOT / "bench" / "arith_chat_template.jinja"
 """Renders a user question as the task prompt and continues a final assistant message."""
 
 
@@ -66,5 +69,5 @@ def arith_vllm(vllm: VllmServer, arith_model_dir: Path) -> VllmServer:
 @pytest_asyncio.fixture(scope="session")
 async def arith_verifier(stack_log_dir: Path) -> AsyncIterator[VerifierServer]:
     """The arithmetic step verifier over HTTP for the whole session."""
-    async with verifier_server(stack_log_dir) as server:
+    async with verifier_server(shipped.verifier_command(), stack_log_dir) as server:
         yield server

@@ -7,7 +7,7 @@ import pytest
 from bench.demo import demo_settings, demo_specs
 from bench.stack import MODEL_DIR, BenchSettings, beam_branches, service_overrides
 from ponder.api.service_config import VerifierKind
-from tests.stack.dataplane import dataplane_config
+from ponder.local.dataplane import dataplane_config
 
 
 def config_of(settings: BenchSettings, verifier_url: str | None):

@@ -18,9 +18,9 @@ import pytest
 import pytest_asyncio
 import yaml
 
+from ponder.local.cluster.local_cluster import ToolsMissingError, find_tools_bin_dir
 from ponder.operator.__main__ import parse_args as parse_operator_args
 from ponder.operator.render import SCHEDULER_PORT, ChildNames
-from tests.cluster.local_cluster import ToolsMissingError, find_tools_bin_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "ponder"

@@ -22,9 +22,9 @@ import pytest_asyncio
 import yaml
 
 from ponder.api.crd import ReasoningServiceSpec
+from ponder.local.cluster.commands import run_command
+from ponder.local.cluster.local_cluster import ToolsMissingError, find_tools_bin_dir
 from ponder.operator.render import Owner, render_children
-from tests.cluster.commands import run_command
-from tests.cluster.local_cluster import ToolsMissingError, find_tools_bin_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "Dockerfile"

@@ -1,4 +1,7 @@
-"""NATS subject and stream names of one ReasoningService (DESIGN.md, "Subjects and stream")."""
+"""NATS subject and stream names of one ReasoningService.
+
+docs/architecture.md, "Subjects and stream", lists them with what each carries.
+"""
 
 from __future__ import annotations
 

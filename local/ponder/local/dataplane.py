@@ -7,8 +7,9 @@
         await plane.restart_worker(0)   # a fresh process under the same worker id
 
 Parts that are already running (a session's NATS or vLLM) are passed by URL and reused; the
-others are started here and stopped on exit, in reverse order. `make demo`, the benchmarks and
-the integration tests use this one launcher.
+others are started here and stopped on exit, in reverse order. The integration tests use it
+directly; `ponder.local.stack.local_stack` (what `python -m ponder.local up`, `make demo` and the
+benchmarks run) adds a verifier server in front of it.
 """
 
 from __future__ import annotations
@@ -16,17 +17,17 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ponder.api.service_config import ServiceConfig
 from ponder.api.subjects import ServiceSubjects
-from tests.stack.nats import nats_server
-from tests.stack.scheduler import SchedulerProcess, scheduler_process
-from tests.stack.vllm import vllm_server
-from tests.stack.worker import WorkerProcess, worker_process
+from ponder.local.nats import nats_server
+from ponder.local.scheduler import SchedulerProcess, scheduler_process
+from ponder.local.vllm import vllm_server
+from ponder.local.worker import WorkerProcess, worker_process
 
 DEFAULT_SERVED_NAME = "ponder-arith"
 DEFAULT_MAX_MODEL_LEN = 256
@@ -46,14 +47,17 @@ class Dataplane:
 
     @property
     def base_url(self) -> str:
+        """The scheduler's `http://127.0.0.1:<port>` (`/readyz`, `/metrics`, `/v1/...`)."""
         return self.scheduler.base_url
 
     @property
     def openai_base_url(self) -> str:
+        """What the `openai` client takes as `base_url` (`.../v1`)."""
         return self.scheduler.openai_base_url
 
     @property
     def subjects(self) -> ServiceSubjects:
+        """The NATS subjects of this service."""
         return ServiceSubjects(self.config.namespace, self.config.name)
 
     def kill_worker(self, index: int) -> None:
@@ -79,24 +83,31 @@ class Dataplane:
         return worker
 
 
+def merge_overrides(config: ServiceConfig, overrides: Mapping[str, Any] | None) -> ServiceConfig:
+    """`config` with `overrides` merged in by section: a mapping updates its section's keys
+    (`{"strategy": {"branches_per_job": 4}}` keeps the other strategy fields), anything else
+    replaces the field. Raises pydantic's ValidationError if the result is not a ServiceConfig."""
+    merged: dict[str, Any] = config.model_dump(mode="json")
+    for key, value in (overrides or {}).items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return ServiceConfig.model_validate(merged)
+
+
 def dataplane_config(
     *,
     name: str,
     model: str,
-    max_model_len: int,
+    max_model_len: int | None,
     overrides: Mapping[str, Any] | None = None,
 ) -> ServiceConfig:
     """A ServiceConfig for a local data plane; `overrides` merge into its sections
     (e.g. `{"slots_per_worker": 4, "strategy": {"branches_per_job": 4}}`)."""
-    base: dict[str, Any] = ServiceConfig(
-        name=name, model=model, max_model_len=max_model_len
-    ).model_dump(mode="json")
-    for key, value in (overrides or {}).items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            base[key] = {**base[key], **value}
-        else:
-            base[key] = value
-    return ServiceConfig.model_validate(base)
+    return merge_overrides(
+        ServiceConfig(name=name, model=model, max_model_len=max_model_len), overrides
+    )
 
 
 @contextlib.asynccontextmanager
@@ -106,20 +117,29 @@ async def local_dataplane(
     workers: int = 2,
     name: str = "dataplane",
     served_name: str = DEFAULT_SERVED_NAME,
-    max_model_len: int = DEFAULT_MAX_MODEL_LEN,
+    max_model_len: int | None = DEFAULT_MAX_MODEL_LEN,
     config_overrides: Mapping[str, Any] | None = None,
+    config: ServiceConfig | None = None,
     nats_url: str | None = None,
     vllm_url: str | None = None,
+    vllm_args: Sequence[str] = (),
     scheduler_id: str = "scheduler-1",
     log_dir: Path | None = None,
 ) -> AsyncIterator[Dataplane]:
     """Start what is missing (NATS unless `nats_url`, vLLM on `model_dir` unless `vllm_url`),
-    then the scheduler (it creates the stream) and `workers` workers; ready on entry."""
+    then the scheduler (it creates the stream) and `workers` workers; ready on entry.
+
+    The service is `config` when given (its `model` is the served name, its `max_model_len`
+    vLLM's), else one built from `name`, `served_name`, `max_model_len` and
+    `config_overrides`. Its `nats_url` is replaced by the NATS in use. `vllm_args` go to the
+    vLLM this starts.
+    """
     if vllm_url is None and model_dir is None:
         raise ValueError("give model_dir (to start vLLM) or vllm_url (to reuse one)")
-    config = dataplane_config(
-        name=name, model=served_name, max_model_len=max_model_len, overrides=config_overrides
-    )
+    if config is None:
+        config = dataplane_config(
+            name=name, model=served_name, max_model_len=max_model_len, overrides=config_overrides
+        )
     async with contextlib.AsyncExitStack() as stack:
         if nats_url is None:
             nats_url = (await stack.enter_async_context(nats_server(log_dir))).url
@@ -127,7 +147,11 @@ async def local_dataplane(
             assert model_dir is not None
             server = await stack.enter_async_context(
                 vllm_server(
-                    model_dir, served_name=served_name, max_model_len=max_model_len, log_dir=log_dir
+                    model_dir,
+                    served_name=config.model,
+                    max_model_len=config.max_model_len,
+                    log_dir=log_dir,
+                    extra_args=vllm_args,
                 )
             )
             vllm_url = server.base_url

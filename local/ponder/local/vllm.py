@@ -7,8 +7,8 @@ tiny models in `models/` need (eager mode, float32), waits for `/health`, warms 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import importlib.util
 import subprocess
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.stack.processes import VENV_BIN, free_port, running
+from ponder.local.http_ready import wait_http_ok
+from ponder.local.processes import PYTHON, free_port, running
 
 READY_TIMEOUT_SECONDS = 240.0
 WARMUP_TIMEOUT_SECONDS = 120.0
@@ -47,11 +48,19 @@ class VllmServer:
 
 
 def vllm_args(
-    model_dir: Path, served_name: str, port: int, max_model_len: int, extra_args: Sequence[str]
+    model_dir: Path,
+    served_name: str,
+    port: int,
+    max_model_len: int | None,
+    extra_args: Sequence[str],
 ) -> list[str]:
-    """The command line of the server."""
+    """The command line of the server; no `--max-model-len` when None (the model's own).
+
+    `extra_args` come last, so they override the CPU defaults (e.g. `--dtype auto` on a GPU).
+    """
+    length = [] if max_model_len is None else ["--max-model-len", str(max_model_len)]
     return [
-        str(VENV_BIN / "python"),
+        PYTHON,
         "-m",
         "vllm.entrypoints.openai.api_server",
         "--model",
@@ -61,8 +70,7 @@ def vllm_args(
         "--enforce-eager",
         "--dtype",
         "float32",
-        "--max-model-len",
-        str(max_model_len),
+        *length,
         "--host",
         "127.0.0.1",
         "--port",
@@ -71,25 +79,9 @@ def vllm_args(
     ]
 
 
-async def wait_healthy(
-    session: aiohttp.ClientSession,
-    base_url: str,
-    process: subprocess.Popen[bytes],
-    timeout_seconds: float,
-) -> None:
-    """Poll `/health` until it answers 200; fail early if the process died."""
-    deadline = time.monotonic() + timeout_seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"vLLM exited with {process.returncode} before it was healthy")
-        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-            async with session.get(
-                f"{base_url}/health", timeout=aiohttp.ClientTimeout(total=5)
-            ) as response:
-                if response.status == 200:
-                    return
-        await asyncio.sleep(0.5)
-    raise TimeoutError(f"vLLM at {base_url} was not healthy in {timeout_seconds}s")
+def vllm_installed() -> bool:
+    """Whether this interpreter can run `vllm.entrypoints.openai.api_server`."""
+    return importlib.util.find_spec("vllm") is not None
 
 
 async def warm_up(session: aiohttp.ClientSession, base_url: str, served_name: str) -> None:
@@ -108,7 +100,7 @@ async def warm_up(session: aiohttp.ClientSession, base_url: str, served_name: st
 async def vllm_server(
     model_dir: Path,
     served_name: str = "ponder-arith",
-    max_model_len: int = 256,
+    max_model_len: int | None = 256,
     log_dir: Path | None = None,
     extra_args: Sequence[str] = (),
 ) -> AsyncIterator[VllmServer]:
@@ -122,7 +114,14 @@ async def vllm_server(
         running(args, log_path=log_path, env=CPU_ENV) as process,
         aiohttp.ClientSession() as session,
     ):
-        await wait_healthy(session, base_url, process, READY_TIMEOUT_SECONDS)
+        await wait_http_ok(
+            f"{base_url}/health",
+            process,
+            what="vLLM",
+            timeout_seconds=READY_TIMEOUT_SECONDS,
+            poll_seconds=0.5,
+            request_timeout_seconds=5.0,
+        )
         await warm_up(session, base_url, served_name)
         yield VllmServer(
             base_url=base_url,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ponder.api.service_config import ServiceConfig
-from tests.stack.processes import VENV_BIN, free_port, running
+from ponder.local.processes import PYTHON, free_port, running
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def worker_args(
 ) -> list[str]:
     """The worker's command line."""
     args = [
-        str(VENV_BIN / "python"),
+        PYTHON,
         "-m",
         "ponder.workers",
         "--config",

@@ -26,7 +26,7 @@ The cluster has RBAC and the default admission plugins on, the nodes `gpu-node-0
 `workdir/logs`, runs `kwokctl delete cluster` and kills whatever component survived it. A start
 that fails raises ClusterStartError; missing binaries raise ToolsMissingError ("run make tools").
 
-`python -m tests.cluster.local_cluster` (`make cluster`) starts one and waits for Ctrl-C.
+`python -m ponder.local cluster` (`make cluster`) starts one and waits for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -42,20 +42,23 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.cluster import kubeconfig as kubeconfigs
-from tests.cluster.commands import CommandError, Kubectl, run_command
-from tests.cluster.fake_nodes import fake_nodes
-from tests.stack.processes import free_port
+from ponder.local.checkout import checkout_root
+from ponder.local.cluster import kubeconfig as kubeconfigs
+from ponder.local.cluster.commands import CommandError, Kubectl, run_command
+from ponder.local.cluster.fake_nodes import fake_nodes
+from ponder.local.processes import free_port
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BUILD_TOOLS_SCRIPT = REPO_ROOT / "scripts" / "build-tools.sh"
+CHECKOUT = checkout_root()
+# `make tools` builds the binaries from the checkout's pins; an installed package has no
+# checkout, so there only PONDER_TOOLS_BIN can name them.
+BUILD_TOOLS_SCRIPT = CHECKOUT / "scripts" / "build-tools.sh" if CHECKOUT else None
 TOOL_BINARIES = (
     "etcd",
     "kube-apiserver",
@@ -119,6 +122,11 @@ async def find_tools_bin_dir() -> Path:
     override = os.environ.get("PONDER_TOOLS_BIN")
     if override:
         bin_dir = Path(override)
+    elif BUILD_TOOLS_SCRIPT is None:
+        raise ToolsMissingError(
+            "no repository checkout to build the Kubernetes tools in: set PONDER_TOOLS_BIN to "
+            f"a folder with {', '.join(TOOL_BINARIES)}"
+        )
     else:
         try:
             out = await run_command(["bash", str(BUILD_TOOLS_SCRIPT), "--print-bin"])
@@ -343,12 +351,15 @@ async def _serve_until_interrupted(workdir: Path, gpu_nodes: int, cpu_nodes: int
         print("stopping the cluster", flush=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
+    """Start a cluster and serve it until Ctrl-C (`python -m ponder.local cluster`)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("--workdir", type=Path, help="state folder (default: a fresh temp dir)")
     parser.add_argument("--gpu-nodes", type=int, default=2)
     parser.add_argument("--cpu-nodes", type=int, default=1)
-    options = parser.parse_args()
+    options = parser.parse_args(argv)
     if options.workdir:
         asyncio.run(_serve_until_interrupted(options.workdir, options.gpu_nodes, options.cpu_nodes))
         return
