@@ -7,7 +7,7 @@ The converted model (`models.smollm2.build`) keeps the GGUF's chat template (Cha
 
 from __future__ import annotations
 
-from ponder.api.service_config import BudgetConfig, ServiceConfig, StrategyDefaults
+from ponder.api.service_config import BudgetConfig, ExtractorKind, ServiceConfig, StrategyDefaults
 
 SERVED_NAME = "smollm2-135m-instruct"
 MAX_MODEL_LEN = 1024
@@ -20,12 +20,15 @@ END_OF_TURN = "<|im_end|>"
 MAX_TOKENS_PER_BRANCH = 256
 
 
-def service_config(name: str = "smollm2") -> ServiceConfig:
-    """The ServiceConfig that serves the converted model under `SERVED_NAME` as service `name`."""
+def service_config(
+    name: str = "smollm2", extractor: ExtractorKind = ExtractorKind.AUTO
+) -> ServiceConfig:
+    """The ServiceConfig that serves the converted model under `SERVED_NAME` as service `name`,
+    reading answers with `extractor` (`last-number` suits "answer with just the number")."""
     return ServiceConfig(
         name=name,
         model=SERVED_NAME,
         max_model_len=MAX_MODEL_LEN,
-        strategy=StrategyDefaults(max_branches=16),
+        strategy=StrategyDefaults(max_branches=16, extractor=extractor),
         budget=BudgetConfig(max_tokens_per_branch=MAX_TOKENS_PER_BRANCH),
     )

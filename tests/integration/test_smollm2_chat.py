@@ -27,6 +27,7 @@ import pytest_asyncio
 
 from models.smollm2.build import BUILD_COMMAND, built_model_dir, model_dir
 from models.smollm2.service import END_OF_TURN, SERVED_NAME, service_config
+from ponder.api.service_config import ExtractorKind
 from ponder.local.dataplane import Dataplane, local_dataplane
 from ponder.local.nats import NatsServer
 from ponder.local.vllm import vllm_server
@@ -37,12 +38,6 @@ REQUEST_TIMEOUT_SECONDS = 120.0
 """Only a hang exceeds this on a busy machine: a reply of 64 tokens takes a few seconds."""
 
 CHAT_MARKERS = (END_OF_TURN, "<|im_start|>")
-
-FEW_SHOT = [
-    {"role": "user", "content": "What is 3 + 4? End with 'Answer: ' and the number."},
-    {"role": "assistant", "content": "3 + 4 = 7. Answer: 7"},
-]
-"""One worked turn: the model copies its `Answer: N` ending, which the answer extractor reads."""
 
 SUM_QUESTIONS = 20
 SUM_SEED = 13
@@ -77,7 +72,8 @@ async def chat_plane(
     directory = built_model_dir()
     if directory is None:
         pytest.fail(f"no converted SmolLM2 model at {model_dir()}: run {BUILD_COMMAND}")
-    config = service_config("smollm2-chat")
+    # Its replies are prose ("3 + 4 = 7\n\nThis is ..."): votes read the last number in them.
+    config = service_config("smollm2-chat", extractor=ExtractorKind.LAST_NUMBER)
     async with (
         vllm_server(
             directory,
@@ -198,12 +194,12 @@ async def test_streamed_reply_is_the_same_reply_without_end_of_turn(
 async def test_self_consistency_over_four_branches_votes_on_a_chat_question(
     chat_plane: ChatPlane, http: aiohttp.ClientSession
 ) -> None:
-    question = {"role": "user", "content": "What is 12 + 9? End with 'Answer: ' and the number."}
+    question = {"role": "user", "content": "What is 3 + 4? Answer with just the number."}
     status, body = await post_chat(
         http,
         chat_plane.plane,
         {
-            "messages": [*FEW_SHOT, question],
+            "messages": [question],
             "max_tokens": 32,
             "temperature": 0.8,
             "seed": 0,
@@ -218,7 +214,8 @@ async def test_self_consistency_over_four_branches_votes_on_a_chat_question(
     votes = ponder["votes"]
     assert votes, ponder["branches"]
     assert 0 < sum(votes.values()) <= 4
-    assert ponder["answer"] == max(votes, key=votes.get)
+    # Equal counts are broken by the branches' logprobs, so the winner is one of the most voted.
+    assert votes[ponder["answer"]] == max(votes.values())
     reply = body["choices"][0]["message"]["content"]
     assert ponder["answer"] in reply
     assert not any(marker in reply for marker in CHAT_MARKERS), reply
@@ -248,11 +245,6 @@ async def test_stop_string_ends_the_reply_before_it(
     assert stopped["usage"]["completion_tokens"] < unstopped["usage"]["completion_tokens"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13: a prompt over max_model_len is vLLM's 400 to the worker, which the "
-    "scheduler reports as a 502 (every branch failed); it should be the user's 400",
-)
 async def test_prompt_longer_than_the_context_is_a_400_naming_the_limit(
     chat_plane: ChatPlane, http: aiohttp.ClientSession
 ) -> None:
@@ -267,6 +259,7 @@ async def test_prompt_longer_than_the_context_is_a_400_naming_the_limit(
         },
     )
     assert status == 400, body
+    assert body["error"]["type"] == "invalid_request_error"
     assert f"{limit} tokens" in body["error"]["message"]
 
 

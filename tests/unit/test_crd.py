@@ -3,6 +3,7 @@ CEL rules where users rely on them. The API server's behaviour is tested in test
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -188,7 +189,10 @@ def test_schema_bounds(schema: dict[str, Any], path: str, minimum: int, maximum:
     [
         ("spec.strategy.default", [member.crd_value for member in StrategyName]),
         ("spec.strategy.verifier.type", ["None", "Logprob", "HTTP", "RewardModel"]),
-        ("spec.strategy.extractor", ["Auto", "Boxed", "Hashes", "AnswerColon"]),
+        (
+            "spec.strategy.extractor",
+            ["Auto", "Boxed", "Hashes", "AnswerColon", "AnswerIs", "LastNumber", "Regex"],
+        ),
         ("spec.autoscaling.mode", ["Builtin", "External"]),
         ("spec.workers.tolerations.[].operator", ["Exists", "Equal"]),
     ],
@@ -208,6 +212,7 @@ def test_enums_are_camel_case(schema: dict[str, Any], path: str, values: list[st
         ("spec.workers", "'nvidia.com/gpu' in self.resources.limits"),
         ("spec.strategy", "self.branches <= self.maxBranches"),
         ("spec.strategy", "self.default in self.allowed"),
+        ("spec.strategy", "(self.extractor == 'Regex') == has(self.answerPattern)"),
         ("spec.strategy.verifier", "has(self.url)"),
         ("spec.budget", "self.defaultTokens <= self.maxTokens"),
         ("spec.slo", "self.targetLatencyMilliseconds <= self.maxDeadlineMilliseconds"),
@@ -288,6 +293,20 @@ def test_spec_rejects_unknown_fields() -> None:
     with pytest.raises(ValidationError, match="slotPerWorker"):
         ReasoningServiceSpec.model_validate(
             {"model": {"name": "m"}, "workers": {"slotPerWorker": 8}}
+        )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "message"),
+    [
+        ("(unclosed", "spec.strategy.answerPattern: answer pattern '(unclosed' is not a valid"),
+        ("x" * 257, "at most 256 characters"),
+    ],
+)
+def test_spec_rejects_an_answer_pattern_that_is_no_regex(pattern: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        ReasoningServiceSpec.model_validate(
+            {"model": {"name": "m"}, "strategy": {"extractor": "Regex", "answerPattern": pattern}}
         )
 
 

@@ -227,6 +227,16 @@ def test_pods_roll_when_the_config_changes() -> None:
         ({"strategy": {"temperature": "0.25"}}, lambda c: c.strategy.temperature, 0.25),
         ({"strategy": {"extractor": "Boxed"}}, lambda c: c.strategy.extractor, ExtractorKind.BOXED),
         (
+            {"strategy": {"extractor": "LastNumber"}},
+            lambda c: c.strategy.extractor,
+            ExtractorKind.LAST_NUMBER,
+        ),
+        (
+            {"strategy": {"extractor": "Regex", "answerPattern": "= *(-?[0-9]+)"}},
+            lambda c: (c.strategy.extractor, c.strategy.answer_pattern),
+            (ExtractorKind.REGEX, "= *(-?[0-9]+)"),
+        ),
+        (
             {"strategy": {"verifier": {"type": "HTTP", "url": "http://v:80"}}},
             lambda c: (c.strategy.verifier.kind, c.strategy.verifier.url),
             (VerifierKind.HTTP, "http://v:80"),

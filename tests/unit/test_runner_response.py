@@ -13,7 +13,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from ponder.api.service_config import BeamConfig, BudgetForcingConfig, ExtractorKind
 from ponder.api.strategy import StrategyName
 from ponder.api.wire import BranchResult, BranchStatus, ChatMessage, Endpoint
-from ponder.scheduler.outcome import NoAnswerReason, QueryOutcome
+from ponder.scheduler.outcome import NoAnswerReason, QueryOutcome, engine_rejection
 from ponder.scheduler.planner import Plan
 from ponder.scheduler.response import (
     chat_response,
@@ -182,3 +182,51 @@ def test_queries_without_an_answer_map_to_5xx_errors(reason: str, status: int, c
     got_status, body = no_answer_error(finished)
     assert (got_status, body.error.code, body.error.type) == (status, code, "server_error")
     assert body.error.message == "query q1: why"
+
+
+CONTEXT_ERROR = "This model's maximum context length is 1024 tokens. However, you requested 2100"
+
+
+def failed(index: int, *, rejected: bool, error: str = CONTEXT_ERROR) -> ScoredBranch:
+    result = BranchResult(
+        query_id="q1",
+        job_id=f"q1-j{index}",
+        branch_id=f"q1-{index}",
+        status=BranchStatus.FAILED,
+        error=error,
+        rejected=rejected,
+    )
+    return ScoredBranch(request=BranchRequest(n=1, max_tokens=100), result=result, answer=None)
+
+
+@pytest.mark.parametrize(
+    ("branches", "rejection"),
+    [
+        ([failed(0, rejected=True), failed(1, rejected=True)], CONTEXT_ERROR),
+        ([failed(0, rejected=True, error=""), failed(1, rejected=True)], CONTEXT_ERROR),
+        ([failed(0, rejected=True), failed(1, rejected=False, error="EngineUnavailable")], None),
+        ([failed(0, rejected=True), branch(1, BranchStatus.COMPLETED, 5, 5)], None),
+        ([branch(0, BranchStatus.EXPIRED, 5, 0)], None),
+        ([], None),  # nothing came back: a deadline or an unavailable queue, not a rejection
+    ],
+)
+def test_only_a_query_whose_every_branch_the_engine_rejected_is_a_rejection(
+    branches: list[ScoredBranch], rejection: str | None
+) -> None:
+    assert engine_rejection(outcome(answer=None, branches=branches)) == rejection
+
+
+def test_a_rejected_query_is_a_400_with_the_engines_message() -> None:
+    rejected = outcome(
+        answer=None, no_answer_reason=NoAnswerReason.REJECTED, no_answer_detail=CONTEXT_ERROR
+    )
+    status, body = no_answer_error(rejected)
+    assert status == 400
+    assert body.model_dump() == {
+        "error": {
+            "message": CONTEXT_ERROR,
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "engine_rejected",
+        }
+    }

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ponder.api.service_config import ServiceConfig
-from ponder.scheduler.config import settings_from, subject_token
+from ponder.scheduler.config import load_settings, settings_from, subject_token
 
 SERVICE = ServiceConfig(name="math", model="tiny", nats_url="nats://config:4222")
 NO_OPTIONS: dict[str, Any] = {
@@ -77,3 +79,16 @@ def test_bad_values_are_refused_with_the_reason(option: str, value: object, mess
 )
 def test_scheduler_ids_are_single_subject_tokens(text: str, token: str) -> None:
     assert subject_token(text) == token
+
+
+def test_a_bad_answer_pattern_stops_the_scheduler_at_load_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "service.json"
+    strategy = {"extractor": "regex", "answer_pattern": "Result: ([0-9]+"}
+    config.write_text(json.dumps({"name": "math", "model": "tiny", "strategy": strategy}))
+    with pytest.raises(SystemExit):
+        load_settings(["--config", str(config)], {})
+    error = capsys.readouterr().err
+    assert "cannot load ServiceConfig" in error
+    assert "answer pattern 'Result: ([0-9]+' is not a valid regular expression" in error

@@ -14,9 +14,15 @@ from ponder.workers.advisories import MaxDeliveries, parse_advisory
 from ponder.workers.cancellation import CancelRegistry, cancel_matches
 from ponder.workers.config import DEFAULT_DRAIN_SECONDS, settings_from
 from ponder.workers.deadletters import MAX_PAYLOAD_CHARS, dead_letter
-from ponder.workers.engine_errors import EngineRejected, EngineUnavailable
+from ponder.workers.engine_errors import EngineRejected, EngineUnavailable, engine_error_message
 from ponder.workers.metrics import JobOutcome
-from ponder.workers.outcomes import DISPOSITIONS, AbortReason, Settle, outcome_of
+from ponder.workers.outcomes import (
+    DISPOSITIONS,
+    AbortReason,
+    Settle,
+    outcome_of,
+    rejection_of,
+)
 from ponder.workers.slots import Slots, fetch_batch
 
 
@@ -115,6 +121,58 @@ def test_cancel_registry_is_bounded_and_forgets_expired_queries() -> None:
     assert registry.is_cancelled(job("q4"), now=5)
     registry.record(CancelMessage(query_id="late"), now=100)
     assert len(registry) == 1
+
+
+TOO_LONG = "This model's maximum context length is 1024 tokens. However, you requested 2100"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "error", "rejection"),
+    [
+        (
+            JobOutcome.FAILED,
+            EngineRejected("vLLM answered 400", status=400, reason=TOO_LONG),
+            TOO_LONG,
+        ),
+        (
+            JobOutcome.FAILED,
+            EngineRejected("stream 400: too long", status=400),
+            "stream 400: too long",
+        ),
+        # the served model name is wrong: the service's fault, not the request's
+        (
+            JobOutcome.FAILED,
+            EngineRejected("vLLM answered 404", status=404, reason="no model"),
+            None,
+        ),
+        (JobOutcome.FAILED, EngineRejected("no status"), None),
+        (JobOutcome.FAILED, ValueError("bug"), None),
+        (JobOutcome.EXPIRED, EngineRejected("400", status=400), None),  # the deadline came first
+        (JobOutcome.RETRIED, EngineUnavailable("down"), None),
+        (JobOutcome.COMPLETED, None, None),
+    ],
+)
+def test_only_an_engines_400_marks_a_failed_job_rejected(
+    outcome: JobOutcome, error: BaseException | None, rejection: str | None
+) -> None:
+    assert rejection_of(outcome, error) == rejection
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            '{"error": {"message": "' + TOO_LONG + '", "type": "BadRequestError", "code": 400}}',
+            TOO_LONG,
+        ),
+        ('{"object": "error", "message": "too long", "code": 400}', "too long"),
+        ('{"detail": "Not Found"}', '{"detail": "Not Found"}'),
+        ("Internal Server Error\n", "Internal Server Error"),
+        ('{"error": "flat"}', '{"error": "flat"}'),
+    ],
+)
+def test_engine_error_message_is_vllms_own_words(body: str, message: str) -> None:
+    assert engine_error_message(body) == message
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,11 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonDict
 
+from ponder.api.service_config import MAX_ANSWER_PATTERN_LENGTH, answer_pattern_error
 from ponder.api.strategy import StrategyName
 
 GROUP = "ponder.dev"
@@ -95,6 +96,9 @@ class ExtractorType(StrEnum):
     BOXED = "Boxed"
     HASHES = "Hashes"
     ANSWER_COLON = "AnswerColon"
+    ANSWER_IS = "AnswerIs"
+    LAST_NUMBER = "LastNumber"
+    REGEX = "Regex"
 
 
 class VerifierType(StrEnum):
@@ -404,6 +408,11 @@ class StrategySpec(_Spec):
             "spec.strategy.default must be one of spec.strategy.allowed",
             field_path=".default",
         ),
+        cel(
+            "(self.extractor == 'Regex') == has(self.answerPattern)",
+            "spec.strategy.answerPattern is required by extractor Regex and allowed with it alone",
+            field_path=".answerPattern",
+        ),
     )
 
     default: StrategyType = Field(
@@ -438,11 +447,35 @@ class StrategySpec(_Spec):
     )
     extractor: ExtractorType = Field(
         default=ExtractorType.AUTO,
-        description="How answers are read: Auto tries Boxed, Hashes (####), AnswerColon.",
+        description=(
+            "How answers are read: Boxed (\\boxed{}), Hashes (#### or #N), AnswerColon (the "
+            "line after 'Answer:'), AnswerIs (the number after 'the answer is' or 'answer:'), "
+            "LastNumber (the text's last number), Regex (answerPattern). Auto tries Boxed, "
+            "Hashes, AnswerColon, then AnswerIs."
+        ),
+    )
+    answer_pattern: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_ANSWER_PATTERN_LENGTH,
+        description=(
+            "Python regular expression of extractor Regex: the answer is its first capturing "
+            "group (else the whole match) in the last match, e.g. 'Result: (-?[0-9]+)'."
+        ),
     )
     verifier: VerifierSpec = Field(default_factory=VerifierSpec)
     beam: BeamSpec = Field(default_factory=BeamSpec)
     budget_forcing: BudgetForcingSpec = Field(default_factory=BudgetForcingSpec)
+
+    @field_validator("answer_pattern")
+    @classmethod
+    def _pattern_compiles(cls, pattern: str | None) -> str | None:
+        # CEL cannot compile a Python regex, so the API server admits any string: the operator
+        # refuses it here, and the scheduler again when it loads its ServiceConfig.
+        error = None if pattern is None else answer_pattern_error(pattern)
+        if error:
+            raise ValueError(f"spec.strategy.answerPattern: {error}")
+        return pattern
 
 
 class BudgetSpec(_Spec):

@@ -6,9 +6,10 @@ and workers load it from a file or the environment. Tests and `make demo` build 
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ponder.api.strategy import StrategyName
 
@@ -23,11 +24,27 @@ class VerifierKind(StrEnum):
     REWARD_MODEL = "reward-model"  # a reward model served by vLLM (its /score or /pooling)
 
 
+MAX_ANSWER_PATTERN_LENGTH = 256
+"""Longest user regex an answer extractor accepts (CRD `spec.strategy.answerPattern`)."""
+
+
 class ExtractorKind(StrEnum):
-    AUTO = "auto"  # the first of boxed, hashes, answer-colon that matches, else no answer
+    AUTO = "auto"  # the first of boxed, hashes, answer-colon, answer-is that matches, else none
     BOXED = "boxed"
     HASHES = "hashes"
     ANSWER_COLON = "answer-colon"
+    ANSWER_IS = "answer-is"  # the number after the last "the answer is" / "answer:"
+    LAST_NUMBER = "last-number"  # the last number in the text
+    REGEX = "regex"  # the user's `answer_pattern`: its first group, else the whole match
+
+
+def answer_pattern_error(pattern: str) -> str | None:
+    """Why `pattern` cannot be an answer extractor's regex (Python `re` syntax), or None."""
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        return f"answer pattern {pattern!r} is not a valid regular expression: {error}"
+    return None
 
 
 class VerifierConfig(BaseModel):
@@ -72,6 +89,12 @@ class StrategyDefaults(BaseModel):
     confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
     temperature: float = Field(default=0.8, ge=0.0, le=5.0)
     extractor: ExtractorKind = ExtractorKind.AUTO
+    answer_pattern: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_ANSWER_PATTERN_LENGTH,
+        description="The regex of extractor `regex` (its first group, else the whole match).",
+    )
     verifier: VerifierConfig = Field(default_factory=VerifierConfig)
     beam: BeamConfig = Field(default_factory=BeamConfig)
     budget_forcing: BudgetForcingConfig = Field(default_factory=BudgetForcingConfig)
@@ -80,6 +103,21 @@ class StrategyDefaults(BaseModel):
     def _branches_within_limit(self) -> StrategyDefaults:
         if self.branches > self.max_branches:
             raise ValueError(f"branches={self.branches} exceeds max_branches={self.max_branches}")
+        return self
+
+    @field_validator("answer_pattern")
+    @classmethod
+    def _pattern_compiles(cls, pattern: str | None) -> str | None:
+        # The scheduler refuses to start on a bad pattern rather than fail every query later.
+        error = None if pattern is None else answer_pattern_error(pattern)
+        if error:
+            raise ValueError(error)
+        return pattern
+
+    @model_validator(mode="after")
+    def _pattern_with_regex(self) -> StrategyDefaults:
+        if (self.extractor == ExtractorKind.REGEX) != (self.answer_pattern is not None):
+            raise ValueError("extractor regex needs an answer_pattern, and only it takes one")
         return self
 
 

@@ -90,6 +90,12 @@ class BranchResult(_Wire):
     completion_tokens: int = Field(default=0, ge=0)
     mean_logprob: float | None = None
     error: str | None = None
+    rejected: bool = Field(
+        default=False,
+        description="FAILED because the engine found the request itself invalid (vLLM's 400, "
+        "e.g. a prompt longer than the model's context); `error` is then the engine's message. "
+        "A query whose every branch is rejected is the client's 400, not a 502.",
+    )
     worker_id: str = ""
     generation_seconds: float = Field(default=0.0, ge=0.0)
 

@@ -32,6 +32,9 @@ _EXTRACTOR_KINDS = {
     ExtractorType.BOXED: ExtractorKind.BOXED,
     ExtractorType.HASHES: ExtractorKind.HASHES,
     ExtractorType.ANSWER_COLON: ExtractorKind.ANSWER_COLON,
+    ExtractorType.ANSWER_IS: ExtractorKind.ANSWER_IS,
+    ExtractorType.LAST_NUMBER: ExtractorKind.LAST_NUMBER,
+    ExtractorType.REGEX: ExtractorKind.REGEX,
 }
 
 
@@ -61,6 +64,7 @@ def service_config_from_spec(
             confidence=strategy.confidence_percent / 100,
             temperature=float(strategy.temperature),
             extractor=_EXTRACTOR_KINDS[strategy.extractor],
+            answer_pattern=strategy.answer_pattern,
             verifier=VerifierConfig(
                 kind=_VERIFIER_KINDS[verifier.type],
                 url=verifier.url,

@@ -1,8 +1,8 @@
 """Answer extractors: pull the final answer out of a branch's text, normalised for voting.
 
-Pure functions. The runner calls `extract_answer(branch.full_text, query.extractor)` for every
-finished branch; strategies vote on the normalised strings, so `"1,234."`, `"+1234"` and
-`"1234.0"` all count as the same answer `"1234"`.
+Pure functions. The runner calls `extract_answer(branch.full_text, query.extractor,
+query.answer_pattern)` for every finished branch; strategies vote on the normalised strings, so
+`"1,234."`, `"+1234"` and `"1234.0"` all count as the same answer `"1234"`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,16 @@ _HASH_NUMBER = re.compile(r"(?<![#\w])#[ \t]*([+-]?(?:\d[\d,]*)?\.?\d+)")
 _ANSWER_COLON = re.compile(r"(?i)\b(?:final[ \t]+)?answer[ \t]*(?:is[ \t]*)?:[ \t]*([^\n]*)")
 _NUMBER = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?")
 _TEXT_WRAPPER = re.compile(r"^\\(?:text|textbf|mathrm)\{(.*)\}$", re.DOTALL)
+# A number in prose: its sign only when the sign is not an operator ("10-3" ends in 3, "= -3" in
+# -3), thousands groups or plain digits, a decimal part; never the tail of a word ("H2O", "x1").
+_PROSE_NUMBER = (
+    r"(?:(?<![\w.)\]}])[+-])?(?<![\w.])(?:[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+)(?:\.[0-9]+)?"
+)
+_ANY_NUMBER = re.compile(_PROSE_NUMBER)
+# "the answer is 7", "The final answer is: **7**", "answer: 7"; markdown bold and `$` may wrap it.
+_ANSWER_IS = re.compile(
+    rf"(?i)\banswer(?:[ \t]+is[ \t]*:?|[ \t]*:)[ \t]*[*$]*[ \t]*({_PROSE_NUMBER})"
+)
 
 
 def extract_boxed(text: str) -> str | None:
@@ -58,20 +68,63 @@ def extract_answer_colon(text: str) -> str | None:
     return extract_boxed(found[-1]) or found[-1]
 
 
+def extract_answer_is(text: str) -> str | None:
+    """The number after the last "the answer is" / "answer is:" / "answer:" (any case), or None."""
+    found = _ANSWER_IS.findall(text)
+    return found[-1] if found else None
+
+
+def extract_last_number(text: str) -> str | None:
+    """The last number in the text (`"14 + 28 = 36 ... "` -> `"36"`), or None."""
+    found = _ANY_NUMBER.findall(text)
+    return found[-1] if found else None
+
+
+def extract_pattern(text: str, pattern: str) -> str | None:
+    """In the last non-empty match of `pattern`, its first group (else the whole match), or None.
+
+    `pattern` was checked at configuration load (`ponder.api.service_config`); `re` caches its
+    compiled form, so extracting with it per branch does not recompile.
+    """
+    compiled = re.compile(pattern)
+    found: str | None = None
+    for match in compiled.finditer(text):
+        value = match.group(1) if compiled.groups else match.group(0)
+        if value:
+            found = value
+    return found
+
+
 _EXTRACTORS: dict[ExtractorKind, Callable[[str], str | None]] = {
     ExtractorKind.BOXED: extract_boxed,
     ExtractorKind.HASHES: extract_hashes,
     ExtractorKind.ANSWER_COLON: extract_answer_colon,
+    ExtractorKind.ANSWER_IS: extract_answer_is,
+    ExtractorKind.LAST_NUMBER: extract_last_number,
 }
-_AUTO_ORDER = (ExtractorKind.BOXED, ExtractorKind.HASHES, ExtractorKind.ANSWER_COLON)
+# Explicit markers only, most specific first. AnswerIs comes last, so a text that any of the
+# first three reads answers as before (the arithmetic model's `#54`); LastNumber is never
+# tried: a branch cut off mid-sum would vote for whatever number it stopped at.
+_AUTO_ORDER = (
+    ExtractorKind.BOXED,
+    ExtractorKind.HASHES,
+    ExtractorKind.ANSWER_COLON,
+    ExtractorKind.ANSWER_IS,
+)
 
 
-def extract_answer(text: str, kind: ExtractorKind) -> str | None:
-    """The normalised final answer in `text` by `kind`; AUTO tries boxed, hashes, answer-colon.
+def extract_answer(text: str, kind: ExtractorKind, pattern: str | None = None) -> str | None:
+    """The normalised final answer in `text` by `kind`; AUTO tries boxed, hashes, answer-colon,
+    answer-is; REGEX reads `pattern` (the service's `answer_pattern`).
 
     None when no pattern matches or the match is empty after normalisation: such a branch is not
     a vote.
     """
+    if kind == ExtractorKind.REGEX:
+        if pattern is None:
+            raise ValueError("extractor regex needs an answer pattern")
+        raw = extract_pattern(text, pattern)
+        return (normalize_answer(raw) or None) if raw is not None else None
     kinds = _AUTO_ORDER if kind == ExtractorKind.AUTO else (kind,)
     for each in kinds:
         raw = _EXTRACTORS[each](text)

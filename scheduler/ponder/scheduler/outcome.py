@@ -20,6 +20,7 @@ class NoAnswerReason:
     DEADLINE = "deadline"  # nothing answerable before the deadline (HTTP 504)
     FAILED = "failed"  # every branch ended without an answer (HTTP 502)
     UNAVAILABLE = "unavailable"  # jobs could not be queued (HTTP 503)
+    REJECTED = "rejected"  # the engine found the request invalid on every branch (HTTP 400)
 
 
 @dataclass
@@ -62,3 +63,16 @@ def branches_saved(outcome: QueryOutcome, strategies: StrategyRegistry = STRATEG
     if strategies[query.strategy].launch_mode is not LaunchMode.WAVES:
         return 0
     return max(0, query.max_branches - outcome.launched)
+
+
+def engine_rejection(outcome: QueryOutcome) -> str | None:
+    """The engine's message when it rejected every branch result received as an invalid
+    request (e.g. a prompt longer than the model's context), else None.
+
+    One completed or otherwise failed branch means the request itself can be served, so the
+    query is no client error.
+    """
+    results = [branch.result for branch in outcome.branches]
+    if not results or not all(result.rejected for result in results):
+        return None
+    return next((result.error for result in results if result.error), "rejected by the engine")

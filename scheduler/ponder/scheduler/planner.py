@@ -415,6 +415,7 @@ def planned_query(
         seed=request.seed,
         confidence=valid.confidence,
         extractor=defaults.extractor,
+        answer_pattern=defaults.answer_pattern,
         has_verifier=defaults.verifier.kind != VerifierKind.NONE,
         beam=defaults.beam,
         budget_forcing=defaults.budget_forcing,

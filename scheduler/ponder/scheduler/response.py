@@ -39,6 +39,7 @@ NO_ANSWER_STATUS = {
     NoAnswerReason.DEADLINE: 504,
     NoAnswerReason.FAILED: 502,
     NoAnswerReason.UNAVAILABLE: 503,
+    NoAnswerReason.REJECTED: 400,
 }
 
 
@@ -184,8 +185,16 @@ def plan_error_body(error: PlanError) -> ErrorResponse:
 
 
 def no_answer_error(outcome: QueryOutcome) -> tuple[int, ErrorResponse]:
-    """(HTTP status, body) of a query that ended without an answer."""
+    """(HTTP status, body) of a query that ended without an answer.
+
+    An engine's rejection is the client's error, in OpenAI's shape with the engine's own
+    message (vLLM's "maximum context length is N tokens ..."), as vLLM itself would answer.
+    """
     reason = outcome.no_answer_reason or NoAnswerReason.FAILED
+    if reason == NoAnswerReason.REJECTED:
+        return NO_ANSWER_STATUS[reason], error_body(
+            outcome.no_answer_detail, "invalid_request_error", code="engine_rejected"
+        )
     return NO_ANSWER_STATUS.get(reason, 502), error_body(
         f"query {outcome.plan.query.query_id}: {outcome.no_answer_detail}",
         "server_error",

@@ -24,7 +24,7 @@ from ponder.scheduler.extract import extract_answer
 from ponder.scheduler.jobs import JobContext, branch_id, build_jobs
 from ponder.scheduler.load import LoadTracker
 from ponder.scheduler.metrics import BranchEvent, SchedulerMetrics
-from ponder.scheduler.outcome import NoAnswerReason, QueryOutcome
+from ponder.scheduler.outcome import NoAnswerReason, QueryOutcome, engine_rejection
 from ponder.scheduler.planner import Plan
 from ponder.scheduler.strategies.base import (
     BranchRequest,
@@ -199,7 +199,7 @@ class QueryRunner:
             return []
         load = self.deps.load
         now = time.monotonic()
-        extractor = self.query.extractor
+        extractor, pattern = self.query.extractor, self.query.answer_pattern
         events: dict[BranchEvent, int] = {}
         branches = []
         for result in results:
@@ -209,7 +209,7 @@ class QueryRunner:
             event = BRANCH_EVENTS[result.status]
             events[event] = events.get(event, 0) + 1
             answer = (
-                extract_answer(request.continuation + result.text, extractor)
+                extract_answer(request.continuation + result.text, extractor, pattern)
                 if result.status == BranchStatus.COMPLETED
                 else None
             )
@@ -262,6 +262,10 @@ class QueryRunner:
         await self.deps.dispatcher.cancel(self.query.query_id, outstanding, reason)
 
     def _why_no_answer(self) -> tuple[str, str]:
+        # First: a request the engine cannot serve stays invalid however long it waits.
+        rejection = engine_rejection(self.outcome)
+        if rejection is not None:
+            return NoAnswerReason.REJECTED, rejection
         if self.outcome.deadline_exceeded:
             return (
                 NoAnswerReason.DEADLINE,

@@ -13,7 +13,7 @@ from ponder.api.strategy import StrategyName
 from ponder.api.wire import Endpoint
 from ponder.scheduler.http_errors import error_response, json_response
 from ponder.scheduler.metrics import QueryOutcome as OutcomeLabel
-from ponder.scheduler.outcome import QueryOutcome, branches_saved
+from ponder.scheduler.outcome import NoAnswerReason, QueryOutcome, branches_saved
 from ponder.scheduler.planner import PlanError, QueryRequest, plan_query
 from ponder.scheduler.response import (
     chat_response,
@@ -97,7 +97,9 @@ def _record(state: SchedulerState, outcome: QueryOutcome) -> None:
     metrics = state.metrics
     query = outcome.plan.query
     strategy = query.strategy.value
-    if outcome.answer is None:
+    if outcome.no_answer_reason == NoAnswerReason.REJECTED:
+        label = OutcomeLabel.REJECTED
+    elif outcome.answer is None:
         label = OutcomeLabel.NO_ANSWER
     elif outcome.deadline_exceeded:
         label = OutcomeLabel.DEADLINE

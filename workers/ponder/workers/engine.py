@@ -13,7 +13,7 @@ from typing import Protocol
 import aiohttp
 
 from ponder.api.wire import BranchJob
-from ponder.workers.engine_errors import EngineRejected, EngineUnavailable
+from ponder.workers.engine_errors import EngineRejected, EngineUnavailable, engine_error_message
 from ponder.workers.generation import (
     Generation,
     StreamError,
@@ -102,7 +102,9 @@ class VllmEngine:
         except StreamError as error:
             if error.status >= 500:
                 raise EngineUnavailable(f"vLLM stream error {error.status}: {error}") from error
-            raise EngineRejected(f"vLLM stream error {error.status}: {error}") from error
+            raise EngineRejected(
+                f"vLLM stream error {error.status}: {error}", status=error.status, reason=str(error)
+            ) from error
         except (aiohttp.ClientError, TimeoutError) as error:
             raise EngineUnavailable(
                 f"vLLM at {self.base_url} unavailable: {_describe(error)}"
@@ -124,7 +126,7 @@ def _http_error(status: int, body: str) -> Exception:
     # 408 and 429 are the engine being busy, not the job being wrong.
     if status >= 500 or status in (408, 429):
         return EngineUnavailable(message)
-    return EngineRejected(message)
+    return EngineRejected(message, status=status, reason=engine_error_message(body)[:2000])
 
 
 def _describe(error: BaseException) -> str:

@@ -6,7 +6,9 @@
 | cancelled    | CANCELLED partial | ack                 | the scheduler no longer wants it       |
 | expired      | EXPIRED partial   | ack                 | worthless after its deadline           |
 | failed       | FAILED + error    | ack                 | vLLM refused the job (4xx) or a bug:   |
-|              |                   |                     | another try would fail the same way    |
+|              |                   |                     | another try would fail the same way;   |
+|              |                   |                     | `rejected` when vLLM found the request |
+|              |                   |                     | itself invalid (400: over the context) |
 | retried      | none              | nak after a delay   | vLLM unreachable, 5xx, busy: another   |
 |              |                   |                     | worker may succeed; after MaxDeliver   |
 |              |                   |                     | tries the advisory turns it into FAILED|
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from ponder.api.wire import BranchStatus
-from ponder.workers.engine_errors import EngineUnavailable
+from ponder.workers.engine_errors import EngineRejected, EngineUnavailable
 from ponder.workers.metrics import JobOutcome
 
 
@@ -79,3 +81,15 @@ def outcome_of(
     if isinstance(error, EngineUnavailable):
         return JobOutcome.RETRIED
     return JobOutcome.FAILED
+
+
+def rejection_of(outcome: JobOutcome, error: BaseException | None) -> str | None:
+    """The engine's message when a FAILED job is the request's own fault, else None.
+
+    That is vLLM answering 400 (a prompt longer than the model's context, sampling it cannot
+    do): its results are marked `rejected`, and a query whose every branch was rejected is the
+    user's 400. Any other refusal (404: the served model name is wrong) is the service's fault.
+    """
+    if outcome is JobOutcome.FAILED and isinstance(error, EngineRejected) and error.status == 400:
+        return error.reason
+    return None

@@ -19,6 +19,7 @@ def branch_results(
     worker_id: str,
     generation_seconds: float = 0.0,
     error: str | None = None,
+    rejected: bool = False,
 ) -> BranchResults:
     """The job's results message: one result per branch of `job`, in `branch_ids` order.
 
@@ -41,6 +42,7 @@ def branch_results(
                 completion_tokens=choice.completion_tokens,
                 mean_logprob=choice.mean_logprob,
                 error=error,
+                rejected=rejected,
                 worker_id=worker_id,
                 generation_seconds=generation_seconds,
             )

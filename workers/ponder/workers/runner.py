@@ -35,7 +35,7 @@ from ponder.workers.config import WorkerSettings
 from ponder.workers.engine import Engine
 from ponder.workers.generation import Generation
 from ponder.workers.metrics import DeadLetterReason, JobOutcome, WorkerMetrics
-from ponder.workers.outcomes import DISPOSITIONS, AbortReason, Settle, outcome_of
+from ponder.workers.outcomes import DISPOSITIONS, AbortReason, Settle, outcome_of, rejection_of
 from ponder.workers.results import branch_results, failed_results, salvage_identity
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class JobRunner:
         job = running.job
         if running.msg.metadata.num_delivered > 1:
             self.metrics.redelivered_branches.inc(running.branches)
-        outcome, generation_seconds, error = await self._generate(running)
+        outcome, generation_seconds, error, rejected = await self._generate(running)
         disposition = DISPOSITIONS[outcome]
         log.debug("job %s of query %s: %s", job.job_id, job.query_id, outcome.value)
         if disposition.status is not None:
@@ -110,6 +110,7 @@ class JobRunner:
                 worker_id=self.settings.worker_id,
                 generation_seconds=generation_seconds,
                 error=error,
+                rejected=rejected,
             )
             if not await self._publish(job.reply_subject, results):
                 return  # not acked: JetStream redelivers it after the ack wait
@@ -139,17 +140,18 @@ class JobRunner:
         self.metrics.count_job(JobOutcome.MALFORMED)
         self.metrics.count_deadletter(DeadLetterReason.MALFORMED)
 
-    async def _generate(self, running: RunningJob) -> tuple[JobOutcome, float, str | None]:
-        """(outcome, seconds spent generating, error text for the results)."""
+    async def _generate(self, running: RunningJob) -> tuple[JobOutcome, float, str | None, bool]:
+        """(outcome, seconds spent generating, error text for the results, whether the engine
+        rejected the request as invalid: then the error text is the engine's own message)."""
         job = running.job
         if running.abort_reason is AbortReason.DRAINING:
-            return JobOutcome.HANDED_BACK, 0.0, None
+            return JobOutcome.HANDED_BACK, 0.0, None, False
         if running.abort_reason is AbortReason.CANCELLED or self.cancels.is_cancelled(
             job, time.time()
         ):
-            return JobOutcome.CANCELLED, 0.0, None
+            return JobOutcome.CANCELLED, 0.0, None, False
         if time.time() >= job.deadline_at:
-            return JobOutcome.EXPIRED, 0.0, None
+            return JobOutcome.EXPIRED, 0.0, None, False
         started = time.monotonic()
         # The engine runs in this task, under the job's deadline (one timer, no second task):
         # the deadline, a cancel and a drain all stop it by firing that timer. In-progress acks
@@ -178,8 +180,11 @@ class JobRunner:
         )
         if outcome in (JobOutcome.FAILED, JobOutcome.RETRIED):
             log.warning("job %s %s: %s", job.job_id, outcome.value, error)
+        rejection = rejection_of(outcome, error)
+        if rejection is not None:
+            return outcome, generation_seconds, rejection, True
         error_text = f"{type(error).__name__}: {error}" if error is not None else None
-        return outcome, generation_seconds, error_text
+        return outcome, generation_seconds, error_text, False
 
     async def _publish(self, subject: str, results: BranchResults) -> bool:
         """Queue the job's results on the connection (no round trip: see the module docstring);

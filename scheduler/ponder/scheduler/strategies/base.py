@@ -90,6 +90,7 @@ class PlannedQuery:
     beam: BeamConfig
     budget_forcing: BudgetForcingConfig
     wave_size: int  # branches per wave for adaptive strategies
+    answer_pattern: str | None = None  # the regex of extractor `regex`
 
 
 @dataclass(frozen=True)

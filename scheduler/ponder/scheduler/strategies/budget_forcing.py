@@ -113,10 +113,13 @@ class BudgetForcing(Strategy):
                 return Launch((think,))
         # After a Wait, only an answer restated in the new thinking counts as the model's last
         # word; otherwise the answer is forced, as s1 does.
-        if not at_cap and extract_answer(branch.result.text, self.query.extractor) is not None:
+        if not at_cap and self._answer_in(branch.result.text) is not None:
             return self._finish()
         force = self._force(branch.full_text)
         return Launch((force,)) if force else self._finish()
+
+    def _answer_in(self, text: str) -> str | None:
+        return extract_answer(text, self.query.extractor, self.query.answer_pattern)
 
     def _think(self, continuation: str) -> BranchRequest | None:
         """A thinking branch within the cap, keeping the forced answer's tokens in reserve."""
@@ -147,9 +150,7 @@ class BudgetForcing(Strategy):
         else the first line written."""
         written = self.config.answer_prompt + branch.result.text
         lines = [line for line in branch.result.text.splitlines() if line.strip()]
-        answer = extract_answer(written, self.query.extractor) or (
-            normalize_answer(lines[0]) if lines else None
-        )
+        answer = self._answer_in(written) or (normalize_answer(lines[0]) if lines else None)
         return FinalAnswer(
             text=branch.full_text,
             answer=answer or None,
