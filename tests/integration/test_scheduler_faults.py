@@ -12,13 +12,10 @@ deadline the scheduler answers is measured by `make bench-latency` (bench/stop_l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import re
-import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +30,7 @@ from ponder.local.dataplane import Dataplane, local_dataplane
 from ponder.local.nats import NatsServer
 from ponder.local.scheduler import scheduler_process
 from ponder.local.vllm import VllmServer
+from tests.integration.vllm_control import paused
 
 pytestmark = pytest.mark.vllm
 
@@ -123,17 +121,6 @@ async def eventually(check: Any, timeout_seconds: float, interval: float = 0.05)
         if time.monotonic() > deadline:
             raise AssertionError(f"{check.__name__} did not hold within {timeout_seconds}s")
         await asyncio.sleep(interval)
-
-
-@contextlib.contextmanager
-def paused(vllm: VllmServer) -> Iterator[None]:
-    """vLLM stopped (SIGSTOP to its process group) for the block: the generations sent to it
-    wait, so that the jobs holding them stay in progress however slowly the test runs."""
-    os.killpg(vllm.process.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.killpg(vllm.process.pid, signal.SIGCONT)
 
 
 async def test_worker_killed_mid_query_loses_nothing(

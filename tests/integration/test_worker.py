@@ -49,6 +49,7 @@ from ponder.local.nats import NatsServer
 from ponder.local.processes import free_port
 from ponder.local.vllm import VllmServer
 from ponder.local.worker import WorkerProcess, worker_process
+from tests.integration.vllm_control import paused
 
 PROMPT = "Q:1+2 A:"
 PROMPT_TOKENS = 9  # 8 characters + BOS with the arithmetic model's tokenizer
@@ -683,34 +684,31 @@ async def test_generation_longer_than_the_ack_wait_is_kept_alive_and_runs_once(
     vllm: VllmServer,
     stack_log_dir: Path,
 ) -> None:
-    # One job of 256 branches, timed here and now (about 4.5 s on an idle 2-core machine), then
-    # run again under an ack wait of a third of that: three ack waits to the generation however
-    # fast this machine runs it, and heartbeats (a third of the ack wait apart) that a busy
-    # worker may pause for most of an ack wait without losing the job.
-    branches = 256
-
-    async def run_job(service: ServiceConfig) -> tuple[list[BranchResult], float, str]:
-        """(results, seconds from publishing to the last result, the worker's metrics)."""
-        async with (
-            stream_of(js, service) as subjects,
-            Inbox(nc, subjects) as inbox,
-            worker_process(
-                service, nats_url=nats.url, vllm_url=vllm.base_url, log_dir=stack_log_dir
-            ) as worker,
-        ):
-            job = long_job(service, inbox.subject, branches=branches)
-            started = time.monotonic()
-            await publish(js, subjects, job)
-            results = await inbox.collect(branches, within=SETTLE_SECONDS)
-            seconds = time.monotonic() - started
-            assert await inbox.nothing_more(1.0)  # no redelivery ran it a second time
-            _, metrics = await http_get(f"{worker.http_url}/metrics")
-        return results, seconds, metrics
-
-    _, generation_seconds, _ = await run_job(new_service(slots_per_worker=branches))
-    service = new_service(slots_per_worker=branches, job_ack_wait_seconds=generation_seconds / 3)
-    results, seconds, metrics = await run_job(service)
-    assert seconds > 2 * service.job_ack_wait_seconds
+    # Once the job's generation has begun, vLLM is paused for two and a half ack waits: the
+    # generation outlives the ack wait whatever this machine's speed, and only the worker's
+    # heartbeats (a third of the ack wait apart) keep JetStream from handing the job to another.
+    ack_wait_seconds = 4.0
+    # Room for a second copy of the job: a redelivery would run at once and show.
+    service = new_service(slots_per_worker=128, job_ack_wait_seconds=ack_wait_seconds)
+    async with (
+        stream_of(js, service) as subjects,
+        Inbox(nc, subjects) as inbox,
+        worker_process(
+            service, nats_url=nats.url, vllm_url=vllm.base_url, log_dir=stack_log_dir
+        ) as worker,
+    ):
+        generated_before = await vllm_generated_tokens(vllm.base_url)
+        job = long_job(service, inbox.subject)
+        started = time.monotonic()
+        await publish(js, subjects, job)
+        await wait_for_vllm_tokens(vllm.base_url, more_than=generated_before)
+        with paused(vllm):
+            await asyncio.sleep(2.5 * ack_wait_seconds)
+        results = await inbox.collect(len(job.branch_ids), within=SETTLE_SECONDS)
+        seconds = time.monotonic() - started
+        assert await inbox.nothing_more(1.0)  # no redelivery ran it a second time
+        _, metrics = await http_get(f"{worker.http_url}/metrics")
+    assert seconds > 2 * ack_wait_seconds
     assert all(r.status is BranchStatus.COMPLETED for r in results)
     assert worker_metric(metrics, "ponder_branches_redelivered_total") == 0
 
