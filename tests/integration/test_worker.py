@@ -3,10 +3,10 @@
 Each test uses a ReasoningService of its own (its own stream), so tests never see each other's
 jobs. vLLM serves random weights: assertions are on statuses, token counts and the order of
 events. No assertion depends on how fast this machine is: waits are bounded by `SETTLE_SECONDS`,
-which only a hang exceeds, and the tests that must act part-way through a generation time it by
-what they measure here and now (`long_job_seconds`, vLLM's token counter), never by a fixed
-pause. How quickly a deadline or a cancel takes effect is measured by `make bench-latency`
-(bench/stop_latency.py), against its targets.
+which only a hang exceeds, and the tests that must act part-way through a generation wait for
+vLLM's own token counter and then pause vLLM (SIGSTOP), so that what finishes first never
+depends on speed. How quickly a deadline or a cancel takes effect is measured by
+`make bench-latency` (bench/stop_latency.py), against its targets.
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ LATE_SLACK_SECONDS = 5.0
 """How long after its deadline an expired job may still answer here: 20 times the 250 ms that
 `make bench-latency` measures it against, so that a busy machine's late timers pass. That the
 worker stopped at the deadline, not at the end of the generation, the token counts show."""
+MID_GENERATION_DEADLINE_SECONDS = 5.0
+"""The deadline of the job that vLLM is paused in the middle of: time enough for the worker to
+send it to vLLM and read its first tokens on a busy machine."""
 _names = itertools.count()
 
 
@@ -407,32 +410,6 @@ async def served(
         await client.close()
 
 
-@pytest_asyncio.fixture(scope="module")
-async def long_job_seconds(
-    served: tuple[ServiceConfig, WorkerProcess], nats: NatsServer, vllm: VllmServer
-) -> float:
-    """Seconds from publishing a `long_job` to its last result, here and now: the shorter of two
-    runs, as a busy moment only ever slows one down. A deadline placed by it falls part-way
-    through a generation on a fast machine and on a loaded one alike."""
-    service, _ = served
-    subjects = subjects_of(service)
-    client = await _connect(nats.url)
-    runs: list[float] = []
-    try:
-        async with Inbox(client, subjects) as inbox:
-            for _ in range(2):
-                job = long_job(service, inbox.subject)
-                started = time.monotonic()
-                await publish(client.jetstream(), subjects, job)
-                results = await inbox.collect(len(job.branch_ids), within=SETTLE_SECONDS)
-                runs.append(time.monotonic() - started)
-                assert [r.status for r in results] == [BranchStatus.COMPLETED] * len(results)
-        await wait_for_vllm_idle(vllm.base_url)
-    finally:
-        await client.close()
-    return min(runs)
-
-
 @pytest.mark.vllm
 async def test_job_yields_a_result_per_branch_with_tokens_and_is_acked(
     served: tuple[ServiceConfig, WorkerProcess], nc: NatsClient, js: JetStreamContext
@@ -569,12 +546,16 @@ async def test_cancel_mid_generation_returns_partial_results_and_frees_vllm(
         job = long_job(service, inbox.subject)
         full_generation = len(job.branch_ids) * LONG_TOKENS
         await publish(js, subjects, job)
-        # A tenth of the way in by vLLM's own count, not after a fixed pause: by then the
-        # worker has streamed part of every branch, however slowly this machine runs.
+        # A tenth of the way in by vLLM's own count, then vLLM paused: the job cannot finish
+        # before the cancel however slowly this machine runs the worker. The second lets the
+        # worker read what vLLM had already streamed (vLLM can send no more meanwhile), so the
+        # cancelled branches carry part of a generation.
         await wait_for_vllm_tokens(vllm.base_url, more_than=generated_before + full_generation / 10)
-        cancel = CancelMessage(query_id=job.query_id, reason="test")
-        await nc.publish(subjects.cancel, cancel.model_dump_json().encode())
-        results = await inbox.collect(len(job.branch_ids), within=SETTLE_SECONDS)
+        with paused(vllm):
+            await asyncio.sleep(1.0)
+            cancel = CancelMessage(query_id=job.query_id, reason="test")
+            await nc.publish(subjects.cancel, cancel.model_dump_json().encode())
+            results = await inbox.collect(len(job.branch_ids), within=SETTLE_SECONDS)
         # vLLM is freed: nothing of the job runs on. How soon it drops the request is
         # `make bench-latency`'s figure: on a busy machine vLLM's API server may notice the
         # closed connection only after its engine has generated the rest.
@@ -590,20 +571,31 @@ async def test_cancel_mid_generation_returns_partial_results_and_frees_vllm(
 @pytest.mark.vllm
 async def test_deadline_mid_generation_expires_the_job_with_partial_results(
     served: tuple[ServiceConfig, WorkerProcess],
-    long_job_seconds: float,
     nc: NatsClient,
     js: JetStreamContext,
     vllm: VllmServer,
 ) -> None:
     service, _ = served
     subjects = subjects_of(service)
+    generated_before = await vllm_generated_tokens(vllm.base_url)
     async with Inbox(nc, subjects) as inbox:
-        # Half-way through the generation, whatever this machine's speed.
-        deadline_at = time.time() + long_job_seconds / 2
+        deadline_at = time.time() + MID_GENERATION_DEADLINE_SECONDS
         job = long_job(service, inbox.subject).model_copy(update={"deadline_at": deadline_at})
+        full_generation = len(job.branch_ids) * LONG_TOKENS
         await publish(js, subjects, job)
-        results = await inbox.collect(len(job.branch_ids), within=SETTLE_SECONDS)
-        late_seconds = time.time() - job.deadline_at
+        # Once a tenth of the job is generated (or at the deadline, on a very slow machine),
+        # vLLM is paused until the job's results are in: the deadline falls mid-generation
+        # whatever this machine's speed, and the worker, not vLLM, ends the job.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                wait_for_vllm_tokens(
+                    vllm.base_url, more_than=generated_before + full_generation / 10
+                ),
+                timeout=max(0.0, deadline_at - time.time()),
+            )
+        with paused(vllm):
+            results = await inbox.collect(len(job.branch_ids), within=SETTLE_SECONDS)
+            late_seconds = time.time() - job.deadline_at
         # vLLM is freed: nothing of the job runs on (how soon: `make bench-latency`).
         await wait_for_vllm_idle(vllm.base_url)
     assert all(r.status is BranchStatus.EXPIRED for r in results)
