@@ -21,20 +21,19 @@ from typing import Any
 
 from ponder.api.service_config import ServiceConfig
 from ponder.local import shipped
-from ponder.local.dataplane import Dataplane, dataplane_config, merge_overrides
+from ponder.local.dataplane import dataplane_config, merge_overrides
 from ponder.local.interrupts import run_main
-from ponder.local.scheduler import SchedulerProcess
 from ponder.local.stack import LocalStack, local_stack
 
 __all__ = [
     "MODEL_DIR",
     "REPO_ROOT",
     "BenchSettings",
-    "BenchStack",
     "beam_branches",
     "bench_stack",
     "run_main",
     "service_overrides",
+    "without_verifier",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -114,53 +113,14 @@ def bench_config(settings: BenchSettings) -> ServiceConfig:
     )
 
 
-@dataclass
-class BenchStack:
-    """The running stack: the scheduler's OpenAI URL, vLLM's, the verifier's."""
-
-    local: LocalStack
-    settings: BenchSettings
-
-    @property
-    def plane(self) -> Dataplane:
-        return self.local.plane
-
-    @property
-    def openai_base_url(self) -> str:
-        return self.local.openai_base_url
-
-    @property
-    def served_name(self) -> str:
-        return self.local.served_name
-
-    @property
-    def config(self) -> ServiceConfig:
-        return self.local.config
-
-    @property
-    def vllm_url(self) -> str:
-        return self.local.vllm_url
-
-    @property
-    def verifier_url(self) -> str:
-        assert self.local.verifier_url is not None
-        return self.local.verifier_url
-
-    @property
-    def log_dir(self) -> Path | None:
-        return self.local.log_dir
-
-    async def add_scheduler(self, scheduler_id: str, verifier: bool) -> SchedulerProcess:
-        """Another scheduler replica of the same service (same stream and workers), e.g. one
-        without the verifier; stopped with the stack."""
-        config = self.config
-        if not verifier:
-            config = merge_overrides(config, {"strategy": {"verifier": {"kind": "none"}}})
-        return await self.local.add_scheduler(config, scheduler_id)
+def without_verifier(config: ServiceConfig) -> ServiceConfig:
+    """The same service with no verifier: a vote-only scheduler replica beside the default one
+    (`LocalStack.add_scheduler`), on the same stream and workers."""
+    return merge_overrides(config, {"strategy": {"verifier": {"kind": "none"}}})
 
 
 @contextlib.asynccontextmanager
-async def bench_stack(settings: BenchSettings, log_dir: Path) -> AsyncIterator[BenchStack]:
+async def bench_stack(settings: BenchSettings, log_dir: Path) -> AsyncIterator[LocalStack]:
     """Verifier, vLLM, NATS, scheduler and workers, ready on entry, stopped on exit."""
     await asyncio.to_thread(_prepare, settings.model_dir, log_dir)
     vllm_args = ["--chat-template", str(CHAT_TEMPLATE)] if settings.chat_template else []
@@ -172,7 +132,7 @@ async def bench_stack(settings: BenchSettings, log_dir: Path) -> AsyncIterator[B
         vllm_args=vllm_args,
         log_dir=log_dir,
     ) as local:
-        yield BenchStack(local=local, settings=settings)
+        yield local
 
 
 def _prepare(model_dir: Path, log_dir: Path) -> None:

@@ -50,6 +50,7 @@ from bench.stack import (
     beam_branches,
     bench_stack,
     run_main,
+    without_verifier,
 )
 from bench.summary import (
     ADAPTIVE,
@@ -173,7 +174,7 @@ async def run_benchmark(
     records: list[QueryRecord] = []
     print(f"Starting the local data plane (logs: {out_dir / 'logs'}) ...", file=sys.stderr)
     async with bench_stack(settings, out_dir / "logs") as stack:
-        vote = await stack.add_scheduler("scheduler-vote", verifier=False)
+        vote = await stack.add_scheduler(without_verifier(stack.config), "scheduler-vote")
         clients = {
             "default": PonderClient(stack.openai_base_url, stack.served_name),
             VOTE_SCHEDULER: PonderClient(vote.openai_base_url, stack.served_name),
