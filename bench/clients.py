@@ -187,6 +187,17 @@ async def run_bounded(
     return [task.result() for task in running]
 
 
+async def timed_completion(
+    http: aiohttp.ClientSession, base_url: str, body: dict[str, Any]
+) -> tuple[int, dict[str, Any], float]:
+    """POST `body` to `{base_url}/v1/completions`: (status, JSON body, seconds from sending to
+    the whole answer)."""
+    started = time.monotonic()
+    async with http.post(f"{base_url}/v1/completions", json=body) as response:
+        payload = await response.json()
+        return response.status, payload, time.monotonic() - started
+
+
 def metric_total(exposition: str, name: str) -> float:
     """The sum over every label set of metric `name` (a counter or gauge) in a Prometheus text
     exposition; ValueError when it is absent."""

@@ -42,9 +42,8 @@ from typing import Any
 import aiohttp
 import nats
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 
-from bench.clients import metric_total, vllm_metrics
+from bench.clients import metric_total, timed_completion, vllm_generated_tokens, vllm_metrics
 from bench.report import format_table, write_json
 from bench.stack import MODEL_DIR, REPO_ROOT, run_main
 from bench.summary import percentile
@@ -53,13 +52,12 @@ from ponder.api.service_config import ServiceConfig
 from ponder.api.subjects import ServiceSubjects
 from ponder.api.wire import (
     BranchJob,
-    BranchResult,
-    BranchResults,
     BranchStatus,
     CancelMessage,
     SamplingParams,
 )
 from ponder.local.dataplane import Dataplane, dataplane_config, local_dataplane
+from ponder.local.inbox import ResultsInbox
 from ponder.local.nats import nats_server
 from ponder.local.scheduler import scheduler_process
 from ponder.local.vllm import vllm_server
@@ -168,33 +166,6 @@ async def vllm_idle_at(vllm_url: str) -> float:
     return await poll(idle, "vLLM going idle")
 
 
-class Inbox:
-    """A scheduler's results subject: the branch results of a job, and when the last came."""
-
-    def __init__(self, nc: NatsClient, subjects: ServiceSubjects) -> None:
-        self.nc = nc
-        self.subject = subjects.results(f"bench-{uuid.uuid4().hex[:8]}")
-        self.results: asyncio.Queue[BranchResult] = asyncio.Queue()
-
-    async def __aenter__(self) -> Inbox:
-        async def on_results(msg: Msg) -> None:
-            for result in BranchResults.model_validate_json(msg.data).results:
-                self.results.put_nowait(result)
-
-        self.subscription = await self.nc.subscribe(self.subject, cb=on_results)
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.subscription.unsubscribe()
-
-    async def collect(self, count: int) -> list[BranchResult]:
-        collected: list[BranchResult] = []
-        async with asyncio.timeout(WAIT_SECONDS):
-            while len(collected) < count:
-                collected.append(await self.results.get())
-        return collected
-
-
 def long_job(model: str, reply_subject: str, deadline_at: float) -> BranchJob:
     query_id = f"q-{uuid.uuid4().hex[:8]}"
     return BranchJob(
@@ -238,12 +209,12 @@ class WorkerBench:
     async def full_generation_seconds(self) -> float:
         """Publish to last result of a job that runs to its end: the shorter of two runs."""
         runs = []
-        async with Inbox(self.nc, self.subjects) as inbox:
+        async with ResultsInbox(self.nc, self.subjects, owner="bench") as inbox:
             for _ in range(2):
                 job = long_job(self.service.model, inbox.subject, time.time() + WAIT_SECONDS)
                 started = time.monotonic()
                 await self.publish(job)
-                results = await inbox.collect(WORKER_BRANCHES)
+                results = await inbox.collect(WORKER_BRANCHES, within=WAIT_SECONDS)
                 runs.append(time.monotonic() - started)
                 require(
                     all(r.status is BranchStatus.COMPLETED for r in results),
@@ -256,10 +227,10 @@ class WorkerBench:
     async def deadline(self, full_seconds: float) -> tuple[float, float]:
         """(deadline -> expired results, results -> vLLM idle) of a job whose deadline falls
         half-way through its generation."""
-        async with Inbox(self.nc, self.subjects) as inbox:
+        async with ResultsInbox(self.nc, self.subjects, owner="bench") as inbox:
             job = long_job(self.service.model, inbox.subject, time.time() + full_seconds / 2)
             await self.publish(job)
-            results = await inbox.collect(WORKER_BRANCHES)
+            results = await inbox.collect(WORKER_BRANCHES, within=WAIT_SECONDS)
             late = time.time() - job.deadline_at
             answered_at = time.monotonic()
         idle_at = await vllm_idle_at(self.vllm_url)
@@ -276,20 +247,20 @@ class WorkerBench:
     async def cancel(self) -> tuple[float, float]:
         """(cancel -> cancelled results, results -> vLLM idle) of a job cancelled a tenth of the
         way through its generation."""
-        generated = await vllm_counter(self.vllm_url, "vllm:generation_tokens_total")
+        generated = await vllm_generated_tokens(self.vllm_url)
         tenth = generated + WORKER_BRANCHES * WORKER_TOKENS / 10
 
         async def a_tenth_generated() -> bool:
-            return await vllm_counter(self.vllm_url, "vllm:generation_tokens_total") > tenth
+            return await vllm_generated_tokens(self.vllm_url) > tenth
 
-        async with Inbox(self.nc, self.subjects) as inbox:
+        async with ResultsInbox(self.nc, self.subjects, owner="bench") as inbox:
             job = long_job(self.service.model, inbox.subject, time.time() + WAIT_SECONDS)
             await self.publish(job)
             await poll(a_tenth_generated, "a tenth of the generation")
             cancel = CancelMessage(query_id=job.query_id, reason="bench")
             cancelled_at = time.monotonic()
             await self.nc.publish(self.subjects.cancel, cancel.model_dump_json().encode())
-            results = await inbox.collect(WORKER_BRANCHES)
+            results = await inbox.collect(WORKER_BRANCHES, within=WAIT_SECONDS)
             answered_at = time.monotonic()
         idle_at = await vllm_idle_at(self.vllm_url)
         tokens = [r.completion_tokens for r in results]
@@ -359,16 +330,6 @@ def long_query(branches: int, deadline_ms: int) -> dict[str, Any]:
     }
 
 
-async def complete(
-    http: aiohttp.ClientSession, base_url: str, body: dict[str, Any]
-) -> tuple[int, dict[str, Any], float]:
-    """(status, body, seconds from sending to the whole answer)."""
-    started = time.monotonic()
-    async with http.post(f"{base_url}/v1/completions", json=body) as response:
-        payload = await response.json()
-        return response.status, payload, time.monotonic() - started
-
-
 async def mid_query_deadline_ms(http: aiohttp.ClientSession, plane: Dataplane) -> int:
     """The middle of the third of a WIDE_BRANCHES query's four rounds (a round: 8 branches, a
     job of 4 on each worker): half-way between when its first round and its last end, by
@@ -376,7 +337,7 @@ async def mid_query_deadline_ms(http: aiohttp.ClientSession, plane: Dataplane) -
     timings: dict[int, list[float]] = {8: [], WIDE_BRANCHES: []}
     for _ in range(3):
         for branches, runs in timings.items():
-            status, body, seconds = await complete(
+            status, body, seconds = await timed_completion(
                 http, plane.base_url, long_query(branches, int(WAIT_SECONDS * 1000))
             )
             require(status == 200, "timing the rounds", body)
@@ -412,7 +373,7 @@ async def measure_scheduler(
             async with scheduler_process(
                 plane.config, scheduler_id=f"scheduler-fresh-{index}", log_dir=log_dir
             ) as fresh:
-                status, body, seconds = await complete(
+                status, body, seconds = await timed_completion(
                     http, fresh.base_url, long_query(WIDE_BRANCHES, deadline_ms)
                 )
             require(
@@ -423,7 +384,7 @@ async def measure_scheduler(
             )
             await vllm_idle_at(vllm_url)
 
-            status, body, seconds = await complete(
+            status, body, seconds = await timed_completion(
                 http, plane.base_url, long_query(4, EARLY_DEADLINE_MS)
             )
             require(status == 504, "scheduler 504", body)

@@ -25,6 +25,7 @@ import pytest
 import pytest_asyncio
 from nats.aio.msg import Msg
 
+from bench.clients import timed_completion
 from ponder.api.wire import BranchResult, BranchResults, BranchStatus, DeadLetter
 from ponder.local.dataplane import Dataplane, local_dataplane
 from ponder.local.nats import NatsServer
@@ -92,16 +93,6 @@ def long_query(branches: int, deadline_ms: int = QUERY_DEADLINE_MS) -> dict[str,
     }
 
 
-async def complete(
-    http: aiohttp.ClientSession, base_url: str, body: dict[str, Any]
-) -> tuple[int, dict[str, Any], float]:
-    """(status, body, seconds from sending to the whole answer)."""
-    started = time.monotonic()
-    async with http.post(f"{base_url}/v1/completions", json=body) as response:
-        payload = await response.json()
-        return response.status, payload, time.monotonic() - started
-
-
 async def metric(http: aiohttp.ClientSession, url: str, name: str, labels: str = "") -> float:
     """Sum of the samples of `name` (whose labels contain `labels`) at `url`/metrics."""
     async with http.get(f"{url}/metrics") as response:
@@ -137,7 +128,9 @@ async def test_worker_killed_mid_query_loses_nothing(
         # A job of 4 branches takes half a second here, less than a busy machine may keep this
         # test from polling: with vLLM paused, each worker holds its job until one is killed.
         with paused(vllm):
-            query = asyncio.create_task(complete(http, plane.base_url, long_query(branches=8)))
+            query = asyncio.create_task(
+                timed_completion(http, plane.base_url, long_query(branches=8))
+            )
             await eventually(both_workers_busy, timeout_seconds=SETTLE_SECONDS)
             plane.kill_worker(0)
         status, body, _ = await query
@@ -163,7 +156,7 @@ async def test_deadline_answers_with_the_best_so_far_and_aborts_the_rest(
     # timed now), so the first job finishes before it however busy the machine is.
     first_round_runs: list[float] = []
     for _ in range(3):
-        status, body, seconds = await complete(http, plane.base_url, long_query(8))
+        status, body, seconds = await timed_completion(http, plane.base_url, long_query(8))
         assert status == 200, body
         first_round_runs.append(seconds)
     first_round_seconds = sorted(first_round_runs)[1]
@@ -187,7 +180,7 @@ async def test_deadline_answers_with_the_best_so_far_and_aborts_the_rest(
         async with scheduler_process(
             plane.config, scheduler_id="scheduler-fresh", log_dir=stack_log_dir
         ) as fresh:
-            query = asyncio.create_task(complete(http, fresh.base_url, wide))
+            query = asyncio.create_task(timed_completion(http, fresh.base_url, wide))
             await asyncio.wait_for(first_job_done.wait(), timeout=deadline_ms / 1000)
             with paused(vllm):
                 status, body, seconds = await query
@@ -233,7 +226,9 @@ async def test_deadline_answers_with_the_best_so_far_and_aborts_the_rest(
 async def test_deadline_before_any_branch_finishes_is_a_504(
     plane: Dataplane, http: aiohttp.ClientSession
 ) -> None:
-    status, body, seconds = await complete(http, plane.base_url, long_query(4, deadline_ms=150))
+    status, body, seconds = await timed_completion(
+        http, plane.base_url, long_query(4, deadline_ms=150)
+    )
     assert status == 504
     assert body["error"]["code"] == "deadline_exceeded"
     assert "ponder.deadline_ms=150" in body["error"]["message"]
@@ -292,7 +287,7 @@ async def test_malformed_messages_are_dead_lettered_and_nothing_crashes(
 
     await eventually(malformed_result_counted, timeout_seconds=SETTLE_SECONDS)
     # Scheduler and both workers still serve.
-    status, body, _ = await complete(
+    status, body, _ = await timed_completion(
         http,
         plane.base_url,
         {"model": MODEL, "prompt": PROMPT, "max_tokens": 8, "ponder": {"branches": 8}},

@@ -31,13 +31,12 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from bench.clients import vllm_generated_tokens
 from ponder.api.jetstream import delete_stream, ensure_stream
 from ponder.api.service_config import ServiceConfig
 from ponder.api.subjects import ServiceSubjects
 from ponder.api.wire import (
     BranchJob,
-    BranchResult,
-    BranchResults,
     BranchStatus,
     CancelMessage,
     ChatMessage,
@@ -45,6 +44,7 @@ from ponder.api.wire import (
     Endpoint,
     SamplingParams,
 )
+from ponder.local.inbox import ResultsInbox
 from ponder.local.nats import NatsServer
 from ponder.local.processes import free_port
 from ponder.local.vllm import VllmServer
@@ -115,38 +115,6 @@ def long_job(service: ServiceConfig, reply_subject: str, branches: int = 64) -> 
     return new_job(
         service, reply_subject, branches=branches, max_tokens=LONG_TOKENS, ignore_eos=True
     )
-
-
-class Inbox:
-    """A scheduler's results subject: collects the branch results of the `BranchResults`
-    messages (one per job) published to it."""
-
-    def __init__(self, nc: NatsClient, subjects: ServiceSubjects) -> None:
-        self.nc = nc
-        self.subject = subjects.results(f"test-{uuid.uuid4().hex[:8]}")
-        self.queue: asyncio.Queue[BranchResult] = asyncio.Queue()
-
-    async def __aenter__(self) -> Inbox:
-        async def on_result(msg: Any) -> None:
-            for result in BranchResults.model_validate_json(msg.data).results:
-                await self.queue.put(result)
-
-        self.subscription = await self.nc.subscribe(self.subject, cb=on_result)
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.subscription.unsubscribe()
-
-    async def collect(self, count: int, within: float) -> list[BranchResult]:
-        results: list[BranchResult] = []
-        async with asyncio.timeout(within):
-            while len(results) < count:
-                results.append(await self.queue.get())
-        return results
-
-    async def nothing_more(self, seconds: float) -> bool:
-        await asyncio.sleep(seconds)
-        return self.queue.empty()
 
 
 @pytest_asyncio.fixture
@@ -225,10 +193,6 @@ async def vllm_metric(base_url: str, name: str) -> float:
         if line.startswith(name + "{") or line.startswith(name + " "):
             total += float(line.rsplit(" ", 1)[1])
     return total
-
-
-async def vllm_generated_tokens(base_url: str) -> float:
-    return await vllm_metric(base_url, "vllm:generation_tokens_total")
 
 
 async def vllm_running(base_url: str) -> float:
@@ -322,7 +286,7 @@ async def test_engine_that_always_fails_ends_in_failed_branches_and_a_dead_lette
     service = new_service(job_max_deliver=2, job_ack_wait_seconds=2.0)
     subjects = subjects_of(service)
     async with (
-        Inbox(nc, subjects) as inbox,
+        ResultsInbox(nc, subjects) as inbox,
         worker_process(
             service,
             nats_url=nats.url,
@@ -370,7 +334,7 @@ async def test_cancel_that_overtakes_a_queued_job_answers_it_without_generating(
     service = new_service()
     async with (
         stream_of(js, service) as subjects,
-        Inbox(nc, subjects) as inbox,
+        ResultsInbox(nc, subjects) as inbox,
         worker_process(service, nats_url=nats.url, vllm_url=dead_vllm_url(), log_dir=stack_log_dir),
     ):
         job = new_job(service, inbox.subject, branches=2)
@@ -416,7 +380,7 @@ async def test_job_yields_a_result_per_branch_with_tokens_and_is_acked(
 ) -> None:
     service, worker = served
     subjects = subjects_of(service)
-    async with Inbox(nc, subjects) as inbox:
+    async with ResultsInbox(nc, subjects) as inbox:
         job = new_job(service, inbox.subject, branches=3, max_tokens=8)
         await publish(js, subjects, job)
         results = await inbox.collect(3, within=SETTLE_SECONDS)
@@ -447,7 +411,7 @@ async def test_chat_job_ending_with_an_assistant_message_continues_that_message(
     service, _ = served
     subjects = subjects_of(service)
     reply_so_far = "1+2="
-    async with Inbox(nc, subjects) as inbox:
+    async with ResultsInbox(nc, subjects) as inbox:
         job = new_job(service, inbox.subject, branches=2, max_tokens=4).model_copy(
             update={
                 "endpoint": Endpoint.CHAT,
@@ -476,7 +440,7 @@ async def test_job_past_its_deadline_is_acked_expired_and_vllm_sees_no_request(
     service, _ = served
     subjects = subjects_of(service)
     prompt_tokens_before = await vllm_metric(vllm.base_url, "vllm:prompt_tokens_total")
-    async with Inbox(nc, subjects) as inbox:
+    async with ResultsInbox(nc, subjects) as inbox:
         job = new_job(service, inbox.subject, branches=2, deadline_in=-1.0)
         await publish(js, subjects, job)
         results = await inbox.collect(2, within=SETTLE_SECONDS)
@@ -492,7 +456,7 @@ async def test_malformed_jobs_are_dead_lettered_and_the_worker_keeps_serving(
 ) -> None:
     service, worker = served
     subjects = subjects_of(service)
-    async with Inbox(nc, subjects) as inbox:
+    async with ResultsInbox(nc, subjects) as inbox:
         await js.publish(subjects.jobs, b"{not json")
         broken = new_job(service, inbox.subject, branches=2).model_dump(mode="json")
         broken["sampling"]["max_tokens"] = -5
@@ -522,7 +486,7 @@ async def test_rejected_job_fails_with_vllms_reason_without_retrying(
 ) -> None:
     service, _ = served
     subjects = subjects_of(service)
-    async with Inbox(nc, subjects) as inbox:
+    async with ResultsInbox(nc, subjects) as inbox:
         job = new_job(service, inbox.subject, branches=2, model="no-such-model")
         await publish(js, subjects, job)
         results = await inbox.collect(2, within=SETTLE_SECONDS)
@@ -542,7 +506,7 @@ async def test_cancel_mid_generation_returns_partial_results_and_frees_vllm(
     service, _ = served
     subjects = subjects_of(service)
     generated_before = await vllm_generated_tokens(vllm.base_url)
-    async with Inbox(nc, subjects) as inbox:
+    async with ResultsInbox(nc, subjects) as inbox:
         job = long_job(service, inbox.subject)
         full_generation = len(job.branch_ids) * LONG_TOKENS
         await publish(js, subjects, job)
@@ -578,7 +542,7 @@ async def test_deadline_mid_generation_expires_the_job_with_partial_results(
     service, _ = served
     subjects = subjects_of(service)
     generated_before = await vllm_generated_tokens(vllm.base_url)
-    async with Inbox(nc, subjects) as inbox:
+    async with ResultsInbox(nc, subjects) as inbox:
         deadline_at = time.time() + MID_GENERATION_DEADLINE_SECONDS
         job = long_job(service, inbox.subject).model_copy(update={"deadline_at": deadline_at})
         full_generation = len(job.branch_ids) * LONG_TOKENS
@@ -632,7 +596,7 @@ async def test_worker_killed_mid_job_loses_nothing(
     stack_log_dir: Path,
 ) -> None:
     service = new_service(job_ack_wait_seconds=2.0)
-    async with stream_of(js, service) as subjects, Inbox(nc, subjects) as inbox:
+    async with stream_of(js, service) as subjects, ResultsInbox(nc, subjects) as inbox:
         # The longest job a worker takes, so that the kill lands before it ends however slowly
         # this test's polls run.
         job = long_job(service, inbox.subject)
@@ -684,7 +648,7 @@ async def test_generation_longer_than_the_ack_wait_is_kept_alive_and_runs_once(
     service = new_service(slots_per_worker=128, job_ack_wait_seconds=ack_wait_seconds)
     async with (
         stream_of(js, service) as subjects,
-        Inbox(nc, subjects) as inbox,
+        ResultsInbox(nc, subjects) as inbox,
         worker_process(
             service, nats_url=nats.url, vllm_url=vllm.base_url, log_dir=stack_log_dir
         ) as worker,
@@ -716,7 +680,7 @@ async def test_sigterm_drains_in_flight_work_and_exits_zero(
     service = new_service()
     async with (
         stream_of(js, service) as subjects,
-        Inbox(nc, subjects) as inbox,
+        ResultsInbox(nc, subjects) as inbox,
         worker_process(
             service, nats_url=nats.url, vllm_url=vllm.base_url, log_dir=stack_log_dir
         ) as worker,
@@ -742,7 +706,7 @@ async def test_drain_hands_unfinished_jobs_to_another_worker(
     stack_log_dir: Path,
 ) -> None:
     service = new_service()
-    async with stream_of(js, service) as subjects, Inbox(nc, subjects) as inbox:
+    async with stream_of(js, service) as subjects, ResultsInbox(nc, subjects) as inbox:
         job = long_job(service, inbox.subject)
         async with worker_process(
             service,
