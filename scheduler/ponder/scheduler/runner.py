@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ponder.api.wire import BranchResult, BranchStatus
 from ponder.scheduler.dispatch import Dispatcher, DispatchError, QueryCollector
-from ponder.scheduler.extract import extract_answer
+from ponder.api.answers import extract_answer
 from ponder.scheduler.jobs import JobContext, branch_id, build_jobs
 from ponder.scheduler.load import LoadTracker
 from ponder.scheduler.metrics import BranchEvent, SchedulerMetrics

@@ -34,7 +34,7 @@ import aiohttp
 
 from ponder.api.service_config import VerifierConfig, VerifierKind
 from ponder.api.wire import BranchResult
-from ponder.scheduler.extract import split_steps
+from ponder.api.answers import split_steps
 from ponder.scheduler.strategies.base import BranchRequest, PlannedQuery
 
 T = TypeVar("T")

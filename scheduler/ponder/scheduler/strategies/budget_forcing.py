@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ponder.api.strategy import StrategyName
 from ponder.api.wire import BranchStatus
-from ponder.scheduler.extract import extract_answer, normalize_answer
+from ponder.api.answers import extract_answer, normalize_answer
 from ponder.scheduler.strategies.base import (
     BranchRequest,
     Decision,

@@ -1,8 +1,11 @@
 """Answer extractors: pull the final answer out of a branch's text, normalised for voting.
 
-Pure functions. The runner calls `extract_answer(branch.full_text, query.extractor,
-query.answer_pattern)` for every finished branch; strategies vote on the normalised strings, so
-`"1,234."`, `"+1234"` and `"1234.0"` all count as the same answer `"1234"`.
+Pure functions, shared by both halves of the data plane. The scheduler's runner calls
+`extract_answer(branch.full_text, query.extractor, query.answer_pattern)` for every finished
+branch; strategies vote on the normalised strings, so `"1,234."`, `"+1234"` and `"1234.0"` all
+count as the same answer `"1234"`. Workers read answers with the same functions while a branch
+generates: to find where its answer settled (tokens after the answer) and to read an answer
+probe (`ponder.workers.probing`).
 """
 
 from __future__ import annotations

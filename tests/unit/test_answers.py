@@ -1,4 +1,4 @@
-"""Answer extractors and normalisation (ponder.scheduler.extract)."""
+"""Answer extractors and normalisation (ponder.api.answers)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from ponder.api.service_config import ExtractorKind, StrategyDefaults
-from ponder.scheduler.extract import extract_answer, normalize_answer, split_steps
+from ponder.api.answers import extract_answer, normalize_answer, split_steps
 
 AUTO, BOXED, HASHES, COLON, ANSWER_IS, LAST_NUMBER = (
     ExtractorKind.AUTO,
