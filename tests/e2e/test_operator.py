@@ -33,6 +33,7 @@ from ponder.api.wire import BranchJob, SamplingParams
 from ponder.local.cluster.commands import CommandError, Kubectl
 from ponder.local.nats import NatsServer
 from ponder.local.processes import free_port, stop_process, wait_for_port
+from ponder.operator.handlers import RETRY_SECONDS
 from tests.cluster.eventually import eventually
 
 pytestmark = pytest.mark.e2e
@@ -353,6 +354,16 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "spec.workers.resources.requests.memory",
     ),
     ("an unknown field", {"workers": {"slotPerWorker": 8}}, 'unknown field "spec.workers.slot'),
+    (
+        "extractor Regex without a pattern",
+        {"strategy": {"extractor": "Regex"}},
+        "spec.strategy.answerPattern is required by extractor Regex and allowed with it alone",
+    ),
+    (
+        "a pattern without extractor Regex",
+        {"strategy": {"extractor": "LastNumber", "answerPattern": "Result: ([0-9]+)"}},
+        "spec.strategy.answerPattern is required by extractor Regex and allowed with it alone",
+    ),
 ]
 
 
@@ -399,6 +410,116 @@ async def test_api_server_rejects_names_unfit_for_nats_subjects(
             "create", "--dry-run=server", "-n", "default", "-f", "-", stdin=json.dumps(body)
         )
     assert message in rejected.value.stderr, rejected.value.stderr
+
+
+# --- a spec that only the operator can refuse ----------------------------------------------------
+
+BAD_PATTERN = "Result: ([0-9]+"
+"""Admitted (CEL cannot compile a Python regex), refused by the operator's model."""
+BAD_PATTERN_PROBLEM = (
+    "spec.strategy.answerPattern: answer pattern 'Result: ([0-9]+' is not a valid regular "
+    "expression: missing ), unterminated subpattern at position 8"
+)
+GOOD_PATTERN = "Result: ([0-9]+)"
+
+
+def with_pattern(name: str, pattern: str) -> dict[str, Any]:
+    return service(name, strategy={"extractor": "Regex", "answerPattern": pattern})
+
+
+async def children_of(kubectl: Kubectl, namespace: str, name: str) -> list[str]:
+    listed = await get_json(
+        kubectl,
+        "deployments,services,configmaps,poddisruptionbudgets",
+        "-n",
+        namespace,
+        "-l",
+        f"app.kubernetes.io/instance={name}",
+    )
+    return [f"{item['kind']}/{item['metadata']['name']}" for item in listed["items"]]
+
+
+async def warnings_about(kubectl: Kubectl, namespace: str, name: str) -> list[tuple[str, str]]:
+    """(reason, message) of the Events other than Normal about the ReasoningService `name`."""
+    events = await get_json(kubectl, "events", "-n", namespace)
+    return [
+        (event["reason"], event["message"])
+        for event in events["items"]
+        if event["involvedObject"].get("kind") == "ReasoningService"
+        and event["involvedObject"].get("name") == name
+        and event.get("type") != "Normal"
+    ]
+
+
+async def test_a_spec_the_operator_refuses_is_reported_in_status_until_it_is_fixed(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str, nats: NatsServer
+) -> None:
+    name = "bad-pattern"
+    await apply(kubectl, namespace, with_pattern(name, BAD_PATTERN))
+    refused = await eventually(
+        lambda: get_json(kubectl, "rsvc", name, "-n", namespace),
+        lambda obj: condition(obj, "Degraded").get("reason") == "InvalidSpec",
+        timeout_seconds=SETTLE_SECONDS,
+        what="Degraded=InvalidSpec",
+    )
+    degraded = condition(refused, "Degraded")
+    assert degraded["status"] == "True"
+    assert BAD_PATTERN_PROBLEM in degraded["message"], degraded["message"]
+    assert (condition(refused, "Ready")["status"], condition(refused, "Ready")["reason"]) == (
+        "False",
+        "InvalidSpec",
+    )
+    assert refused["status"]["observedGeneration"] == refused["metadata"]["generation"]
+
+    # A permanent error: over several of kopf's retry periods and timer ticks, one Warning, no
+    # child and no stream (a retried handler would post a Warning per attempt).
+    await asyncio.sleep(3 * RETRY_SECONDS)
+    assert await warnings_about(kubectl, namespace, name) == [("InvalidSpec", BAD_PATTERN_PROBLEM)]
+    assert await children_of(kubectl, namespace, name) == []
+    assert not await stream_exists(nats.url, ServiceSubjects(namespace, name))
+
+    await apply(kubectl, namespace, with_pattern(name, GOOD_PATTERN))
+    ready = await wait_ready(kubectl, namespace, name)
+    assert condition(ready, "Degraded")["reason"] == "AsExpected"
+    config = await get_json(kubectl, "configmap", f"{name}-config", "-n", namespace)
+    assert GOOD_PATTERN in json.dumps(config["data"])
+
+    # A running service given a spec the operator refuses keeps the children of the last good
+    # one, untouched, and still reports them Ready.
+    async def child_versions() -> tuple[str, int, int]:
+        """What a change to the children would move: the ConfigMap's resourceVersion, the
+        Deployments' generations."""
+        config = await get_json(kubectl, "configmap", f"{name}-config", "-n", namespace)
+        workers = await get_json(kubectl, "deployment", f"{name}-workers", "-n", namespace)
+        scheduler = await get_json(kubectl, "deployment", f"{name}-scheduler", "-n", namespace)
+        return (
+            config["metadata"]["resourceVersion"],
+            workers["metadata"]["generation"],
+            scheduler["metadata"]["generation"],
+        )
+
+    before = await child_versions()
+    await apply(kubectl, namespace, with_pattern(name, "(?P<answer"))
+    broken = await eventually(
+        lambda: get_json(kubectl, "rsvc", name, "-n", namespace),
+        lambda obj: (
+            condition(obj, "Degraded").get("reason") == "InvalidSpec"
+            and condition(obj, "Degraded").get("observedGeneration")
+            == obj["metadata"]["generation"]
+        ),
+        timeout_seconds=SETTLE_SECONDS,
+        what="Degraded=InvalidSpec for the new generation",
+    )
+    assert (
+        "'(?P<answer' is not a valid regular expression" in condition(broken, "Degraded")["message"]
+    )
+    assert condition(broken, "Ready")["status"] == "True"
+    assert broken["status"]["ready"] == "1/1"
+    assert await child_versions() == before
+
+    # Nor does it hold up deletion: the finalizer removes the stream of the last good spec.
+    await kubectl("delete", "rsvc", name, "-n", namespace, "--timeout=60s")
+    assert not await stream_exists(nats.url, ServiceSubjects(namespace, name))
 
 
 # --- autoscaling on real NATS --------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """The decisions of one reconcile pass (pure): what observe saw in; children, workers, status out.
 
+    read_service    the object kopf hands over in the operator's model, or why its spec is
+                    refused (`RefusedService`: nothing is applied for it)
+    refused_status  the status of a refused service: why, and what its children still do
     decide          the worker count: held between decisions, or the autoscaler's on the timer
                     (Builtin mode, backlog readable); the autoscaler memory to keep; every child
                     manifest, in apply order, with whether observe saw it
@@ -12,12 +15,22 @@ table of reconciles.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ponder.api.crd import AutoscalingMode, ReasoningService, ReasoningServiceStatus
+from pydantic import ValidationError
+
+from ponder.api.crd import (
+    AutoscalingMode,
+    NatsSpec,
+    ObjectMeta,
+    ReasoningService,
+    ReasoningServiceSpec,
+    ReasoningServiceStatus,
+)
 from ponder.api.service_config import ServiceConfig
 from ponder.operator import policy, render
 from ponder.operator.policy import AutoscalerState, Decision, PolicyConfig, Signals
@@ -28,6 +41,8 @@ from ponder.operator.status import (
     Observation,
     UnschedulablePod,
     compute_status,
+    invalid_spec_status,
+    spec_problems,
     status_patch,
 )
 
@@ -59,6 +74,69 @@ class Children:
 
     workers: DeploymentState
     scheduler: DeploymentState
+
+
+@dataclass(frozen=True)
+class RefusedService:
+    """A ReasoningService whose spec the operator's model refuses, with what a pass needs to
+    say so in its status and to finalize it."""
+
+    metadata: ObjectMeta
+    status: ReasoningServiceStatus | None
+    nats: NatsSpec
+    """The spec's NATS settings (the finalizer deletes the stream, if one was made)."""
+    problems: str
+    """What is wrong, field by field (`spec.strategy.answerPattern: ...`)."""
+
+
+def read_service(body: Mapping[str, Any]) -> ReasoningService | RefusedService:
+    """The object `body` (plain dicts) in the operator's model, or why its spec is refused.
+
+    The API server checked the spec against the CRD's schema and CEL rules; what those cannot
+    check (a Python regex that does not compile) or an operator newer than the installed CRD
+    may still refuse it, and that is the user's to fix, so it is reported rather than raised. A
+    status that does not read (the operator's own, from another version) counts as none: the
+    pass rewrites it. Metadata that does not read is the API server's fault and raises.
+    """
+    metadata = ObjectMeta.model_validate(body.get("metadata") or {})
+    status = None
+    if body.get("status"):
+        with contextlib.suppress(ValidationError):
+            status = ReasoningServiceStatus.model_validate(body["status"])
+    spec = body.get("spec") or {}
+    try:
+        valid_spec = ReasoningServiceSpec.model_validate(spec)
+    except ValidationError as error:
+        try:
+            nats = NatsSpec.model_validate(spec.get("nats") or {})
+        except ValidationError:
+            nats = NatsSpec()
+        return RefusedService(metadata, status, nats, spec_problems(error))
+    return ReasoningService(metadata=metadata, spec=valid_spec, status=status)
+
+
+def refused_by_config(service: ReasoningService, error: ValidationError) -> RefusedService:
+    """`service` refused because the ServiceConfig its spec translates to does not validate
+    (the CRD model let through what the data plane's model refuses)."""
+    problems = f"its ServiceConfig is invalid: {spec_problems(error, root='')}"
+    return RefusedService(service.metadata, service.status, service.spec.nats, problems)
+
+
+def refused_status(
+    refused: RefusedService,
+    workers: Mapping[str, Any] | None,
+    scheduler: Mapping[str, Any] | None,
+    now: datetime,
+) -> ReasoningServiceStatus:
+    """The status that reports `refused`, from its Deployments as they are (None: absent)."""
+    return invalid_spec_status(
+        refused.status,
+        refused.metadata.generation,
+        refused.problems,
+        DeploymentState.from_manifest(workers),
+        DeploymentState.from_manifest(scheduler),
+        rfc3339(now),
+    )
 
 
 def rfc3339(moment: datetime) -> str:

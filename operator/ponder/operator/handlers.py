@@ -16,6 +16,7 @@ from ponder.api import crd
 from ponder.operator.reconcile import finalize, owning_service, reconcile, refresh
 from ponder.operator.render import MANAGED_BY
 from ponder.operator.runtime import OperatorConfig, Runtime
+from ponder.operator.status import INVALID_SPEC
 
 FINALIZER = "ponder.dev/finalizer"
 ANNOTATION_PREFIX = "ponder.dev"
@@ -32,15 +33,23 @@ def _runtime(memo: Any) -> Runtime:
 
 
 async def on_change(body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> None:
-    """Create, update (spec changes, including the scale subresource) and operator resume."""
+    """Create, update (spec changes, including the scale subresource) and operator resume.
+
+    A refused spec is posted as a Warning Event and raised as a permanent error, which kopf
+    logs and retries no more until the spec changes; status already says what to fix.
+    """
     try:
-        await reconcile(_runtime(memo), body, autoscale=False, logger=logger)
+        result = await reconcile(_runtime(memo), body, autoscale=False, logger=logger)
     except ApiError as error:
         raise kopf.TemporaryError(f"API server refused: {error}", delay=RETRY_SECONDS) from error
+    if result.refused is not None:
+        kopf.event(body, type="Warning", reason=INVALID_SPEC, message=result.refused)
+        raise kopf.PermanentError(f"Refused the spec: {result.refused}")
 
 
 async def on_timer(body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> None:
-    """Every interval: read the signals, let the autoscaler decide, refresh status."""
+    """Every interval: read the signals, let the autoscaler decide, refresh status (a refused
+    spec's status too, silently: `on_change` reported it once)."""
     result = await reconcile(_runtime(memo), body, autoscale=True, logger=logger)
     decision = result.decision
     if decision is not None and decision.changed:

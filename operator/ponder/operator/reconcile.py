@@ -11,6 +11,12 @@ Each pass runs four named steps:
     report   status computed from what the children show after the apply, written when it
              changed
 
+A spec the operator's model refuses (`decide.read_service`: the API server's CEL cannot compile
+a Python regex, and a CRD older than the operator may admit more) gets none of them. `refuse`
+reads the two Deployments, writes a status that says what is wrong (Degraded, reason
+InvalidSpec) and returns the problems in `ReconcileResult.refused`; no child and no stream is
+touched.
+
 Nothing here depends on what happened before: running it twice, or after a crash half-way,
 converges on the same objects. The only memory (`ServiceMemory`: autoscaler history, what was
 last applied) is an optimisation or a smoothing, and rebuilds itself after a restart.
@@ -33,6 +39,7 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import ConfigMap, Pod, Service
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
+from pydantic import ValidationError
 
 from ponder.api import crd
 from ponder.api.crd import ReasoningService, ReasoningServiceStatus
@@ -44,8 +51,12 @@ from ponder.operator.decide import (
     Children,
     DesiredChild,
     Plan,
+    RefusedService,
     children_after,
     decide,
+    read_service,
+    refused_by_config,
+    refused_status,
     status_change,
     status_of,
     workers_short,
@@ -81,6 +92,8 @@ class ReconcileResult:
 
     decision: Decision | None
     status: ReasoningServiceStatus
+    refused: str | None = None
+    """Why the spec was refused (status says so, nothing was applied); None when it was not."""
 
 
 def plain(value: Any) -> Any:
@@ -102,11 +115,13 @@ async def reconcile(
     """Bring the children of the ReasoningService `body` to its spec and report status.
 
     `autoscale` (the timer) also lets the policy move the worker count; every reconcile reads
-    the signals for status.
+    the signals for status. A refused spec is reported in status, not raised.
     """
-    service = ReasoningService.model_validate(plain(body))
+    service = read_service(plain(body))
     memory = runtime.memory((service.metadata.namespace, service.metadata.name))
     async with memory.lock, runtime.reconcile_slots:
+        if isinstance(service, RefusedService):
+            return await refuse(runtime, service)
         return await _reconcile(runtime, memory, service, autoscale=autoscale, logger=logger)
 
 
@@ -121,9 +136,12 @@ async def _reconcile(
     """One pass, under the service's lock: observe, decide, apply, report."""
     meta = service.metadata
     # Built once: the stream, the ConfigMap and the pod templates' config hash all come from it.
-    config = service_config_from_spec(
-        meta.namespace, meta.name, service.spec, runtime.config.nats_url
-    )
+    try:
+        config = service_config_from_spec(
+            meta.namespace, meta.name, service.spec, runtime.config.nats_url
+        )
+    except ValidationError as error:
+        return await refuse(runtime, refused_by_config(service, error))
     snapshot = await observe(runtime, memory, service, config)
     plan = decide(snapshot, config, autoscale=autoscale)
     children = await apply(runtime, memory, snapshot, plan, logger)
@@ -315,16 +333,38 @@ async def report(
             runtime, meta.namespace, meta.name
         )
     status = status_of(snapshot, plan, children, memory.unschedulable_workers, datetime.now(UTC))
-    patch = status_change(snapshot.service.status, status)
+    await _write_status(runtime, meta.namespace, meta.name, snapshot.service.status, status)
+    return status
+
+
+async def refuse(runtime: Runtime, refused: RefusedService) -> ReconcileResult:
+    """Report a refused spec in status and touch nothing else: the Deployments are only read,
+    so that Ready still says what the children of the last valid spec do."""
+    meta = refused.metadata
+    names = render.ChildNames(meta.name)
+    workers = await _get_deployment(runtime, meta.namespace, names.workers)
+    scheduler = await _get_deployment(runtime, meta.namespace, names.scheduler)
+    status = refused_status(refused, workers, scheduler, datetime.now(UTC))
+    await _write_status(runtime, meta.namespace, meta.name, refused.status, status)
+    return ReconcileResult(decision=None, status=status, refused=refused.problems)
+
+
+async def _write_status(
+    runtime: Runtime,
+    namespace: str,
+    name: str,
+    previous: ReasoningServiceStatus | None,
+    status: ReasoningServiceStatus,
+) -> None:
+    patch = status_change(previous, status)
     if patch is not None:
         await runtime.kube.patch(
             ReasoningServiceResource.Status,
-            meta.name,
+            name,
             {"status": patch},
-            namespace=meta.namespace,
+            namespace=namespace,
             patch_type=PatchType.MERGE,
         )
-    return status
 
 
 async def _unschedulable_workers(
@@ -374,18 +414,23 @@ async def refresh(runtime: Runtime, namespace: str, name: str, logger: Logger) -
             body = current.to_dict()
             if body.get("metadata", {}).get("deletionTimestamp"):
                 return
-            service = ReasoningService.model_validate(body)
+            service = read_service(body)
             async with runtime.reconcile_slots:
-                await _reconcile(runtime, memory, service, autoscale=False, logger=logger)
+                if isinstance(service, RefusedService):
+                    await refuse(runtime, service)
+                else:
+                    await _reconcile(runtime, memory, service, autoscale=False, logger=logger)
     finally:
         memory.refresh_queued = False
 
 
 async def finalize(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> None:
-    """Delete the service's stream (its children go with their owner references)."""
-    service = ReasoningService.model_validate(plain(body))
+    """Delete the service's stream (its children go with their owner references); a refused
+    spec does not stand in the way."""
+    service = read_service(plain(body))
     meta = service.metadata
-    nats_url = service.spec.nats.url or runtime.config.nats_url
+    nats = service.nats if isinstance(service, RefusedService) else service.spec.nats
+    nats_url = nats.url or runtime.config.nats_url
     js = await runtime.nats.jetstream(nats_url)
     subjects = ServiceSubjects(meta.namespace, meta.name)
     await delete_stream(js, subjects)

@@ -5,8 +5,12 @@ Conditions:
                  pool is scaled to zero and the first query will start one).
     Progressing  True while the children are not yet what the spec and the autoscaler want.
     Degraded     True when something needs a human: worker pods that cannot be scheduled
-                 (InsufficientGPUCapacity when it is the GPUs), the job stream unavailable.
+                 (InsufficientGPUCapacity when it is the GPUs), the job stream unavailable, a
+                 spec the operator's model refuses (InvalidSpec).
 A condition's lastTransitionTime changes only when its status does.
+
+A spec the operator refuses (`invalid_spec_status`) leaves the children as they are: Degraded
+and Progressing say why, with reason InvalidSpec, and Ready still says what the children do.
 """
 
 from __future__ import annotations
@@ -15,11 +19,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
 from ponder.api.crd import GPU_RESOURCE, Condition, ConditionStatus, ReasoningServiceStatus
 
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
+INVALID_SPEC = "InvalidSpec"
+"""The reason of the conditions a refused spec sets."""
+MAX_LISTED_PROBLEMS = 5
+"""A spec refused for more reasons names the first few and counts the rest."""
 
 
 @dataclass(frozen=True)
@@ -232,6 +243,98 @@ def compute_status(
         endpoint=observation.endpoint,
         served_model=observation.served_model,
         last_scale_time=observation.last_scale_time,
+    )
+
+
+def _field_path(root: str, location: tuple[int | str, ...]) -> str:
+    path = root
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path = f"{path}.{part}" if path else part
+    return path
+
+
+def _problem(error: ErrorDetails, root: str) -> str:
+    path = _field_path(root, error["loc"])
+    cause = (error.get("ctx") or {}).get("error")
+    # A validator's own words, without pydantic's "Value error, " in front of them.
+    reason = str(cause) if error["type"] == "value_error" and cause is not None else error["msg"]
+    if not path:
+        return reason
+    # A validator that names its field itself ("spec.strategy.answerPattern: ...") is not
+    # prefixed with it twice.
+    return f"{path}: {reason.removeprefix(f'{path}: ')}"
+
+
+def spec_problems(error: ValidationError, root: str = "spec") -> str:
+    """What `error` refuses, one `field.path: reason` per problem joined by "; ", in the
+    validated object's own field names under `root` (e.g. `spec.strategy.answerPattern: ...`);
+    past MAX_LISTED_PROBLEMS, how many more there are."""
+    problems = [_problem(detail, root) for detail in error.errors(include_url=False)]
+    listed = "; ".join(problems[:MAX_LISTED_PROBLEMS])
+    hidden = len(problems) - MAX_LISTED_PROBLEMS
+    return f"{listed}; and {hidden} more" if hidden > 0 else listed
+
+
+def invalid_spec_status(
+    previous: ReasoningServiceStatus | None,
+    generation: int,
+    problems: str,
+    workers: DeploymentState,
+    scheduler: DeploymentState,
+    now: str,
+) -> ReasoningServiceStatus:
+    """The status of a service whose spec (at `generation`) the operator refuses for `problems`.
+
+    Nothing is applied for such a spec, so the children still run the last one that was valid:
+    Degraded=True and Progressing=False (reason InvalidSpec) say why, while Ready and the
+    replica counts come from the children as they are (Ready=False, InvalidSpec, when there are
+    none). The other fields stay as the last valid pass left them.
+    """
+    if workers.exists and scheduler.exists:
+        running = Observation(
+            generation=generation,
+            desired_workers=workers.spec_replicas,
+            scheduler_replicas=scheduler.spec_replicas,
+            workers=workers,
+            scheduler=scheduler,
+        )
+        ready = _ready(running, now)
+    else:
+        message = "nothing was created: the spec is invalid (see Degraded)"
+        ready = _condition(READY, False, INVALID_SPEC, message, generation, now)
+    conditions = [
+        ready,
+        _condition(
+            PROGRESSING,
+            False,
+            INVALID_SPEC,
+            "waiting for a valid spec; the children are left as they are",
+            generation,
+            now,
+        ),
+        _condition(
+            DEGRADED,
+            True,
+            INVALID_SPEC,
+            f"the operator refuses the spec and applies nothing until it changes: {problems}",
+            generation,
+            now,
+        ),
+    ]
+    base = previous or ReasoningServiceStatus()
+    desired = workers.spec_replicas if workers.exists else 0
+    return base.model_copy(
+        update={
+            "observed_generation": generation,
+            "conditions": merge_conditions(base.conditions, conditions),
+            "replicas": workers.replicas,
+            "ready_replicas": workers.ready_replicas,
+            "desired_replicas": desired,
+            "ready": f"{workers.ready_replicas}/{desired}",
+        }
     )
 
 
