@@ -25,12 +25,14 @@ import openai
 import pytest
 import pytest_asyncio
 
+from bench.clients import vllm_generated_tokens, wait_until_idle
 from models.smollm2.build import BUILD_COMMAND, built_model_dir, model_dir
-from models.smollm2.service import END_OF_TURN, SERVED_NAME, service_config
+from models.smollm2.service import END_OF_TURN, MAX_TOKENS_PER_BRANCH, SERVED_NAME, service_config
 from ponder.api.service_config import ExtractorKind
-from ponder.local.dataplane import Dataplane, local_dataplane
+from ponder.local.dataplane import Dataplane, local_dataplane, merge_overrides
 from ponder.local.nats import NatsServer
 from ponder.local.vllm import vllm_server
+from ponder.scheduler.strategies.adaptive_consistency import leader_is_majority_probability
 
 pytestmark = [pytest.mark.vllm, pytest.mark.chat_model]
 
@@ -73,7 +75,12 @@ async def chat_plane(
     if directory is None:
         pytest.fail(f"no converted SmolLM2 model at {model_dir()}: run {BUILD_COMMAND}")
     # Its replies are prose ("3 + 4 = 7\n\nThis is ..."): votes read the last number in them.
-    config = service_config("smollm2-chat", extractor=ExtractorKind.LAST_NUMBER)
+    # Budget forcing (only it reads `budget_forcing`) thinks for at least a whole branch's cap,
+    # so every end of turn below the cap gets a "Wait".
+    config = merge_overrides(
+        service_config("smollm2-chat", extractor=ExtractorKind.LAST_NUMBER),
+        {"strategy": {"budget_forcing": {"min_thinking_tokens": MAX_TOKENS_PER_BRANCH}}},
+    )
     async with (
         vllm_server(
             directory,
@@ -124,12 +131,29 @@ async def post_chat(
 
 def template_prompt_tokens(model: Path, messages: list[dict[str, str]]) -> int:
     """Tokens of `messages` rendered by the model's own chat template, as vLLM counts them."""
+    return assistant_turn_prompt_tokens(model, messages, [""])[0]
+
+
+def assistant_turn_prompt_tokens(
+    model: Path, messages: list[dict[str, str]], prefixes: list[str]
+) -> list[int]:
+    """For each prefix, the tokens of `messages` rendered by the model's chat template with the
+    assistant turn opened and `prefix` written in it (no end of turn), as vLLM counts them."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model)
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    assert isinstance(text, str)
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    opening = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert isinstance(opening, str)
+    return [
+        len(tokenizer(opening + prefix, add_special_tokens=False)["input_ids"])
+        for prefix in prefixes
+    ]
+
+
+def prefixes_ending_in(text: str, markers: tuple[str, ...]) -> list[str]:
+    """Every prefix of `text` that ends with one of `markers`, shortest first."""
+    ends = {match.end() for marker in markers for match in re.finditer(re.escape(marker), text)}
+    return [text[:end] for end in sorted(ends)]
 
 
 async def test_chat_reply_follows_the_model_template_and_ends_at_end_of_turn(
@@ -221,6 +245,161 @@ async def test_self_consistency_over_four_branches_votes_on_a_chat_question(
     assert not any(marker in reply for marker in CHAT_MARKERS), reply
     assert body["usage"]["completion_tokens"] == sum(
         branch["completion_tokens"] for branch in ponder["branches"]
+    )
+
+
+async def test_adaptive_consistency_stops_before_its_cap_once_the_branches_agree(
+    chat_plane: ChatPlane, http: aiohttp.ClientSession
+) -> None:
+    # An easy question at a low temperature: the seeded samples agree, so waves of 2 stop as
+    # soon as the vote is confident (4 votes to none: 31/32), well before 8 branches.
+    question = {"role": "user", "content": "What is 2 + 2? Answer with just the number."}
+    status, body = await post_chat(
+        http,
+        chat_plane.plane,
+        {
+            "messages": [question],
+            "max_tokens": 24,
+            "temperature": 0.2,
+            "seed": 0,
+            "ponder": {
+                "strategy": "adaptive-consistency",
+                "branches": 2,
+                "max_branches": 8,
+                "confidence": 0.95,
+                "deadline_ms": int(REQUEST_TIMEOUT_SECONDS * 1000),
+            },
+        },
+    )
+    assert status == 200, body
+    ponder = body["ponder"]
+    plan = ponder["plan"]
+    assert ponder["strategy"] == "adaptive-consistency"
+    assert (plan["wave_size"], plan["max_branches"]) == (2, 8)
+    assert ponder["branches_failed"] == 0
+    assert ponder["branches_launched"] == 2 * ponder["waves"]
+    assert ponder["branches_launched"] < plan["max_branches"], ponder["branches"]
+    votes = ponder["votes"]
+    leader, runner_up = [*sorted(votes.values(), reverse=True), 0.0][:2]
+    assert votes[ponder["answer"]] == leader
+    # The confidence it reports is the Beta criterion on the vote it stopped at.
+    assert ponder["confidence"] == leader_is_majority_probability(int(leader), int(runner_up))
+    assert ponder["confidence"] >= 0.95
+    reply = body["choices"][0]["message"]["content"]
+    assert ponder["answer"] in reply
+    assert not any(marker in reply for marker in CHAT_MARKERS), reply
+    assert body["usage"]["completion_tokens"] == sum(
+        branch["completion_tokens"] for branch in ponder["branches"]
+    )
+
+
+async def test_budget_forcing_waits_and_answers_inside_one_assistant_turn(
+    chat_plane: ChatPlane, http: aiohttp.ClientSession, pytestconfig: pytest.Config
+) -> None:
+    forcing = chat_plane.plane.config.strategy.budget_forcing
+    messages = [{"role": "user", "content": "What is 3 + 4?"}]
+    status, body = await post_chat(
+        http,
+        chat_plane.plane,
+        {
+            "messages": messages,
+            "max_tokens": 48,  # the thinking cap over the whole chain
+            "temperature": 0,
+            "ponder": {
+                "strategy": "budget-forcing",
+                "deadline_ms": int(REQUEST_TIMEOUT_SECONDS * 1000),
+            },
+        },
+    )
+    assert status == 200, body
+    ponder = body["ponder"]
+    branches = ponder["branches"]
+    assert ponder["strategy"] == "budget-forcing"
+    assert ponder["branches_failed"] == 0
+    # The model ends its first turn well below min_thinking_tokens: a "Wait" continues it.
+    assert len(branches) >= 2, branches
+    assert branches[0]["finish_reason"] == "stop"
+    reply = body["choices"][0]["message"]["content"]
+    assert f"\n{forcing.wait_token}" in reply
+    assert not any(marker in reply for marker in CHAT_MARKERS), reply
+    # What vLLM read for each continuation is the question's assistant turn holding the chain
+    # so far (up to a "Wait" or the answer prompt), with no end of turn and no new turn in it.
+    first, *continued = [branch["prompt_tokens"] for branch in branches]
+    one_turn = await asyncio.to_thread(
+        assistant_turn_prompt_tokens,
+        chat_plane.model_dir,
+        messages,
+        ["", *prefixes_ending_in(reply, (forcing.wait_token, forcing.answer_prompt))],
+    )
+    assert first == one_turn[0]
+    assert set(continued) <= set(one_turn[1:]), (continued, one_turn)
+    assert continued == sorted(set(continued)), continued  # each continues a longer chain
+    usage = body["usage"]
+    assert usage["completion_tokens"] == sum(branch["completion_tokens"] for branch in branches)
+    assert usage["prompt_tokens"] == sum(branch["prompt_tokens"] for branch in branches)
+    assert ponder["answer"] is not None, reply
+    assert ponder["answer"] in reply
+    assert ponder["votes"] == {ponder["answer"]: 1.0}
+    report(pytestconfig, f"budget forcing, {len(branches)} segments in one turn: {reply[-60:]!r}")
+
+
+async def test_answer_probe_stops_a_branch_that_talks_past_its_answer(
+    chat_plane: ChatPlane, http: aiohttp.ClientSession, pytestconfig: pytest.Config
+) -> None:
+    # Asked to explain, the model states "3 + 4 = 7" and then talks on for over a hundred
+    # tokens; probed at the service's default (every 32 tokens, two agreeing probes), the
+    # probes read 7 from the start. One greedy branch, asked without and with the early exit.
+    probe = chat_plane.plane.config.strategy.early_exit.probe
+    vllm_url = chat_plane.plane.vllm_url
+    options = {"strategy": "single", "deadline_ms": int(REQUEST_TIMEOUT_SECONDS * 1000)}
+    request: dict[str, Any] = {
+        "messages": [{"role": "user", "content": "What is 3 + 4? Explain why."}],
+        "max_tokens": MAX_TOKENS_PER_BRANCH,
+        "temperature": 0.0,
+        "ponder": options,
+    }
+    status, without = await post_chat(http, chat_plane.plane, request)
+    assert status == 200, without
+    plain = without["ponder"]["branches"][0]
+    talked = plain["completion_tokens"]
+    assert without["ponder"]["plan"]["early_exit"] == "none" and plain["probes"] == 0
+    assert talked > (probe.window + 1) * probe.every_tokens, without  # room to stop early
+    # Where its answer settled is reported, and what came after it.
+    assert plain["answer_tokens"] is not None and 0 < plain["answer_tokens"] <= talked
+    assert plain["tokens_after_answer"] == talked - plain["answer_tokens"]
+    assert without["ponder"]["tokens_after_answer"] == plain["tokens_after_answer"]
+
+    assert await wait_until_idle(vllm_url, REQUEST_TIMEOUT_SECONDS)
+    generated_before = await vllm_generated_tokens(vllm_url)
+    probed_request = {**request, "ponder": {**options, "early_exit": "answer-probe"}}
+    status, probed = await post_chat(http, chat_plane.plane, probed_request)
+    assert status == 200, probed
+    ponder = probed["ponder"]
+    branch = ponder["branches"][0]
+    assert ponder["plan"]["early_exit"] == "answer-probe"
+    assert branch["early_exit"] and ponder["early_exits"] == 1, probed
+    assert branch["probes"] >= probe.window and branch["probe_tokens"] > 0
+    own_tokens = branch["completion_tokens"] - branch["probe_tokens"]
+    assert own_tokens < talked  # stopped before the end it reaches without the exit
+    # Usage bills the probes too; the reply ends with the cue and the probed answer.
+    assert probed["usage"]["completion_tokens"] == branch["completion_tokens"]
+    reply = probed["choices"][0]["message"]["content"]
+    assert probe.cue in reply and reply.rstrip(" .").endswith(ponder["answer"]), reply
+    assert ponder["answer"] == without["ponder"]["answer"] == "7"
+    assert probed["choices"][0]["finish_reason"] == "stop"
+    # Its answer settled where the deciding probe read it: what the branch generated while
+    # that probe ran is all that came after.
+    assert branch["tokens_after_answer"] == own_tokens - branch["answer_tokens"]
+    # vLLM aborted the branch at the exit: it generated what the branch and its probes
+    # reported, not the rest of the reply (a few tokens may land between exit and abort).
+    assert await wait_until_idle(vllm_url, REQUEST_TIMEOUT_SECONDS)
+    generated = await vllm_generated_tokens(vllm_url) - generated_before
+    assert generated < branch["completion_tokens"] + (talked - own_tokens) / 2, generated
+    report(
+        pytestconfig,
+        f"answer probe: {own_tokens} + {branch['probe_tokens']} probe tokens instead of "
+        f"{talked} ({branch['probes']} probes); without it {plain['tokens_after_answer']} "
+        "tokens came after the answer settled",
     )
 
 

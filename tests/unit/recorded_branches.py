@@ -15,10 +15,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from ponder.api.answers import extract_answer
 from ponder.api.service_config import BeamConfig, BudgetForcingConfig, ExtractorKind
 from ponder.api.strategy import StrategyName
 from ponder.api.wire import BranchResult, BranchStatus, Endpoint
-from ponder.api.answers import extract_answer
 from ponder.scheduler.strategies import make_strategy
 from ponder.scheduler.strategies.base import (
     BranchRequest,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from ponder.api.service_config import ExtractorKind, StrategyDefaults
 from ponder.api.answers import extract_answer, normalize_answer, split_steps
+from ponder.api.service_config import ExtractorKind, StrategyDefaults
 
 AUTO, BOXED, HASHES, COLON, ANSWER_IS, LAST_NUMBER = (
     ExtractorKind.AUTO,

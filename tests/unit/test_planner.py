@@ -7,11 +7,16 @@ from typing import Any
 import pytest
 
 from ponder.api.service_config import (
+    AnswerProbe,
     BeamConfig,
     BudgetConfig,
+    EarlyExit,
+    EarlyExitConfig,
     ServiceConfig,
     SloConfig,
     StrategyDefaults,
+    VerifierConfig,
+    VerifierKind,
 )
 from ponder.api.strategy import StrategyName
 from ponder.api.wire import ChatMessage, Endpoint
@@ -446,3 +451,67 @@ def test_chat_requests_keep_their_messages() -> None:
 )
 def test_spec_names_are_the_crd_spelling(section: str, name: str, path: str) -> None:
     assert spec_name(section, name) == path
+
+
+PROBING = CONFIG.model_copy(
+    update={
+        "strategy": CONFIG.strategy.model_copy(
+            update={
+                "early_exit": EarlyExitConfig(
+                    default=EarlyExit.ANSWER_PROBE, probe=AnswerProbe(every_tokens=24)
+                )
+            }
+        )
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("config", "ponder", "probe"),
+    [
+        (CONFIG, {}, None),  # the service's default: none
+        (CONFIG, {"early_exit": "answer-probe"}, AnswerProbe()),
+        (PROBING, {}, AnswerProbe(every_tokens=24)),
+        (PROBING, {"early_exit": "none"}, None),
+        # A default the strategy cannot use is done without, not refused.
+        (PROBING, {"strategy": "beam-search"}, None),
+        (PROBING, {"strategy": "budget-forcing"}, None),
+        (PROBING, {"strategy": "single"}, AnswerProbe(every_tokens=24)),
+    ],
+)
+def test_early_exit_as_asked_else_the_service_default(
+    config: ServiceConfig, ponder: dict[str, Any], probe: AnswerProbe | None
+) -> None:
+    assert planned(plan_query(request(ponder=ponder), config)).query.probe == probe
+
+
+@pytest.mark.parametrize(
+    ("ponder", "code", "message"),
+    [
+        (
+            {"early_exit": "soon"},
+            "invalid_value",
+            "unknown early exit 'soon'; use one of: none, answer-probe",
+        ),
+        (
+            {"early_exit": "answer-probe", "strategy": "refine"},
+            "early_exit_unsupported",
+            "ponder.early_exit=answer-probe does not apply to ponder.strategy=refine",
+        ),
+    ],
+)
+def test_an_early_exit_that_cannot_apply_is_refused(
+    ponder: dict[str, Any], code: str, message: str
+) -> None:
+    error = refused(plan_query(request(ponder=ponder), HAS_VERIFIER))
+    assert error.field == "ponder.early_exit" and error.code == code
+    assert message in error.message
+
+
+HAS_VERIFIER = CONFIG.model_copy(
+    update={
+        "strategy": CONFIG.strategy.model_copy(
+            update={"verifier": VerifierConfig(kind=VerifierKind.HTTP, url="http://v")}
+        )
+    }
+)

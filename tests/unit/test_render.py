@@ -11,7 +11,14 @@ import pytest
 import ponder.scheduler.config as scheduler_config
 import ponder.workers.config as workers_config
 from ponder.api.crd import ReasoningServiceSpec
-from ponder.api.service_config import ExtractorKind, ServiceConfig, VerifierKind
+from ponder.api.service_config import (
+    AnswerProbe,
+    EarlyExit,
+    EarlyExitConfig,
+    ExtractorKind,
+    ServiceConfig,
+    VerifierKind,
+)
 from ponder.api.settings import Option
 from ponder.api.strategy import StrategyName
 from ponder.operator import render
@@ -251,6 +258,27 @@ def test_pods_roll_when_the_config_changes() -> None:
             {"strategy": {"budgetForcing": {"maxWaits": 5}}},
             lambda c: c.strategy.budget_forcing.max_waits,
             5,
+        ),
+        ({}, lambda c: c.strategy.early_exit.default, EarlyExit.NONE),
+        (
+            {
+                "strategy": {
+                    "earlyExit": {
+                        "default": "AnswerProbe",
+                        "everyTokens": 16,
+                        "window": 3,
+                        "cue": " So the answer is",
+                        "probeTokens": 4,
+                    }
+                }
+            },
+            lambda c: c.strategy.early_exit,
+            EarlyExitConfig(
+                default=EarlyExit.ANSWER_PROBE,
+                probe=AnswerProbe(
+                    every_tokens=16, window=3, cue=" So the answer is", probe_tokens=4
+                ),
+            ),
         ),
         ({"budget": {"defaultTokens": 100}}, lambda c: c.budget.default_tokens, 100),
         ({"budget": {"maxTokensPerBranch": 64}}, lambda c: c.budget.max_tokens_per_branch, 64),

@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from ponder.api.service_config import BeamConfig, BudgetForcingConfig, ExtractorKind
+from ponder.api.service_config import AnswerProbe, BeamConfig, BudgetForcingConfig, ExtractorKind
 from ponder.api.strategy import StrategyName
-from ponder.api.wire import BranchResult, BranchStatus, ChatMessage, Endpoint
+from ponder.api.wire import AnswerReading, BranchResult, BranchStatus, ChatMessage, Endpoint
 from ponder.scheduler.dispatch import QueryCollector
 from ponder.scheduler.jobs import JobContext, build_jobs
 from ponder.scheduler.strategies.base import BranchRequest, PlannedQuery
@@ -166,3 +166,13 @@ async def test_collector_takes_a_jobs_results_message_and_drops_a_redelivered_on
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(collector.next_batch(), timeout=0.05)
     assert collector.outstanding == {"q7-2"}
+
+
+def test_jobs_carry_the_answer_reading_and_the_querys_probe() -> None:
+    plain = build_jobs(context(), BranchRequest(n=2, max_tokens=8), 0)[0]
+    assert plain.answer == AnswerReading(extractor=ExtractorKind.AUTO) and plain.probe is None
+    probe = AnswerProbe(every_tokens=16)
+    regex = replace(QUERY, extractor=ExtractorKind.REGEX, answer_pattern=r"= (\d+)", probe=probe)
+    probed = build_jobs(context(regex), BranchRequest(n=2, max_tokens=8), 0)[0]
+    assert probed.answer == AnswerReading(extractor=ExtractorKind.REGEX, pattern=r"= (\d+)")
+    assert probed.probe == probe

@@ -10,7 +10,7 @@ import pytest
 from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from ponder.api.service_config import BeamConfig, BudgetForcingConfig, ExtractorKind
+from ponder.api.service_config import AnswerProbe, BeamConfig, BudgetForcingConfig, ExtractorKind
 from ponder.api.strategy import StrategyName
 from ponder.api.wire import BranchResult, BranchStatus, ChatMessage, Endpoint
 from ponder.scheduler.outcome import NoAnswerReason, QueryOutcome, engine_rejection
@@ -65,9 +65,12 @@ def branch(index: int, status: BranchStatus, prompt: int, completion: int) -> Sc
     return ScoredBranch(request=BranchRequest(n=4, max_tokens=100), result=result, answer=answer)
 
 
-def outcome(endpoint: Endpoint = Endpoint.COMPLETIONS, **fields: Any) -> QueryOutcome:
+def outcome(
+    endpoint: Endpoint = Endpoint.COMPLETIONS, plan_probe: bool = False, **fields: Any
+) -> QueryOutcome:
     query = replace(
         QUERY,
+        probe=AnswerProbe() if plan_probe else None,
         endpoint=endpoint,
         prompt=None if endpoint is Endpoint.CHAT else QUERY.prompt,
         messages=(ChatMessage(role="user", content="1+2"),) if endpoint is Endpoint.CHAT else None,
@@ -230,3 +233,26 @@ def test_a_rejected_query_is_a_400_with_the_engines_message() -> None:
             "code": "engine_rejected",
         }
     }
+
+
+def test_the_ponder_object_counts_tokens_after_answers_and_early_exits() -> None:
+    def settled(index: int, answer_tokens: int | None, probe_tokens: int, early: bool) -> Any:
+        scored = branch(index, BranchStatus.COMPLETED, 0, 40)
+        result = scored.result.model_copy(
+            update={
+                "answer_tokens": answer_tokens,
+                "probes": 2 if probe_tokens else 0,
+                "probe_tokens": probe_tokens,
+                "early_exit": early,
+            }
+        )
+        return replace(scored, result=result)
+
+    branches = [settled(0, 10, 0, False), settled(1, 20, 8, True), settled(2, None, 0, False)]
+    info = ponder_info(outcome(branches=branches, plan_probe=True))
+    assert [b.tokens_after_answer for b in info.branches] == [30, 12, None]
+    assert [b.answer_tokens for b in info.branches] == [10, 20, None]
+    assert info.branches[1].probe_tokens == 8 and info.branches[1].early_exit
+    assert info.tokens_after_answer == 42 and info.early_exits == 1
+    assert info.plan.early_exit == "answer-probe"
+    assert ponder_info(outcome()).plan.early_exit == "none"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ponder.api.service_config import BudgetForcingConfig
+from ponder.api.service_config import BudgetForcingConfig, ExtractorKind
 from ponder.api.strategy import StrategyName
 from ponder.scheduler.strategies.base import PlannedQuery
 from tests.unit.recorded_branches import FAILED, Reply, drive_query, in_order, planned
@@ -98,3 +98,25 @@ def test_an_answer_only_before_the_wait_is_not_the_last_word() -> None:
     run = drive_query(forcing_query(min_thinking=50), in_order(*replies))
     assert [r.tag.split("-")[0] for r in run.requests] == ["think", "think", "answer"]
     assert run.final is not None and run.final.answer == "54"
+
+
+def test_a_forced_answer_that_writes_nothing_keeps_the_answer_the_chain_gave() -> None:
+    # SmolLM2's chat turns often end right after "Final Answer:" (one token, the end of turn).
+    replies = [
+        Reply("3 + 4 = 7", tokens=8),
+        Reply(", that's a joke.", tokens=7),
+        Reply("", tokens=1),
+    ]
+    query = forcing_query(min_thinking=90, max_waits=1, extractor=ExtractorKind.LAST_NUMBER)
+    run = drive_query(query, in_order(*replies))
+    assert [r.tag.split("-")[0] for r in run.requests] == ["think", "think", "answer"]
+    assert run.final is not None
+    assert run.final.text == "3 + 4 = 7\nWait, that's a joke.\nFinal Answer:"
+    assert (run.final.answer, run.final.votes) == ("7", {"7": 1.0})
+
+
+def test_a_forced_answer_that_writes_nothing_after_no_answer_has_none() -> None:
+    replies = [Reply("let me think", tokens=60), Reply("", tokens=1)]
+    run = drive_query(forcing_query(min_thinking=50), in_order(*replies))
+    assert run.final is not None
+    assert (run.final.answer, run.final.votes) == (None, {})

@@ -43,6 +43,7 @@ def shaped(
     *,
     single_branch: bool = False,
     needs_verifier: bool = False,
+    may_exit_early: bool = False,
     name: StrategyName = StrategyName.SELF_CONSISTENCY,
 ) -> type[Strategy]:
     """A strategy class with the given shape (self-consistency's behaviour, another's shape)."""
@@ -55,6 +56,7 @@ def shaped(
             "single_branch": single_branch,
             "needs_verifier": needs_verifier,
             "may_shrink": may_shrink,
+            "may_exit_early": may_exit_early,
         },
     )
 
@@ -102,8 +104,17 @@ def test_every_registered_strategy_declares_a_consistent_shape(name: StrategyNam
             "Shaped launches steps: it may not shrink branches",
         ),
         (
+            shaped(LaunchMode.STEPS, may_exit_early=True),
+            "Shaped launches steps: its branches may not exit early",
+        ),
+        (
+            shaped(LaunchMode.SEQUENCE, may_exit_early=True),
+            "Shaped launches sequence: its branches may not exit early",
+        ),
+        (
             type("Bare", (Strategy,), {"name": StrategyName.SINGLE}),
-            "Bare declares no launch_mode, single_branch, needs_verifier, may_shrink",
+            "Bare declares no launch_mode, single_branch, needs_verifier, may_shrink, "
+            "may_exit_early",
         ),
         (
             shaped("waves", frozenset()),  # type: ignore[arg-type]

@@ -19,7 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonDict
 
-from ponder.api.service_config import MAX_ANSWER_PATTERN_LENGTH, answer_pattern_error
+from ponder.api.service_config import (
+    DEFAULT_PROBE_CUE,
+    MAX_ANSWER_PATTERN_LENGTH,
+    answer_pattern_error,
+)
 from ponder.api.strategy import StrategyName
 
 GROUP = "ponder.dev"
@@ -99,6 +103,13 @@ class ExtractorType(StrEnum):
     ANSWER_IS = "AnswerIs"
     LAST_NUMBER = "LastNumber"
     REGEX = "Regex"
+
+
+class EarlyExitType(StrEnum):
+    """How a single branch may stop before its token cap or end of sequence."""
+
+    NONE = "None"
+    ANSWER_PROBE = "AnswerProbe"
 
 
 class VerifierType(StrEnum):
@@ -389,6 +400,28 @@ class BudgetForcingSpec(_Spec):
     max_waits: int = Field(default=2, ge=0, le=16, description="Waits inserted at most.")
 
 
+class EarlyExitSpec(_Spec):
+    """The answer-probe early exit (Dynasor's certaindex): every `everyTokens` tokens, ask for
+    the branch's answer so far (its text, then `cue`, continued greedily for at most
+    `probeTokens`), and stop the branch once `window` probes in a row read the same answer with
+    `spec.strategy.extractor`. Requests choose with `ponder.early_exit`; steps and turns of
+    beam search, refine and budget forcing never exit early."""
+
+    default: EarlyExitType = Field(
+        default=EarlyExitType.NONE, description="Early exit of a request that names none."
+    )
+    every_tokens: int = Field(default=32, ge=4, le=4096, description="Tokens between probes.")
+    window: int = Field(default=2, ge=2, le=16, description="Agreeing probes in a row to stop.")
+    cue: str = Field(
+        default=DEFAULT_PROBE_CUE,
+        min_length=1,
+        max_length=256,
+        description="Text appended to the branch so far to ask for its answer; pick one the "
+        "extractor reads (AnswerIs reads 'The answer is 42', Boxed a cue ending in '\\boxed{').",
+    )
+    probe_tokens: int = Field(default=8, ge=1, le=64, description="Cap of one probe's tokens.")
+
+
 class StrategySpec(_Spec):
     """Defaults a request falls back to, and the limits it may not exceed."""
 
@@ -460,12 +493,15 @@ class StrategySpec(_Spec):
         max_length=MAX_ANSWER_PATTERN_LENGTH,
         description=(
             "Python regular expression of extractor Regex: the answer is its first capturing "
-            "group (else the whole match) in the last match, e.g. 'Result: (-?[0-9]+)'."
+            "group (else the whole match) in the last match, e.g. 'Result: (-?[0-9]+)'. One "
+            "that does not compile is admitted (CEL cannot check it) and reported in status: "
+            "Degraded, reason InvalidSpec."
         ),
     )
     verifier: VerifierSpec = Field(default_factory=VerifierSpec)
     beam: BeamSpec = Field(default_factory=BeamSpec)
     budget_forcing: BudgetForcingSpec = Field(default_factory=BudgetForcingSpec)
+    early_exit: EarlyExitSpec = Field(default_factory=EarlyExitSpec)
 
     @field_validator("answer_pattern")
     @classmethod

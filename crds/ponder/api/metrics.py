@@ -14,6 +14,9 @@ WORKER_JOBS_TOTAL = "ponder_worker_jobs_total"  # labels: outcome
 WORKER_GENERATION_SECONDS = "ponder_worker_generation_seconds"
 WORKER_TOKENS_TOTAL = "ponder_worker_tokens_total"  # labels: kind=prompt|completion
 WORKER_DEADLETTERS_TOTAL = "ponder_worker_deadletters_total"  # labels: reason
+WORKER_ANSWER_PROBES_TOTAL = "ponder_worker_answer_probes_total"
+WORKER_EARLY_EXITS_TOTAL = "ponder_worker_early_exits_total"
+WORKER_TOKENS_AFTER_ANSWER_TOTAL = "ponder_worker_tokens_after_answer_total"
 DESIRED_REPLICAS = "ponder_desired_replicas"  # operator, labels: namespace, name
 ACTUAL_REPLICAS = "ponder_actual_replicas"
 RESULTS_MALFORMED_TOTAL = "ponder_results_malformed_total"  # scheduler: invalid branch results

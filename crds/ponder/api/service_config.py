@@ -47,6 +47,49 @@ def answer_pattern_error(pattern: str) -> str | None:
     return None
 
 
+DEFAULT_PROBE_CUE = "\n\nThe answer is"
+"""What the answer probe appends to ask a branch for its answer: extractor AnswerIs (and Auto)
+reads the number after it."""
+
+
+class EarlyExit(StrEnum):
+    """How a single branch may stop before its token cap or end of sequence."""
+
+    NONE = "none"
+    ANSWER_PROBE = "answer-probe"  # Dynasor's certaindex: stop once probed answers agree
+
+
+class AnswerProbe(BaseModel):
+    """The answer-probe early exit (Dynasor's certaindex, arXiv 2412.20993).
+
+    Every `every_tokens` generated tokens, the worker asks the engine for a short greedy
+    continuation (`probe_tokens` at most) of the branch's text so far followed by `cue`, and
+    reads an answer from `cue` + that continuation with the service's extractor. Once `window`
+    probes in a row read the same answer, the branch stops: its text ends with the cue and the
+    probed answer, and every probe's tokens count in its usage.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    every_tokens: int = Field(default=32, ge=4, le=4096, description="Tokens between probes.")
+    window: int = Field(default=2, ge=2, le=16, description="Agreeing probes in a row to stop.")
+    cue: str = Field(
+        default=DEFAULT_PROBE_CUE,
+        min_length=1,
+        max_length=256,
+        description="Text appended to the branch so far to ask for its answer.",
+    )
+    probe_tokens: int = Field(default=8, ge=1, le=64, description="Cap of one probe's tokens.")
+
+
+class EarlyExitConfig(BaseModel):
+    """The early exit a request gets when it names none, and the answer probe's settings (which
+    a request asking for `answer-probe` uses whatever the default)."""
+
+    model_config = ConfigDict(extra="forbid")
+    default: EarlyExit = EarlyExit.NONE
+    probe: AnswerProbe = Field(default_factory=AnswerProbe)
+
+
 class VerifierConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: VerifierKind = VerifierKind.NONE
@@ -98,6 +141,7 @@ class StrategyDefaults(BaseModel):
     verifier: VerifierConfig = Field(default_factory=VerifierConfig)
     beam: BeamConfig = Field(default_factory=BeamConfig)
     budget_forcing: BudgetForcingConfig = Field(default_factory=BudgetForcingConfig)
+    early_exit: EarlyExitConfig = Field(default_factory=EarlyExitConfig)
 
     @model_validator(mode="after")
     def _branches_within_limit(self) -> StrategyDefaults:

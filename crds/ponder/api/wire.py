@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ponder.api.service_config import MAX_ANSWER_PATTERN_LENGTH, AnswerProbe, ExtractorKind
+
 SCHEMA_VERSION: Literal[1] = 1
 
 MAX_STOP_STRINGS = 8
@@ -51,6 +53,18 @@ class SamplingParams(BaseModel):
     )
 
 
+class AnswerReading(BaseModel):
+    """How the service reads a branch's answer (`spec.strategy.extractor`, `answerPattern`).
+
+    Workers read answers with it while a branch generates: to count the tokens generated after
+    the answer settled, and to read an answer probe.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    extractor: ExtractorKind
+    pattern: str | None = Field(default=None, min_length=1, max_length=MAX_ANSWER_PATTERN_LENGTH)
+
+
 class BranchJob(_Wire):
     """A group of k branches of one query, run by one worker as one vLLM request with n=k."""
 
@@ -64,10 +78,20 @@ class BranchJob(_Wire):
     messages: list[ChatMessage] | None = None
     sampling: SamplingParams
     deadline_at: float = Field(description="Unix time (s) after which the job is worthless.")
+    answer: AnswerReading | None = Field(
+        default=None, description="How answers are read; None: the worker reads none."
+    )
+    probe: AnswerProbe | None = Field(
+        default=None,
+        description="Stop each branch once its probed answers agree (needs `answer`); each "
+        "branch then runs as its own engine request, so that one can stop alone.",
+    )
 
     def model_post_init(self, _context: object) -> None:
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("a job carries exactly one of prompt or messages")
+        if self.probe is not None and self.answer is None:
+            raise ValueError("an answer probe needs an answer reading")
 
 
 class BranchStatus(StrEnum):
@@ -98,6 +122,28 @@ class BranchResult(_Wire):
     )
     worker_id: str = ""
     generation_seconds: float = Field(default=0.0, ge=0.0)
+    answer_tokens: int | None = Field(
+        default=None,
+        ge=0,
+        description="Tokens of `text` generated until its answer first appeared and stayed the "
+        "same; None when the text has no answer or the job carried no answer reading. "
+        "`completion_tokens - probe_tokens - answer_tokens` were generated after the answer.",
+    )
+    probes: int = Field(default=0, ge=0, description="Answer probes run for this branch.")
+    probe_tokens: int = Field(
+        default=0, ge=0, description="Tokens the probes generated; part of completion_tokens."
+    )
+    early_exit: bool = Field(
+        default=False, description="Stopped by the answer probe; `text` ends with its answer."
+    )
+
+    @property
+    def tokens_after_answer(self) -> int | None:
+        """What the branch generated after its answer settled, its probes aside; None when it
+        has no settled answer."""
+        if self.answer_tokens is None:
+            return None
+        return max(0, self.completion_tokens - self.probe_tokens - self.answer_tokens)
 
 
 class BranchResults(_Wire):

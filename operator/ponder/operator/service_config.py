@@ -7,11 +7,14 @@ translation between them; render.py puts the result in the service's ConfigMap.
 
 from __future__ import annotations
 
-from ponder.api.crd import ExtractorType, ReasoningServiceSpec, VerifierType
+from ponder.api.crd import EarlyExitType, ExtractorType, ReasoningServiceSpec, VerifierType
 from ponder.api.service_config import (
+    AnswerProbe,
     BeamConfig,
     BudgetConfig,
     BudgetForcingConfig,
+    EarlyExit,
+    EarlyExitConfig,
     ExtractorKind,
     ServiceConfig,
     SloConfig,
@@ -35,6 +38,11 @@ _EXTRACTOR_KINDS = {
     ExtractorType.ANSWER_IS: ExtractorKind.ANSWER_IS,
     ExtractorType.LAST_NUMBER: ExtractorKind.LAST_NUMBER,
     ExtractorType.REGEX: ExtractorKind.REGEX,
+}
+
+_EARLY_EXITS = {
+    EarlyExitType.NONE: EarlyExit.NONE,
+    EarlyExitType.ANSWER_PROBE: EarlyExit.ANSWER_PROBE,
 }
 
 
@@ -82,6 +90,15 @@ def service_config_from_spec(
                 wait_token=strategy.budget_forcing.wait_token,
                 answer_prompt=strategy.budget_forcing.answer_prompt,
                 max_waits=strategy.budget_forcing.max_waits,
+            ),
+            early_exit=EarlyExitConfig(
+                default=_EARLY_EXITS[strategy.early_exit.default],
+                probe=AnswerProbe(
+                    every_tokens=strategy.early_exit.every_tokens,
+                    window=strategy.early_exit.window,
+                    cue=strategy.early_exit.cue,
+                    probe_tokens=strategy.early_exit.probe_tokens,
+                ),
             ),
         ),
         budget=BudgetConfig(

@@ -37,6 +37,11 @@ class PonderOptions(BaseModel):
     confidence: float | None = Field(
         default=None, description="Stopping threshold of adaptive-consistency, in (0, 1)."
     )
+    early_exit: str | None = Field(
+        default=None,
+        description="How a branch may stop early: none, or answer-probe (stop once probes of "
+        "its answer agree; the service's spec.strategy.earlyExit settings).",
+    )
 
 
 class StreamOptions(BaseModel):
@@ -144,6 +149,7 @@ class PlanInfo(BaseModel):
     deadline_ms: int
     shrunk: bool = False
     shrink_reason: str | None = None
+    early_exit: str = Field(default="none", description="The branches' early exit: none, ...")
 
 
 class BranchInfo(BaseModel):
@@ -157,6 +163,15 @@ class BranchInfo(BaseModel):
     completion_tokens: int = 0
     finish_reason: str | None = None
     worker_id: str = ""
+    answer_tokens: int | None = Field(
+        default=None, description="Tokens generated until its answer appeared and stayed."
+    )
+    tokens_after_answer: int | None = Field(
+        default=None, description="Tokens generated after that (overthinking), probes aside."
+    )
+    probes: int = 0
+    probe_tokens: int = Field(default=0, description="Answer probes' tokens, in its usage.")
+    early_exit: bool = Field(default=False, description="Stopped by its answer probe.")
 
 
 class PonderInfo(BaseModel):
@@ -181,6 +196,11 @@ class PonderInfo(BaseModel):
     deadline_exceeded: bool = False
     latency_ms: float
     plan: PlanInfo
+    tokens_after_answer: int = Field(
+        default=0,
+        description="Tokens all branches generated after their answers settled (overthinking).",
+    )
+    early_exits: int = Field(default=0, description="Branches stopped by their answer probe.")
     branches: list[BranchInfo] = Field(
         default_factory=list, description="Every branch result received, in arrival order."
     )

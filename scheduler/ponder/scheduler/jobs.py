@@ -10,6 +10,8 @@ Prompts:
   engine continues (vLLM's `continue_final_message=true, add_generation_prompt=false`: the
   worker sets them when a chat job ends with an assistant message); a `prompt_override` replaces
   the conversation by the query's system messages plus one user message.
+Answers: every job says how the service reads answers (`AnswerReading`), and carries the
+query's answer probe when it has one.
 Seeds: a seeded query gives the job holding branches `n..n+k-1` the seed `seed + n`; vLLM gives
 child i of the `n=k` request `seed + n + i`, so branch n always samples with `seed + n`.
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from ponder.api.wire import BranchJob, ChatMessage, Endpoint, SamplingParams
+from ponder.api.wire import AnswerReading, BranchJob, ChatMessage, Endpoint, SamplingParams
 from ponder.scheduler.strategies.base import BranchRequest, PlannedQuery
 
 
@@ -56,6 +58,8 @@ def build_jobs(context: JobContext, request: BranchRequest, first_index: int) ->
         logprobs=request.logprobs or context.logprobs,
         ignore_eos=context.ignore_eos,
     )
+    # Workers read answers as the service does: where each settled, and what a probe says.
+    answer = AnswerReading(extractor=query.extractor, pattern=query.answer_pattern)
     jobs = []
     for start, count in _groups(request.n, context.branches_per_job):
         index = first_index + start
@@ -77,6 +81,8 @@ def build_jobs(context: JobContext, request: BranchRequest, first_index: int) ->
                 messages=messages,
                 sampling=sampling,
                 deadline_at=context.deadline_at,
+                answer=answer,
+                probe=query.probe,
             )
         )
     return jobs

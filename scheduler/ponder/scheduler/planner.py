@@ -3,8 +3,8 @@
 Pure: no I/O, no clock. The HTTP edge turns a `PlanError` into a 400 whose message says what
 to change, e.g. "ponder.branches=64 exceeds spec.strategy.maxBranches=32".
 
-Planning is a sequence of named steps: `validate_request` (strategy, branches, budget, deadline
-and sampling, each within its limit; the first broken limit is the one reported), then
+Planning is a sequence of named steps: `validate_request` (strategy, branches, budget, deadline,
+sampling and early exit, each within its limit; the first broken limit is the one reported), then
 `fit_to_budget`, `fit_to_load` and `cap_total` size the query from the strategy's declared
 shape (`Strategy.launch_mode`, `single_branch`, `needs_verifier`, `may_shrink`), and
 `planned_query` assembles what the strategy sees.
@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from ponder.api.service_config import ServiceConfig, VerifierKind
+from ponder.api.service_config import AnswerProbe, EarlyExit, ServiceConfig, VerifierKind
 from ponder.api.strategy import StrategyName
 from ponder.api.wire import MAX_STOP_STRINGS, ChatMessage, Endpoint
 from ponder.scheduler.api_models import PonderOptions
@@ -93,6 +93,7 @@ class ValidRequest:
     temperature: float
     top_p: float
     confidence: float
+    probe: AnswerProbe | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,9 @@ def validate_request(
     sampling = resolve_sampling(request, config)
     if isinstance(sampling, PlanError):
         return sampling
+    probe = resolve_early_exit(request.ponder, config, strategy)
+    if isinstance(probe, PlanError):
+        return probe
     budget_tokens, max_tokens_per_branch = tokens
     temperature, top_p, confidence = sampling
     return ValidRequest(
@@ -178,6 +182,7 @@ def validate_request(
         temperature=temperature,
         top_p=top_p,
         confidence=confidence,
+        probe=probe,
     )
 
 
@@ -330,6 +335,37 @@ def resolve_sampling(
     return temperature, top_p, confidence
 
 
+def resolve_early_exit(
+    options: PonderOptions, config: ServiceConfig, strategy: type[Strategy]
+) -> AnswerProbe | PlanError | None:
+    """The answer probe every branch gets, or None: as asked, else the service's default
+    (`spec.strategy.earlyExit.default`), which a strategy whose branches may not exit early
+    (steps, turns) does without; asking for it with such a strategy is refused."""
+    settings = config.strategy.early_exit
+    if options.early_exit is None:
+        wanted = settings.default
+        if not strategy.may_exit_early:
+            return None
+    else:
+        try:
+            wanted = EarlyExit(options.early_exit)
+        except ValueError:
+            known = ", ".join(member.value for member in EarlyExit)
+            return PlanError(
+                "ponder.early_exit",
+                f"unknown early exit {options.early_exit!r}; use one of: {known}",
+            )
+        if wanted is not EarlyExit.NONE and not strategy.may_exit_early:
+            return PlanError(
+                "ponder.early_exit",
+                f"ponder.early_exit={wanted.value} does not apply to ponder.strategy="
+                f"{strategy.name.value}: its branches are steps or turns that later requests "
+                "continue",
+                code="early_exit_unsupported",
+            )
+    return settings.probe if wanted is EarlyExit.ANSWER_PROBE else None
+
+
 def fit_to_budget(valid: ValidRequest, config: ServiceConfig) -> Width:
     """The branches the token budget pays for, full length each; a strategy that launches in
     steps is sized by its step width and `beam.maxSteps` instead."""
@@ -420,6 +456,7 @@ def planned_query(
         beam=defaults.beam,
         budget_forcing=defaults.budget_forcing,
         wave_size=width.branches,
+        probe=valid.probe,
     )
 
 

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from ponder.api.service_config import EarlyExit
 from ponder.api.wire import BranchStatus, Endpoint
 from ponder.scheduler.api_models import (
     BranchInfo,
@@ -86,7 +87,12 @@ def ponder_info(outcome: QueryOutcome) -> PonderInfo:
             deadline_ms=plan.deadline_ms,
             shrunk=plan.shrunk,
             shrink_reason=plan.shrink_reason,
+            early_exit=EarlyExit.ANSWER_PROBE.value if query.probe else EarlyExit.NONE.value,
         ),
+        tokens_after_answer=sum(
+            branch.result.tokens_after_answer or 0 for branch in outcome.branches
+        ),
+        early_exits=sum(1 for branch in outcome.branches if branch.result.early_exit),
         branches=[
             BranchInfo(
                 id=branch.result.branch_id,
@@ -97,6 +103,11 @@ def ponder_info(outcome: QueryOutcome) -> PonderInfo:
                 completion_tokens=branch.result.completion_tokens,
                 finish_reason=branch.result.finish_reason,
                 worker_id=branch.result.worker_id,
+                answer_tokens=branch.result.answer_tokens,
+                tokens_after_answer=branch.result.tokens_after_answer,
+                probes=branch.result.probes,
+                probe_tokens=branch.result.probe_tokens,
+                early_exit=branch.result.early_exit,
             )
             for branch in outcome.branches
         ],

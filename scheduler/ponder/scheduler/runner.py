@@ -18,9 +18,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ponder.api.answers import extract_answer
 from ponder.api.wire import BranchResult, BranchStatus
 from ponder.scheduler.dispatch import Dispatcher, DispatchError, QueryCollector
-from ponder.api.answers import extract_answer
 from ponder.scheduler.jobs import JobContext, branch_id, build_jobs
 from ponder.scheduler.load import LoadTracker
 from ponder.scheduler.metrics import BranchEvent, SchedulerMetrics

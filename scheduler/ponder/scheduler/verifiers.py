@@ -32,9 +32,9 @@ from typing import Any, Protocol, Self, TypeVar
 
 import aiohttp
 
+from ponder.api.answers import split_steps
 from ponder.api.service_config import VerifierConfig, VerifierKind
 from ponder.api.wire import BranchResult
-from ponder.api.answers import split_steps
 from ponder.scheduler.strategies.base import BranchRequest, PlannedQuery
 
 T = TypeVar("T")

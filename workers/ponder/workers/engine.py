@@ -2,26 +2,40 @@
 
 `Engine` is the seam: the worker talks to nothing else, so a benchmark can plug an instant
 engine (bench/overhead.py) while everything around it stays real.
+
+A job runs as one `n=k` request, its branches sharing the prompt. A job with an answer probe
+runs one request per branch instead (vLLM's prefix cache still shares the prompt), plus its
+probes, so that each branch can stop on its own once its probes agree.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import Callable
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 
-from ponder.api.wire import BranchJob
+from ponder.api.wire import BranchJob, Endpoint
 from ponder.workers.engine_errors import EngineRejected, EngineUnavailable, engine_error_message
 from ponder.workers.generation import (
+    ChoiceOutput,
     Generation,
     StreamError,
     apply_chunk,
+    branch_request_body,
     parse_sse_line,
+    probe_request_body,
     request_body,
     request_path,
 )
+from ponder.workers.probing import ProbeSchedule, probed_answer
+from ponder.workers.settling import reader_of
+
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 HEALTH_TIMEOUT_SECONDS = 2.0
@@ -79,24 +93,92 @@ class VllmEngine:
         return self._session
 
     async def generate(self, job: BranchJob, generation: Generation) -> None:
+        if job.probe is None:
+            await self._stream(job, request_body(job), generation)
+            return
+        try:
+            async with asyncio.TaskGroup() as group:
+                for index in range(len(job.branch_ids)):
+                    group.create_task(self._probed_branch(job, generation, index))
+        except* (EngineUnavailable, EngineRejected) as failures:
+            # One branch's failure stopped them all, as one failed `n=k` request would.
+            raise _first_failure(failures) from None
+
+    async def _probed_branch(self, job: BranchJob, generation: Generation, index: int) -> None:
+        """Branch `index` alone, probed every `probe.every_tokens` tokens; stops once
+        `probe.window` probes in a row agree. A probe still running when the branch ends is
+        stopped, its tokens so far counted."""
+        assert job.probe is not None and job.answer is not None  # BranchJob guarantees both
+        probe, read = job.probe, reader_of(job.answer)
+        choice = generation.choices[index]
+        schedule = ProbeSchedule(probe)
+        probes: list[asyncio.Task[None]] = []
+
+        async def run_probe(prefix: str) -> None:
+            scratch = ChoiceOutput()
+            try:
+                await self._stream(job, probe_request_body(job, prefix), Generation([scratch]))
+            except (EngineUnavailable, EngineRejected) as error:
+                log.debug("probe of branch %s failed: %s", job.branch_ids[index], error)
+                scratch.text_parts.clear()  # read as no answer: it breaks the agreement
+            finally:
+                choice.probes += 1
+                choice.probe_tokens += scratch.completion_tokens
+            answer = probed_answer(probe, scratch.text, read)
+            if schedule.finish(answer) and choice.finish_reason is None:
+                choice.exit_with(len(prefix), probe.cue + scratch.text)
+                # Closes the branch's connection, so vLLM aborts it; a task group takes a
+                # cancelled child for a finished one.
+                stream.cancel()
+
+        def on_chunk() -> None:
+            if index == 0:
+                generation.prompt_tokens = own.prompt_tokens  # counted once per job
+            if choice.finish_reason is None and schedule.due(choice.completion_tokens):
+                schedule.start(choice.completion_tokens)
+                probes.append(group.create_task(run_probe(choice.text)))
+
+        async def run_branch() -> None:
+            try:
+                await self._stream(job, branch_request_body(job, index), own, on_chunk)
+            finally:
+                for task in probes:
+                    task.cancel()  # the branch is over: what a probe would say is moot
+
+        own = Generation(choices=[choice])
+        async with asyncio.TaskGroup() as group:
+            stream = group.create_task(run_branch())
+
+    async def _stream(
+        self,
+        job: BranchJob,
+        body: dict[str, Any],
+        generation: Generation,
+        on_chunk: Callable[[], None] | None = None,
+    ) -> None:
+        """POST one streaming request of `job` and add its chunks to `generation`, calling
+        `on_chunk` after each; engine errors become EngineUnavailable or EngineRejected."""
         remaining = max(0.0, job.deadline_at - time.time())
         timeout = aiohttp.ClientTimeout(
             total=remaining + DEADLINE_SLACK_SECONDS, sock_connect=CONNECT_TIMEOUT_SECONDS
         )
-        url = self.base_url + request_path(job.endpoint)
+        endpoint: Endpoint = job.endpoint
+        url = self.base_url + request_path(endpoint)
         try:
-            async with self.session.post(url, json=request_body(job), timeout=timeout) as response:
+            async with self.session.post(url, json=body, timeout=timeout) as response:
                 if response.status != 200:
                     raise _http_error(response.status, await response.text())
                 try:
                     async for line in response.content:
                         chunk = parse_sse_line(line)
                         if chunk is not None:
-                            apply_chunk(generation, chunk, job.endpoint)
+                            apply_chunk(generation, chunk, endpoint)
+                            if on_chunk is not None:
+                                on_chunk()
                 except BaseException:
-                    # Cancelled (a cancel message, the deadline, a drain) or failed: close the
-                    # connection itself rather than returning it to the pool, so vLLM sees the
-                    # client go away and aborts the sequences at once.
+                    # Cancelled (a cancel message, the deadline, a drain, an early exit) or
+                    # failed: close the connection itself rather than returning it to the
+                    # pool, so vLLM sees the client go away and aborts the sequences at once.
                     response.close()
                     raise
         except StreamError as error:
@@ -127,6 +209,12 @@ def _http_error(status: int, body: str) -> Exception:
     if status >= 500 or status in (408, 429):
         return EngineUnavailable(message)
     return EngineRejected(message, status=status, reason=engine_error_message(body)[:2000])
+
+
+def _first_failure(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first engine error in a (possibly nested) exception group of failed branches."""
+    first = group.exceptions[0]
+    return _first_failure(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _describe(error: BaseException) -> str:

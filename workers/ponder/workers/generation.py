@@ -10,22 +10,59 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ponder.api.wire import BranchJob, Endpoint
+from ponder.api.wire import BranchJob, ChatMessage, Endpoint
+
+PROBE_STOPS = ("\n", ". ")
+"""Where an answer probe's continuation ends: the answer is the first line or sentence after
+the cue, not whatever the model says next."""
 
 
 @dataclass
 class ChoiceOutput:
-    """One branch's output (one choice of the `n=k` request)."""
+    """One branch's output (one choice of the `n=k` request).
+
+    `checkpoints` holds `(characters, tokens)` after each streamed piece of text, so that a
+    position in the text can be told in tokens (where the answer settled). `completion_tokens`
+    counts the branch's own stream; `probe_tokens` what its answer probes generated besides.
+    """
 
     text_parts: list[str] = field(default_factory=list)
     completion_tokens: int = 0
     finish_reason: str | None = None
     logprob_sum: float = 0.0
     logprob_count: int = 0
+    text_length: int = 0
+    checkpoints: list[tuple[int, int]] = field(default_factory=list)
+    probes: int = 0
+    probe_tokens: int = 0
+    early_exit: bool = False
 
     @property
     def text(self) -> str:
         return "".join(self.text_parts)
+
+    @property
+    def total_tokens(self) -> int:
+        """Every token generated for this branch: its stream's and its probes'."""
+        return self.completion_tokens + self.probe_tokens
+
+    def append_text(self, text: str) -> None:
+        """Add streamed text; call after updating `completion_tokens` for the same chunk."""
+        self.text_parts.append(text)
+        self.text_length += len(text)
+        self.checkpoints.append((self.text_length, self.completion_tokens))
+
+    def exit_with(self, prefix_length: int, answer_text: str) -> None:
+        """End the branch early: keep the text up to `prefix_length` characters (what the
+        deciding probe saw), then `answer_text` (its cue and answer). Tokens generated past the
+        prefix stay counted: they were spent."""
+        kept = [point for point in self.checkpoints if point[0] <= prefix_length]
+        prefix_tokens = kept[-1][1] if kept else 0
+        self.text_parts = [self.text[:prefix_length], answer_text]
+        self.text_length = prefix_length + len(answer_text)
+        self.checkpoints = [*kept, (self.text_length, prefix_tokens)]
+        self.finish_reason = "stop"
+        self.early_exit = True
 
     @property
     def mean_logprob(self) -> float | None:
@@ -48,7 +85,8 @@ class Generation:
 
     @property
     def completion_tokens(self) -> int:
-        return sum(choice.completion_tokens for choice in self.choices)
+        """Every token generated for the job, answer probes included."""
+        return sum(choice.total_tokens for choice in self.choices)
 
 
 class StreamError(Exception):
@@ -109,6 +147,48 @@ def request_body(job: BranchJob) -> dict[str, Any]:
     return body
 
 
+def branch_request_body(job: BranchJob, index: int) -> dict[str, Any]:
+    """The streaming request of branch `index` of `job` alone (`n=1`), with the seed it has in
+    the job's `n=k` request (`seed + index`): how a probed job runs, one request per branch, so
+    that one branch can stop while the others go on."""
+    body = request_body(job)
+    body["n"] = 1
+    if job.sampling.seed is not None:
+        body["seed"] = job.sampling.seed + index
+    return body
+
+
+def probe_request_body(job: BranchJob, text_so_far: str) -> dict[str, Any]:
+    """The answer probe of a branch that generated `text_so_far`: its prompt, that text and the
+    probe's cue, continued greedily for a few tokens (streamed, so that a probe cut short still
+    counts its tokens)."""
+    probe = job.probe
+    if probe is None:
+        raise ValueError(f"job {job.job_id} has no answer probe")
+    body: dict[str, Any] = {
+        "model": job.model,
+        "n": 1,
+        "temperature": 0.0,
+        "max_tokens": probe.probe_tokens,
+        "stop": list(PROBE_STOPS),
+        "stream": True,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+    }
+    if job.endpoint is Endpoint.CHAT:
+        assert job.messages is not None  # BranchJob guarantees exactly one of prompt/messages
+        messages = list(job.messages)
+        continued = ""
+        if messages and messages[-1].role == "assistant":
+            continued = messages.pop().content  # the branch continues that message
+        answer = ChatMessage(role="assistant", content=continued + text_so_far + probe.cue)
+        body["messages"] = [message.model_dump() for message in [*messages, answer]]
+        body["continue_final_message"] = True
+        body["add_generation_prompt"] = False
+    else:
+        body["prompt"] = (job.prompt or "") + text_so_far + probe.cue
+    return body
+
+
 def parse_sse_line(line: bytes) -> dict[str, Any] | None:
     """The JSON object of one server-sent-events `data:` line; None for blank, comment or
     `[DONE]` lines."""
@@ -156,8 +236,6 @@ def apply_chunk(generation: Generation, chunk: dict[str, Any], endpoint: Endpoin
         else:
             text = choice.get("text") or ""
             token_logprobs = list((choice.get("logprobs") or {}).get("token_logprobs") or [])
-        if text:
-            output.text_parts.append(text)
         for logprob in token_logprobs:
             if isinstance(logprob, int | float):
                 output.logprob_sum += float(logprob)
@@ -172,3 +250,5 @@ def apply_chunk(generation: Generation, chunk: dict[str, Any], endpoint: Endpoin
                 output.completion_tokens = max(output.completion_tokens, completion_tokens)
         else:
             output.completion_tokens += len(token_logprobs)
+        if text:
+            output.append_text(text)

@@ -8,6 +8,7 @@ from enum import StrEnum
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ponder.api import metrics as names
+from ponder.api.wire import BranchResult
 
 
 class JobOutcome(StrEnum):
@@ -74,6 +75,21 @@ class WorkerMetrics:
             "Branches this worker received on a second or later delivery",
             registry=self.registry,
         )
+        self.answer_probes = Counter(
+            names.WORKER_ANSWER_PROBES_TOTAL,
+            "Answer probes run for branches with the answer-probe early exit",
+            registry=self.registry,
+        )
+        self.early_exits = Counter(
+            names.WORKER_EARLY_EXITS_TOTAL,
+            "Branches stopped by their answer probe",
+            registry=self.registry,
+        )
+        self.tokens_after_answer = Counter(
+            names.WORKER_TOKENS_AFTER_ANSWER_TOTAL,
+            "Tokens branches generated after their answer had settled (overthinking)",
+            registry=self.registry,
+        )
         # Every label value is exported from the start (at 0), and resolved once: `labels()`
         # takes a lock and builds a key on each call, and jobs are counted on the hot path.
         self._jobs_by_outcome = {
@@ -97,6 +113,16 @@ class WorkerMetrics:
             self._prompt_tokens.inc(prompt_tokens)
         if completion_tokens:
             self._completion_tokens.inc(completion_tokens)
+
+    def count_answers(self, results: list[BranchResult]) -> None:
+        """Probes, early exits and tokens after the answer of one job's branches."""
+        for result in results:
+            if result.probes:
+                self.answer_probes.inc(result.probes)
+            if result.early_exit:
+                self.early_exits.inc()
+            if result.tokens_after_answer:
+                self.tokens_after_answer.inc(result.tokens_after_answer)
 
     def count_deadletter(self, reason: DeadLetterReason) -> None:
         self.deadletters.labels(reason=reason.value).inc()

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ponder.api.wire import BranchJob, BranchResult, BranchResults, BranchStatus
-from ponder.workers.generation import Generation
+from ponder.workers.generation import ChoiceOutput, Generation
+from ponder.workers.settling import reader_of, settled_tokens
 
 
 def branch_results(
@@ -24,7 +25,8 @@ def branch_results(
     """The job's results message: one result per branch of `job`, in `branch_ids` order.
 
     Tokens are reported whatever the status, so the scheduler's `usage` counts what cancelled
-    and expired branches spent; the prompt's tokens ride on the first branch only.
+    and expired branches spent (answer probes included); the prompt's tokens ride on the first
+    branch only. With an answer reading, each result says where its answer settled.
     """
     results = []
     for index, (branch_id, choice) in enumerate(
@@ -39,15 +41,25 @@ def branch_results(
                 text=choice.text,
                 finish_reason=choice.finish_reason,
                 prompt_tokens=generation.prompt_tokens if index == 0 else 0,
-                completion_tokens=choice.completion_tokens,
+                completion_tokens=choice.total_tokens,
                 mean_logprob=choice.mean_logprob,
                 error=error,
                 rejected=rejected,
                 worker_id=worker_id,
                 generation_seconds=generation_seconds,
+                answer_tokens=_answer_tokens(job, choice),
+                probes=choice.probes,
+                probe_tokens=choice.probe_tokens,
+                early_exit=choice.early_exit,
             )
         )
     return BranchResults(query_id=job.query_id, job_id=job.job_id, results=results)
+
+
+def _answer_tokens(job: BranchJob, choice: ChoiceOutput) -> int | None:
+    if job.answer is None:
+        return None
+    return settled_tokens(choice.text, choice.checkpoints, reader_of(job.answer))
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,7 @@ class JobRunner:
             )
             if not await self._publish(job.reply_subject, results):
                 return  # not acked: JetStream redelivers it after the ack wait
+            self.metrics.count_answers(results.results)
         await self._settle(running.msg, disposition.settle)
         self.metrics.count_job(outcome)
         self.metrics.count_tokens(

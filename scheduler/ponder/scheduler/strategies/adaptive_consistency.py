@@ -72,6 +72,7 @@ class AdaptiveConsistency(Strategy):
     single_branch = False
     needs_verifier = False
     may_shrink = frozenset({Shrinkable.BRANCHES, Shrinkable.WAVES})
+    may_exit_early = True
 
     def __init__(self, query: PlannedQuery) -> None:
         super().__init__(query)

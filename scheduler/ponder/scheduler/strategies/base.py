@@ -14,8 +14,9 @@ Life of a query:
         answer = strategy.best_so_far()        # None -> the runner answers 504
 
 A strategy also declares its shape as class attributes (`launch_mode`, `single_branch`,
-`needs_verifier`, `may_shrink`): the planner sizes a query from them, and the serving code
-counts what early stopping saved from them, so neither keeps its own list of strategies.
+`needs_verifier`, `may_shrink`, `may_exit_early`): the planner sizes a query from them, and the
+serving code counts what early stopping saved from them, so neither keeps its own list of
+strategies.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar
 
-from ponder.api.service_config import BeamConfig, BudgetForcingConfig, ExtractorKind
+from ponder.api.service_config import AnswerProbe, BeamConfig, BudgetForcingConfig, ExtractorKind
 from ponder.api.strategy import StrategyName
 from ponder.api.wire import BranchResult, BranchStatus, ChatMessage, Endpoint
 
@@ -91,6 +92,7 @@ class PlannedQuery:
     budget_forcing: BudgetForcingConfig
     wave_size: int  # branches per wave for adaptive strategies
     answer_pattern: str | None = None  # the regex of extractor `regex`
+    probe: AnswerProbe | None = None  # the answer-probe early exit of every branch, if granted
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,9 @@ class Strategy(ABC):
     """Refused on a service without a verifier (`spec.strategy.verifier.type: None`); a
     strategy that only uses scores when they come (logprobs otherwise) does not need one."""
     may_shrink: ClassVar[frozenset[Shrinkable]]
+    may_exit_early: ClassVar[bool]
+    """Its branches may stop at an answer probe (`ponder.early_exit: answer-probe`): each is a
+    whole answer of its own. Not so for steps and turns, which a later request continues."""
 
     def __init__(self, query: PlannedQuery) -> None:
         self.query = query
@@ -190,7 +195,14 @@ class Strategy(ABC):
         """The best answer from what has finished (deadline, or nothing left to wait for)."""
 
 
-SHAPE_ATTRIBUTES = ("name", "launch_mode", "single_branch", "needs_verifier", "may_shrink")
+SHAPE_ATTRIBUTES = (
+    "name",
+    "launch_mode",
+    "single_branch",
+    "needs_verifier",
+    "may_shrink",
+    "may_exit_early",
+)
 """The class attributes every concrete strategy declares."""
 
 
@@ -214,6 +226,9 @@ def shape_problems(strategy: type[Strategy]) -> list[str]:
         problems.append(f"{strategy.__name__} may shrink waves but launches {mode}")
     if Shrinkable.STEPS in shrinks and mode is not LaunchMode.STEPS:
         problems.append(f"{strategy.__name__} may shrink steps but launches {mode}")
+    if strategy.may_exit_early and mode in (LaunchMode.STEPS, LaunchMode.SEQUENCE):
+        # A step or a turn is continued by the next request: cut short, it is no answer.
+        problems.append(f"{strategy.__name__} launches {mode}: its branches may not exit early")
     if Shrinkable.BRANCHES in shrinks and mode is LaunchMode.STEPS:
         # A step is as wide as the beam; a narrower step would be another search.
         problems.append(f"{strategy.__name__} launches steps: it may not shrink branches")

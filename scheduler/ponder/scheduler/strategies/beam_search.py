@@ -60,6 +60,7 @@ class BeamSearch(Strategy):
     single_branch = False
     needs_verifier = False
     may_shrink = frozenset({Shrinkable.STEPS})
+    may_exit_early = False
 
     def __init__(self, query: PlannedQuery) -> None:
         super().__init__(query)

@@ -70,6 +70,7 @@ class BestOfN(_ScoredSamples):
     single_branch = False
     needs_verifier = False
     may_shrink = frozenset({Shrinkable.BRANCHES})
+    may_exit_early = True
 
     def best_so_far(self) -> FinalAnswer | None:
         voters = [b for b in self.branches if ballot_of(b) is not None]
@@ -98,6 +99,7 @@ class WeightedVote(_ScoredSamples):
     single_branch = False
     needs_verifier = False
     may_shrink = frozenset({Shrinkable.BRANCHES})
+    may_exit_early = True
 
     def best_so_far(self) -> FinalAnswer | None:
         return vote_answer(self.branches, weighted_vote(ballots_of(self.branches)))

@@ -10,14 +10,18 @@ Here one chain is one sequence of branches, each continuing the last
 `max_tokens_per_branch` tokens over the whole chain, less what the forced answer needs when the
 query's budget is tighter; the forced answer is kept in reserve, so it always fits the budget.
 A chain that stops on its own at or past `min_thinking_tokens` (or out of waits) answers as it
-is when its last branch wrote an answer, and is forced to answer otherwise.
+is when its last branch wrote an answer, and is forced to answer otherwise. A forced answer that
+writes nothing (a chat model may end its turn at once) falls back to the answer in the chain.
+
+On the chat endpoint the continuation is the final assistant message, which the engine continues
+in the same turn (no end of turn and new assistant header before the "Wait" or answer prompt).
 """
 
 from __future__ import annotations
 
+from ponder.api.answers import extract_answer, normalize_answer
 from ponder.api.strategy import StrategyName
 from ponder.api.wire import BranchStatus
-from ponder.api.answers import extract_answer, normalize_answer
 from ponder.scheduler.strategies.base import (
     BranchRequest,
     Decision,
@@ -52,6 +56,7 @@ class BudgetForcing(Strategy):
     single_branch = False
     needs_verifier = False
     may_shrink = frozenset({Shrinkable.BRANCHES})
+    may_exit_early = False
 
     def __init__(self, query: PlannedQuery) -> None:
         super().__init__(query)
@@ -147,10 +152,15 @@ class BudgetForcing(Strategy):
 
     def _forced_answer(self, branch: ScoredBranch) -> FinalAnswer:
         """The forced answer: extracted from answer prompt + the few tokens written after it,
-        else the first line written."""
+        else the first line written, else (nothing written) the answer the thinking gave."""
         written = self.config.answer_prompt + branch.result.text
         lines = [line for line in branch.result.text.splitlines() if line.strip()]
         answer = self._answer_in(written) or (normalize_answer(lines[0]) if lines else None)
+        if not answer and self.chain is not None:
+            # A chat model often ends its turn right after the answer prompt (measured on
+            # SmolLM2-135M-Instruct: "...\nFinal Answer:" then end of turn in half the forced
+            # answers); what the chain itself stated is then the best answer left.
+            answer = self.chain.answer
         return FinalAnswer(
             text=branch.full_text,
             answer=answer or None,

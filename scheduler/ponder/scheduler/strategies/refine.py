@@ -84,6 +84,7 @@ class Refine(Strategy):
     single_branch = False
     needs_verifier = False
     may_shrink = frozenset({Shrinkable.BRANCHES})
+    may_exit_early = False
 
     def __init__(self, query: PlannedQuery) -> None:
         super().__init__(query)

@@ -34,6 +34,7 @@ class SelfConsistency(Strategy):
     single_branch = False
     needs_verifier = False
     may_shrink = frozenset({Shrinkable.BRANCHES})
+    may_exit_early = True
 
     def __init__(self, query: PlannedQuery) -> None:
         super().__init__(query)

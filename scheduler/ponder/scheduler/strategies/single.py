@@ -26,6 +26,7 @@ class Single(Strategy):
     single_branch = True
     needs_verifier = False
     may_shrink = frozenset()
+    may_exit_early = True
 
     def __init__(self, query: PlannedQuery) -> None:
         super().__init__(query)
