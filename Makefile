@@ -59,9 +59,11 @@ crds: $(VENV_STAMP) ## Regenerate the CRD YAML from ponder.api (and the chart's 
 cluster: $(VENV_STAMP) tools ## Start the local control plane (kwok, GPU nodes) until Ctrl-C
 	$(PY) -m ponder.local cluster
 
+MODEL ?= arith
+
 .PHONY: demo
-demo: $(VENV_STAMP) ## The main job: local data plane, every strategy on the shipped model, a table and a plot
-	$(PY) -m bench.demo $(DEMO_ARGS)
+demo: $(VENV_STAMP) $(if $(filter smollm2,$(MODEL)),model-smollm2) ## The main job: local data plane, every strategy on the shipped model, a table and a plot; MODEL=smollm2: a shorter table on SmolLM2-135M-Instruct
+	$(PY) -m bench.demo --model $(MODEL) $(DEMO_ARGS)
 
 .PHONY: clean
 clean: ## Remove the virtual environment and caches (not the Go tool cache)
@@ -84,6 +86,10 @@ bench-overhead: $(VENV_STAMP) ## Scheduler and NATS overhead per query, with a s
 .PHONY: bench-operator
 bench-operator: $(VENV_STAMP) tools ## Operator scale: many ReasoningServices on the local control plane
 	$(PY) -m bench.operator_scale $(BENCH_ARGS)
+
+.PHONY: bench-overthinking
+bench-overthinking: $(VENV_STAMP) model-smollm2 ## SmolLM2: tokens after the answer, and what the answer-probe early exit cuts
+	$(PY) -m bench.overthinking $(BENCH_ARGS)
 
 .PHONY: bench-latency
 bench-latency: $(VENV_STAMP) ## How fast a deadline or a cancel stops work (worker, vLLM, scheduler) vs the targets

@@ -1,7 +1,8 @@
 """Sending problems to Ponder (and to the peer proxy) with the official `openai` client.
 
 Ponder is asked on `/v1/completions` with the model's own prompt (`Q:23+48-17 A:`) and its
-options in `extra_body={"ponder": {...}}`, exactly as a user would; the response's `ponder`
+options in `extra_body={"ponder": {...}}`, exactly as a user would (a chat model, on
+`/v1/chat/completions` with the question as the user turn); the response's `ponder`
 object and `usage` become a `QueryRecord`. An HTTP error or a timeout is a record with the error
 (a wrong answer), never an exception: one bad query does not stop a benchmark.
 """
@@ -13,13 +14,16 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import openai
 
-from bench.summary import QueryRecord, error_record, peer_record, ponder_record
+from bench.summary import QueryRecord, Question, error_record, peer_record, ponder_record
 from models.arith.task import Problem
+
+Asked = TypeVar("Asked")
+"""What a benchmark asks: an arithmetic `Problem`, a `WordQuestion`."""
 
 MAX_TOKENS = 48
 """Longest worked solution of the task (`99+99=198 198+99=297 297+99=396 #396`) with room."""
@@ -76,36 +80,64 @@ class PonderClient:
         prefill is split into chunks (it rewinds a CPU generator's offset, which CPU generators
         lack), which happens under the benchmarks' load.
         """
-        extra: dict[str, Any] = {"ponder": {**spec.ponder_options(), **(options or {})}}
-        kwargs: dict[str, Any] = {}
-        if spec.temperature is not None:
-            kwargs["temperature"] = spec.temperature
+        kwargs = self._request_options(spec, options)
         if seed is not None:
             kwargs["seed"] = seed
+        request = self.client.completions.create(
+            model=self.model, prompt=problem.prompt, max_tokens=spec.max_tokens, **kwargs
+        )
+        return await self._recorded(spec, index, problem, request)
+
+    async def ask_chat(
+        self,
+        spec: StrategySpec,
+        index: int,
+        question: Question,
+        message: str,
+        options: Mapping[str, Any] | None = None,
+    ) -> QueryRecord:
+        """`message` as the user turn of a chat completion with `spec` (plus `options` over its
+        ponder options), the reply judged against `question`'s answer (a chat model's path:
+        the served model's own chat template renders the turn)."""
+        request = self.client.chat.completions.create(
+            model=self.model,
+            messages=[{"role": "user", "content": message}],
+            max_tokens=spec.max_tokens,
+            **self._request_options(spec, options),
+        )
+        return await self._recorded(spec, index, question, request)
+
+    @staticmethod
+    def _request_options(spec: StrategySpec, options: Mapping[str, Any] | None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "extra_body": {"ponder": {**spec.ponder_options(), **(options or {})}}
+        }
+        if spec.temperature is not None:
+            kwargs["temperature"] = spec.temperature
+        return kwargs
+
+    async def _recorded(
+        self, spec: StrategySpec, index: int, question: Question, request: Awaitable[Any]
+    ) -> QueryRecord:
+        """Await `request`: its response as a record, or an HTTP error or timeout as one."""
         started = time.perf_counter()
         try:
-            response = await self.client.completions.create(
-                model=self.model,
-                prompt=problem.prompt,
-                max_tokens=spec.max_tokens,
-                extra_body=extra,
-                **kwargs,
-            )
+            response = await request
         except openai.APIStatusError as error:
             return error_record(
                 spec.label,
                 "ponder",
                 index,
-                problem,
+                question,
                 f"HTTP {error.status_code}: {error.message}",
                 time.perf_counter() - started,
             )
         except (openai.APIConnectionError, openai.APITimeoutError) as error:
             return error_record(
-                spec.label, "ponder", index, problem, repr(error), time.perf_counter() - started
+                spec.label, "ponder", index, question, repr(error), time.perf_counter() - started
             )
         latency = time.perf_counter() - started
-        return ponder_record(spec.label, index, problem, response.model_dump(), latency)
+        return ponder_record(spec.label, index, question, response.model_dump(), latency)
 
 
 class ChatPeerClient:
@@ -167,15 +199,15 @@ class ChatPeerClient:
 
 
 async def run_bounded(
-    problems: Sequence[Problem],
-    ask: Callable[[int, Problem], Awaitable[QueryRecord]],
+    problems: Sequence[Asked],
+    ask: Callable[[int, Asked], Awaitable[QueryRecord]],
     concurrency: int,
     on_record: Callable[[QueryRecord], None] | None = None,
 ) -> list[QueryRecord]:
     """Ask every problem with at most `concurrency` in flight; records in problem order."""
     gate = asyncio.Semaphore(max(1, concurrency))
 
-    async def one(index: int, problem: Problem) -> QueryRecord:
+    async def one(index: int, problem: Asked) -> QueryRecord:
         async with gate:
             record = await ask(index, problem)
         if on_record is not None:

@@ -1,6 +1,6 @@
 """`make demo`: every strategy on the shipped arithmetic model, through the whole local stack.
 
-    python -m bench.demo [--short] [--problems N] [--out DIR]
+    python -m bench.demo [--model arith|smollm2] [--short] [--problems N] [--out DIR]
 
 Starts the step verifier, `vllm serve` of `models/arith/ponder-arith`, NATS, two workers and the
 scheduler (with the verifier as the service's HTTP verifier) through `ponder.local`, the launcher
@@ -10,6 +10,11 @@ Prints a table (accuracy, tokens per query from `usage`, branches, p50/p95 laten
 saved by early stopping from the `ponder` object), and writes `results.json`, `table.txt` and
 `accuracy_vs_tokens.png` under `out/demo/` (process logs under `logs/`). Ctrl-C stops every
 process it started. `--short` (a few problems, smaller widths) is what CI runs.
+
+`--model smollm2` runs a shorter table on the real chat model SmolLM2-135M-Instruct instead
+(bench/demo_smollm2.py holds its arms and settings): word-arithmetic questions on the chat
+path, the vote-only strategies, no verifier, the same bar, table and plot under
+`out/demo-smollm2/`.
 """
 
 from __future__ import annotations
@@ -17,13 +22,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Generic
 
 from tqdm import tqdm
 
-from bench.clients import PonderClient, StrategySpec, run_bounded
+from bench import demo_smollm2 as smollm2
+from bench.clients import Asked, PonderClient, StrategySpec, run_bounded
 from bench.report import (
     plot_accuracy_vs_tokens,
     summary_table,
@@ -40,6 +48,9 @@ from bench.stack import (
 )
 from bench.summary import QueryRecord, Summary, summarise
 from models.arith.task import Problem, generate_problems
+from models.smollm2.questions import DEMO_SEED as QUESTIONS_SEED
+from models.smollm2.questions import WordQuestion, word_questions
+from ponder.local.stack import LocalStack
 
 DEMO_SEED = 20_250_101
 """The demo's problems: a seed that neither training (0) nor the model card's evaluation
@@ -47,6 +58,7 @@ DEMO_SEED = 20_250_101
 DEFAULT_PROBLEMS = 100
 SHORT_PROBLEMS = 8
 CONCURRENCY = 16
+MODELS = ("arith", "smollm2")
 
 
 def demo_specs(short: bool) -> list[StrategySpec]:
@@ -78,33 +90,120 @@ def demo_settings(short: bool, model_dir: Path) -> BenchSettings:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+def demo_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m bench.demo`."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.demo", description=__doc__.split("\n")[0]
     )
+    parser.add_argument(
+        "--model",
+        choices=MODELS,
+        default=MODELS[0],
+        help="arith: the shipped model, every strategy; smollm2: SmolLM2-135M-Instruct "
+        "(python -m models.smollm2.build first), the vote-only strategies [arith]",
+    )
     parser.add_argument("--short", action="store_true", help="few problems, smaller widths (CI)")
-    parser.add_argument("--problems", type=int, help=f"problems per strategy [{DEFAULT_PROBLEMS}]")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "out" / "demo", help="output dir")
-    parser.add_argument("--model", type=Path, default=MODEL_DIR, help="model directory")
+    parser.add_argument(
+        "--problems",
+        type=int,
+        help=f"problems per strategy [{DEFAULT_PROBLEMS}; smollm2 {smollm2.DEFAULT_QUESTIONS}]",
+    )
+    parser.add_argument("--out", type=Path, help="output dir [out/demo, smollm2: out/demo-smollm2]")
+    parser.add_argument(
+        "--model-dir", type=Path, help="model directory [the shipped or the converted one]"
+    )
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="queries in flight")
     return parser
 
 
+@dataclass(frozen=True)
+class DemoPlan(Generic[Asked]):
+    """One model's demo: its arms, what it asks and how, and the stack it runs on."""
+
+    title: str
+    plot_title: str
+    specs: list[StrategySpec]
+    questions: Sequence[Asked]
+    ask: Callable[[PonderClient, StrategySpec, int, Asked], Awaitable[QueryRecord]]
+    open_stack: Callable[[Path], AbstractAsyncContextManager[LocalStack]]
+    facts: dict[str, Any]
+    """What results.json records of the questions and the settings."""
+    out_dir: Path
+
+
+def arith_plan(args: argparse.Namespace) -> DemoPlan[Problem]:
+    """Every strategy on the shipped arithmetic model, with the step verifier."""
+    count = args.problems or (SHORT_PROBLEMS if args.short else DEFAULT_PROBLEMS)
+    settings = demo_settings(args.short, args.model_dir or MODEL_DIR)
+
+    async def ask(
+        client: PonderClient, spec: StrategySpec, index: int, problem: Problem
+    ) -> QueryRecord:
+        return await client.ask(spec, index, problem)
+
+    return DemoPlan(
+        title=(
+            f"Ponder demo: {count} held-out problems (seed {DEMO_SEED}) per strategy, "
+            f"temperature {settings.temperature}"
+        ),
+        plot_title=f"Ponder demo ({count} problems)",
+        specs=demo_specs(args.short),
+        questions=generate_problems(DEMO_SEED, count),
+        ask=ask,
+        open_stack=lambda log_dir: bench_stack(settings, log_dir),
+        facts={
+            "problems": {"seed": DEMO_SEED, "count": count},
+            "settings": {**asdict(settings), "model_dir": str(settings.model_dir)},
+        },
+        out_dir=REPO_ROOT / "out" / "demo",
+    )
+
+
+def smollm2_plan(args: argparse.Namespace) -> DemoPlan[WordQuestion]:
+    """A shorter table on SmolLM2-135M-Instruct: word-arithmetic questions, no verifier."""
+    count = args.problems or (smollm2.SHORT_QUESTIONS if args.short else smollm2.DEFAULT_QUESTIONS)
+    model = args.model_dir or smollm2.smollm2_model_dir()
+    specs = smollm2.smollm2_specs(args.short)
+    max_tokens = max(spec.max_tokens for spec in specs)
+    return DemoPlan(
+        title=(
+            f"Ponder demo on SmolLM2-135M-Instruct: {count} word-arithmetic questions "
+            f"(seed {QUESTIONS_SEED}) per strategy, temperature {smollm2.TEMPERATURE}, "
+            f"max_tokens {max_tokens}, extractor {smollm2.EXTRACTOR.value}"
+        ),
+        plot_title=f"Ponder demo on SmolLM2-135M-Instruct ({count} questions)",
+        specs=specs,
+        questions=word_questions(count, QUESTIONS_SEED),
+        ask=smollm2.ask_word_question,
+        open_stack=lambda log_dir: smollm2.smollm2_stack(model, log_dir),
+        facts={
+            "problems": {"seed": QUESTIONS_SEED, "count": count, "kind": "word-arithmetic"},
+            "settings": {
+                "model": "SmolLM2-135M-Instruct",
+                "model_dir": str(model),
+                "workers": smollm2.WORKERS,
+                "temperature": smollm2.TEMPERATURE,
+                "max_tokens": max_tokens,
+                "extractor": smollm2.EXTRACTOR.value,
+                "verifier": "none",
+            },
+        },
+        out_dir=REPO_ROOT / "out" / "demo-smollm2",
+    )
+
+
 async def run_demo(
-    specs: Sequence[StrategySpec],
-    problems: Sequence[Problem],
-    settings: BenchSettings,
-    out_dir: Path,
-    concurrency: int,
+    plan: DemoPlan[Asked], out_dir: Path, concurrency: int
 ) -> tuple[list[Summary], list[QueryRecord], float]:
-    """Start the stack, ask every problem with every spec; (summaries, records, startup s)."""
+    """Start the plan's stack, ask every question with every arm; (summaries, records,
+    startup s)."""
     started = time.monotonic()
     print(f"Starting the local data plane (logs: {out_dir / 'logs'}) ...", file=sys.stderr)
-    async with bench_stack(settings, out_dir / "logs") as stack:
+    async with plan.open_stack(out_dir / "logs") as stack:
         startup = time.monotonic() - started
         print(
             f"Ready in {startup:.0f}s: scheduler {stack.openai_base_url}, vLLM {stack.vllm_url}, "
-            f"{settings.workers} workers, verifier {stack.verifier_url}",
+            f"{len(stack.plane.workers)} workers, verifier {stack.verifier_url or 'none'}",
             file=sys.stderr,
         )
         client = PonderClient(stack.openai_base_url, stack.served_name)
@@ -112,16 +211,21 @@ async def run_demo(
         records: list[QueryRecord] = []
         try:
             with tqdm(
-                total=len(specs) * len(problems), unit="query", file=sys.stderr, dynamic_ncols=True
+                total=len(plan.specs) * len(plan.questions),
+                unit="query",
+                file=sys.stderr,
+                dynamic_ncols=True,
             ) as bar:
-                for spec in specs:
+                for spec in plan.specs:
                     bar.set_description(spec.label)
 
-                    async def ask(index: int, problem: Problem, spec: StrategySpec = spec):
-                        return await client.ask(spec, index, problem)
+                    async def ask(
+                        index: int, question: Asked, spec: StrategySpec = spec
+                    ) -> QueryRecord:
+                        return await plan.ask(client, spec, index, question)
 
                     batch = await run_bounded(
-                        problems, ask, concurrency, on_record=lambda _: bar.update(1)
+                        plan.questions, ask, concurrency, on_record=lambda _: bar.update(1)
                     )
                     summary = summarise(batch)
                     summaries.append(summary)
@@ -137,37 +241,31 @@ async def run_demo(
 
 
 async def main_async(argv: Sequence[str]) -> int:
-    args = _parser().parse_args(list(argv))
-    count = args.problems or (SHORT_PROBLEMS if args.short else DEFAULT_PROBLEMS)
-    problems = generate_problems(DEMO_SEED, count)
-    specs = demo_specs(args.short)
-    settings = demo_settings(args.short, args.model)
-    out_dir: Path = args.out
+    args = demo_parser().parse_args(list(argv))
+    try:
+        plan: DemoPlan[Any] = smollm2_plan(args) if args.model == "smollm2" else arith_plan(args)
+    except FileNotFoundError as missing:
+        print(missing, file=sys.stderr)
+        return 2
+    out_dir: Path = args.out or plan.out_dir
     began = time.monotonic()
-    summaries, records, startup = await run_demo(
-        specs, problems, settings, out_dir, args.concurrency
-    )
+    summaries, records, startup = await run_demo(plan, out_dir, args.concurrency)
     elapsed = time.monotonic() - began
     table = summary_table(summaries)
-    title = (
-        f"Ponder demo: {count} held-out problems (seed {DEMO_SEED}) per strategy, "
-        f"temperature {settings.temperature}"
-    )
-    print(f"\n{title}\n\n{table}\n")
+    print(f"\n{plan.title}\n\n{table}\n")
     print(
         "gen tok/q: completion tokens per query (usage); tok/q: prompt + completion; "
         "saved/q: branches early stopping spared per query"
     )
-    table_path = write_text(out_dir / "table.txt", f"{title}\n\n{table}")
+    table_path = write_text(out_dir / "table.txt", f"{plan.title}\n\n{table}")
     plot_path = plot_accuracy_vs_tokens(
-        summaries, out_dir / "accuracy_vs_tokens.png", f"Ponder demo ({count} problems)"
+        summaries, out_dir / "accuracy_vs_tokens.png", plan.plot_title
     )
     json_path = write_json(
         out_dir / "results.json",
         {
             "command": ["python", "-m", "bench.demo", *argv],
-            "problems": {"seed": DEMO_SEED, "count": count},
-            "settings": {**asdict(settings), "model_dir": str(settings.model_dir)},
+            **plan.facts,
             "concurrency": args.concurrency,
             "startup_seconds": round(startup, 1),
             "elapsed_seconds": round(elapsed, 1),

@@ -12,11 +12,22 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from models.arith.task import Problem, extract_answer, parse_answer
+from models.arith.task import extract_answer, parse_answer
 
 ADAPTIVE = "adaptive-consistency"
+
+
+class Question(Protocol):
+    """What a record needs of what was asked: its text and its integer answer (the arithmetic
+    task's `Problem`, SmolLM2's `WordQuestion`)."""
+
+    @property
+    def question(self) -> str: ...
+
+    @property
+    def answer(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,9 @@ class QueryRecord:
     shrunk: bool = False
     deadline_exceeded: bool = False
     error: str | None = None
+    tokens_after_answer: int = 0  # generated after the branches' answers settled
+    early_exits: int = 0  # branches stopped by their answer probe
+    probe_tokens: int = 0  # what the answer probes generated (part of completion_tokens)
 
 
 @dataclass(frozen=True)
@@ -99,7 +113,7 @@ def vote_share(votes: Mapping[str, float], answer: str | None) -> float | None:
 def ponder_record(
     label: str,
     index: int,
-    problem: Problem,
+    problem: Question,
     body: Mapping[str, Any],
     latency_seconds: float,
 ) -> QueryRecord:
@@ -132,6 +146,9 @@ def ponder_record(
         branch_accuracy=sum(right) / len(right) if right else None,
         shrunk=bool(ponder.get("plan", {}).get("shrunk", False)),
         deadline_exceeded=bool(ponder.get("deadline_exceeded", False)),
+        tokens_after_answer=int(ponder.get("tokens_after_answer", 0)),
+        early_exits=int(ponder.get("early_exits", 0)),
+        probe_tokens=sum(int(b.get("probe_tokens", 0)) for b in ponder.get("branches", [])),
     )
 
 
@@ -139,7 +156,7 @@ def peer_record(
     label: str,
     system: str,
     index: int,
-    problem: Problem,
+    problem: Question,
     body: Mapping[str, Any],
     latency_seconds: float,
     branches: int,
@@ -166,7 +183,7 @@ def peer_record(
 
 
 def error_record(
-    label: str, system: str, index: int, problem: Problem, error: str, latency_seconds: float
+    label: str, system: str, index: int, problem: Question, error: str, latency_seconds: float
 ) -> QueryRecord:
     """A query that got no answer (HTTP error, timeout): wrong, and its tokens unknown (0)."""
     return QueryRecord(
