@@ -108,6 +108,9 @@ def test_ponder_object_accounts_for_every_launched_branch() -> None:
     assert info.deadline_exceeded and info.answer == "3" and info.confidence == 0.75
     assert info.votes == {"3": 2.0}
     assert info.plan.shrunk and info.plan.requested_branches == 8
+    # The one still running did not report within the usage settle time: usage misses it.
+    assert info.branches_unreported == 1 and not info.usage_complete
+    assert ponder_info(outcome(unreported=0)).usage_complete
     assert [b.id for b in info.branches] == ["q1-0", "q1-1", "q1-2"]
 
 

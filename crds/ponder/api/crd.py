@@ -561,6 +561,14 @@ class SloSpec(_Spec):
     max_deadline_milliseconds: int = Field(
         default=300_000, ge=10, le=3_600_000, description="Longest deadline a request may ask for."
     )
+    usage_settle_milliseconds: int = Field(
+        default=200,
+        ge=0,
+        le=10_000,
+        description="After an answer, how long to wait for the branches it cancelled to report "
+        "the tokens they spent, so that usage counts them; what reports later is counted in "
+        "ponder_late_tokens_total only. 0: answer without waiting.",
+    )
 
 
 class ScaleToZeroSpec(_Spec):

@@ -20,4 +20,5 @@ WORKER_TOKENS_AFTER_ANSWER_TOTAL = "ponder_worker_tokens_after_answer_total"
 DESIRED_REPLICAS = "ponder_desired_replicas"  # operator, labels: namespace, name
 ACTUAL_REPLICAS = "ponder_actual_replicas"
 RESULTS_MALFORMED_TOTAL = "ponder_results_malformed_total"  # scheduler: invalid branch results
+LATE_TOKENS_TOTAL = "ponder_late_tokens_total"  # labels: kind; reported after their answer
 PLANS_SHRUNK_TOTAL = "ponder_plans_shrunk_total"  # scheduler: fewer branches than asked

@@ -185,6 +185,13 @@ class SloConfig(BaseModel):
     target_latency_ms: int = Field(default=30_000, ge=10, description="Latency SLO per query.")
     attainment: float = Field(default=0.95, gt=0.0, le=1.0)
     max_deadline_ms: int = Field(default=300_000, ge=10, description="Longest deadline allowed.")
+    usage_settle_ms: int = Field(
+        default=200,
+        ge=0,
+        le=10_000,
+        description="After an answer, how long to wait for the branches it cancelled to report "
+        "the tokens they spent, so that `usage` counts them (0: answer without waiting).",
+    )
 
 
 class ServiceConfig(BaseModel):

@@ -110,6 +110,7 @@ def service_config_from_spec(
             target_latency_ms=spec.slo.target_latency_milliseconds,
             attainment=spec.slo.attainment_percent / 100,
             max_deadline_ms=spec.slo.max_deadline_milliseconds,
+            usage_settle_ms=spec.slo.usage_settle_milliseconds,
         ),
         slots_per_worker=spec.workers.slots_per_worker,
         job_max_deliver=spec.workers.max_deliveries,

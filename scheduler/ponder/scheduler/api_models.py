@@ -179,7 +179,10 @@ class PonderInfo(BaseModel):
 
     `branches_launched == branches_completed + branches_cancelled + branches_failed`: cancelled
     counts branches stopped by a cancel, by their deadline, or still running when the query
-    answered (the scheduler cancelled them).
+    answered (the scheduler cancelled them). After the answer the scheduler waits a bounded time
+    (`spec.slo.usageSettleMilliseconds`) for the branches it cancelled to report, so `usage` and
+    `branches` include them; one that completed in that time counts as completed, though the
+    answer was decided without it.
     """
 
     query_id: str
@@ -194,6 +197,14 @@ class PonderInfo(BaseModel):
     scores: list[float] = Field(default_factory=list)
     confidence: float | None = None
     deadline_exceeded: bool = False
+    branches_unreported: int = Field(
+        default=0,
+        description="Cancelled branches that had not reported within the usage settle time: "
+        "what they spent is not in `usage` (the scheduler's ponder_late_tokens_total counts it).",
+    )
+    usage_complete: bool = Field(
+        default=True, description="`usage` counts every branch launched (none unreported)."
+    )
     latency_ms: float
     plan: PlanInfo
     tokens_after_answer: int = Field(

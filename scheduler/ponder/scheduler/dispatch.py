@@ -190,8 +190,14 @@ class Dispatcher:
             return
         collector = self._collectors.get(batch.query_id)
         if collector is None:
-            # The query already answered (a cancelled branch reporting back, a redelivery).
+            # The query already answered (a cancelled branch reporting back after the usage
+            # settle time, a redelivery): its tokens were spent all the same.
             self.late_results += len(batch.results)
+            if self.metrics is not None:
+                prompt = sum(result.prompt_tokens for result in batch.results)
+                completion = sum(result.completion_tokens for result in batch.results)
+                self.metrics.late_tokens.labels(kind="prompt").inc(prompt)
+                self.metrics.late_tokens.labels(kind="completion").inc(completion)
             return
         collector.offer_all(batch.results)
 

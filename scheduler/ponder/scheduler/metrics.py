@@ -75,6 +75,13 @@ class SchedulerMetrics:
             "Messages on the results subject that were not valid branch results.",
             registry=self.registry,
         )
+        self.late_tokens = Counter(
+            names.LATE_TOKENS_TOTAL,
+            "Tokens of branch results that arrived after their query had answered (past "
+            "spec.slo.usageSettleMilliseconds): spent, but in no response's usage.",
+            ["kind"],
+            registry=self.registry,
+        )
         self.plans_shrunk = Counter(
             names.PLANS_SHRUNK_TOTAL,
             "Queries granted fewer branches than asked, to fit budget, load or deadline.",

@@ -31,7 +31,7 @@ class QueryOutcome:
     answer: FinalAnswer | None
     branches: list[ScoredBranch] = field(default_factory=list)  # results, in arrival order
     launched: int = 0
-    unreported: int = 0  # outstanding at the end, cancelled without a result
+    unreported: int = 0  # cancelled at the end, and no result within the usage settle time
     waves: int = 0
     deadline_exceeded: bool = False
     finished_by_strategy: bool = False

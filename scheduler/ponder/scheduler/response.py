@@ -75,6 +75,8 @@ def ponder_info(outcome: QueryOutcome) -> PonderInfo:
         scores=list(answer.scores) if answer else [],
         confidence=answer.confidence if answer else None,
         deadline_exceeded=outcome.deadline_exceeded,
+        branches_unreported=outcome.unreported,
+        usage_complete=outcome.unreported == 0,
         latency_ms=round(outcome.latency_seconds * 1000.0, 3),
         plan=PlanInfo(
             requested_branches=plan.requested_branches,

@@ -6,13 +6,16 @@
 The query ends when the strategy finishes, when nothing is outstanding (the strategy's best so
 far answers), or at the deadline (best so far, `deadline_exceeded`). On the way out every branch
 still outstanding is cancelled on NATS, whatever ended the query (an answer, the deadline, an
-error, the client going away). Every wait is bounded by the plan's deadline; every task this
-module starts is owned by a task group inside the query.
+error, the client going away), and the runner waits up to `usage_settle_seconds` for the
+cancelled branches to report what they generated, so that `usage` counts every token spent
+(what reports later is counted in `ponder_late_tokens_total`). Every other wait is bounded by
+the plan's deadline; every task this module starts is owned by a task group inside the query.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -64,6 +67,8 @@ class RunnerDeps:
     load: LoadTracker
     metrics: SchedulerMetrics | None = None
     verifier: Verifier | None = None
+    usage_settle_seconds: float = 0.0
+    """How long to wait after an answer for the cancelled branches' results (their tokens)."""
 
 
 class QueryRunner:
@@ -99,6 +104,7 @@ class QueryRunner:
             logprobs=self.deps.verifier is not None and self.deps.verifier.needs_logprobs,
         )
         outcome = self.outcome
+        answered_after = deadline_seconds
         self.deps.load.query_started()
         with self.deps.dispatcher.collector(self.query.query_id) as collector:
             try:
@@ -114,12 +120,14 @@ class QueryRunner:
             finally:
                 # Results that arrived but were not handed to the strategy still count.
                 outcome.branches.extend(self._receive(collector.drain()))
+                answered_after = loop.time() - started
                 await self._cancel_outstanding(collector, outcome)
+                await self._collect_cancelled(collector, outcome)
                 self.deps.load.query_finished()
                 outcome.latency_seconds = loop.time() - started
         if outcome.answer is None:
             outcome.no_answer_reason, outcome.no_answer_detail = self._why_no_answer()
-        late = outcome.latency_seconds - deadline_seconds
+        late = answered_after - deadline_seconds  # the usage settle time aside
         if late > LATE_WARNING_SECONDS:
             # The deadline timer fired late: this process did not get the CPU in time.
             log.warning(
@@ -192,9 +200,12 @@ class QueryRunner:
                         )
                     )
 
-    def _receive(self, results: list[BranchResult]) -> list[ScoredBranch]:
+    def _receive(
+        self, results: list[BranchResult], *, cancelled: bool = False
+    ) -> list[ScoredBranch]:
         """Book the results and extract their answers (completed branches only: a cut-off
-        text may end in a prefix of the answer)."""
+        text may end in a prefix of the answer). `cancelled`: results of branches the runner
+        already settled and counted as cancelled, which only add their tokens now."""
         if not results:
             return []
         load = self.deps.load
@@ -205,9 +216,10 @@ class QueryRunner:
         for result in results:
             request = self._requests[result.branch_id]
             load.observe(result, now)
-            load.branches_settled(1, request.max_tokens)
-            event = BRANCH_EVENTS[result.status]
-            events[event] = events.get(event, 0) + 1
+            if not cancelled:
+                load.branches_settled(1, request.max_tokens)
+                event = BRANCH_EVENTS[result.status]
+                events[event] = events.get(event, 0) + 1
             answer = (
                 extract_answer(request.continuation + result.text, extractor, pattern)
                 if result.status == BranchStatus.COMPLETED
@@ -260,6 +272,24 @@ class QueryRunner:
             self.deps.metrics.count_branches(BranchEvent.CANCELLED, len(outstanding))
         reason = "deadline" if outcome.deadline_exceeded else "answered"
         await self.deps.dispatcher.cancel(self.query.query_id, outstanding, reason)
+
+    async def _collect_cancelled(self, collector: QueryCollector, outcome: QueryOutcome) -> None:
+        """Wait up to `usage_settle_seconds` for the results of the branches just cancelled
+        (workers report the partial tokens of what they aborted within milliseconds; a job still
+        queued reports only when a worker takes it), and book them; `outcome.unreported` is
+        what did not report in time. Only for an answer: an error body has no usage, and a query
+        being cancelled (the client went away) has no reader."""
+        task = asyncio.current_task()
+        settle = self.deps.usage_settle_seconds
+        wanted = outcome.answer is not None and not (task and task.cancelling())
+        if collector.outstanding and settle > 0 and wanted:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(settle):
+                    while collector.outstanding:
+                        results = await collector.next_batch()
+                        outcome.branches.extend(self._receive(results, cancelled=True))
+        outcome.branches.extend(self._receive(collector.drain(), cancelled=True))
+        outcome.unreported = len(collector.outstanding)
 
     def _why_no_answer(self) -> tuple[str, str]:
         # First: a request the engine cannot serve stays invalid however long it waits.

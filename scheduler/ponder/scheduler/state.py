@@ -49,6 +49,7 @@ class SchedulerState:
             load=self.load,
             metrics=self.metrics,
             verifier=self.verifier,
+            usage_settle_seconds=self.config.slo.usage_settle_ms / 1000.0,
         )
 
 
