@@ -247,7 +247,28 @@ async def test_adaptive_consistency_at_temperature_zero_stops_after_its_first_wa
             {"model": MODEL, "prompt": PROMPT, "ponder": {"branchez": 4}},
             400,
             "ponder.branchez",
-            "Extra inputs are not permitted",
+            "unknown parameter",
+        ),
+        ({"model": MODEL, "prompt": PROMPT, "frobnicate": 1}, 400, "frobnicate", "unknown"),
+        ({"model": MODEL, "prompt": PROMPT, "logprobs": 3}, 400, "logprobs", "not supported"),
+        ({"model": MODEL, "prompt": PROMPT, "echo": True}, 400, "echo", "not supported"),
+        (
+            {"model": MODEL, "prompt": PROMPT, "best_of": 4, "ponder": {"strategy": "single"}},
+            400,
+            "best_of",
+            "best_of=4 asks for ponder.strategy=best-of-n, not single",
+        ),
+        (
+            {"model": MODEL, "prompt": PROMPT, "frequency_penalty": 3},
+            400,
+            "frequency_penalty",
+            "less than or equal to 2",
+        ),
+        (
+            {"model": MODEL, "prompt": PROMPT, "logit_bias": {"seven": 1}},
+            400,
+            "logit_bias",
+            "logit_bias key 'seven' is not a token id",
         ),
         ({"model": MODEL, "prompt": PROMPT, "n": 3}, 400, "n", "ask for more samples"),
         ({"model": MODEL}, 400, "prompt", "Field required"),
@@ -269,6 +290,60 @@ async def test_bad_requests_get_openai_errors_that_name_the_problem(
     assert error["error"]["param"] == param
     assert message in error["error"]["message"]
     assert error["error"]["type"] == "invalid_request_error"
+
+
+async def test_chat_tools_are_refused_not_ignored(
+    plane: Dataplane, http: aiohttp.ClientSession
+) -> None:
+    tool = {"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}
+    status, error = await post_json(
+        http,
+        f"{plane.base_url}/v1/chat/completions",
+        {"model": MODEL, "messages": [{"role": "user", "content": "1+2"}], "tools": [tool]},
+    )
+    assert status == 400, error
+    assert error["error"]["param"] == "tools" and error["error"]["code"] == "unsupported"
+    assert "tools is not supported by Ponder" in error["error"]["message"]
+
+
+async def test_sampling_options_reach_vllm_for_every_branch(
+    plane: Dataplane, http: aiohttp.ClientSession
+) -> None:
+    # Greedy, the model starts its reply with one token; banned by logit_bias, it cannot.
+    greedy = {"model": MODEL, "prompt": PROMPT, "max_tokens": 4, "temperature": 0.0}
+    status, plain = await post_json(
+        http, f"{plane.base_url}/v1/completions", {**greedy, "ponder": {"strategy": "single"}}
+    )
+    assert status == 200, plain
+    first = plain["choices"][0]["text"][:1]
+    async with http.post(
+        f"{plane.vllm_url}/tokenize", json={"model": MODEL, "prompt": first}
+    ) as response:
+        tokens = (await response.json())["tokens"]
+    banned = str(tokens[-1])  # the character's own token, after any BOS
+    status, biased = await post_json(
+        http,
+        f"{plane.base_url}/v1/completions",
+        {
+            **greedy,
+            "logit_bias": {banned: -100},
+            "frequency_penalty": 0.5,
+            "top_k": 5,
+            "min_p": 0.01,
+            "ponder": {"strategy": "self-consistency", "branches": 2},
+        },
+    )
+    assert status == 200, biased
+    for branch in biased["ponder"]["branches"]:
+        assert branch["status"] == "completed", branch
+    assert not biased["choices"][0]["text"].startswith(first), (first, biased)
+    # best_of is best-of-n over that many branches.
+    status, best = await post_json(
+        http, f"{plane.base_url}/v1/completions", {**greedy, "best_of": 3}
+    )
+    assert status == 200, best
+    assert best["ponder"]["strategy"] == "best-of-n"
+    assert best["ponder"]["branches_launched"] == 3
 
 
 async def test_models_health_readiness_and_metrics_are_served(

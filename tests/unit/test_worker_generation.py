@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from ponder.api.wire import BranchJob, BranchStatus, ChatMessage, Endpoint, SamplingParams
+from ponder.api.wire import (
+    BranchJob,
+    BranchStatus,
+    ChatMessage,
+    Endpoint,
+    EngineSampling,
+    SamplingParams,
+)
 from ponder.workers.generation import (
     Generation,
     StreamError,
@@ -308,3 +315,10 @@ def test_malformed_jobs_are_answered_only_when_their_identity_is_intact(
         results = failed_results(identity, "malformed job: x", worker_id="w1").results
         assert [r.branch_id for r in results] == ["b0", "b1"]
         assert all(r.status is BranchStatus.FAILED and r.error for r in results)
+
+
+def test_engine_sampling_options_ride_on_every_branch_request() -> None:
+    engine = EngineSampling(top_k=5, min_p=0.1, logit_bias={"7": -100.0})
+    body = request_body(job(sampling=SamplingParams(max_tokens=16, engine=engine)))
+    assert (body["top_k"], body["min_p"], body["logit_bias"]) == (5, 0.1, {"7": -100.0})
+    assert "frequency_penalty" not in body  # not given: vLLM's default

@@ -6,10 +6,11 @@ Nobody builds these dicts by hand: publish `Model.model_dump_json()`, parse with
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ponder.api.service_config import MAX_ANSWER_PATTERN_LENGTH, AnswerProbe, ExtractorKind
 
@@ -38,6 +39,66 @@ class Endpoint(StrEnum):
     CHAT = "chat"
 
 
+MAX_LOGIT_BIAS_ENTRIES = 300
+"""Most tokens a request may bias (OpenAI's limit)."""
+MAX_RESPONSE_FORMAT_BYTES = 16_384
+"""Largest `response_format` (a JSON schema, say) a request may carry, serialised."""
+
+
+class EngineSampling(BaseModel):
+    """OpenAI and vLLM sampling options that Ponder passes to vLLM for every branch, as the
+    request gave them; None leaves vLLM's default. Answer probes, which only read an answer,
+    take none of them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    repetition_penalty: float | None = Field(
+        default=None, gt=0.0, le=10.0, description="vLLM extension; 1 is none."
+    )
+    top_k: int | None = Field(
+        default=None, ge=-1, le=100_000, description="vLLM extension; -1 or 0 is all tokens."
+    )
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0, description="vLLM extension.")
+    min_tokens: int | None = Field(
+        default=None, ge=0, le=1_048_576, description="vLLM extension: no end of sequence before."
+    )
+    logit_bias: dict[str, float] | None = Field(
+        default=None,
+        max_length=MAX_LOGIT_BIAS_ENTRIES,
+        description="Token id (as a string) -> bias in [-100, 100].",
+    )
+    response_format: dict[str, Any] | None = Field(
+        default=None, description="Structured output (`json_object`, `json_schema`), to vLLM."
+    )
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_in_range(cls, bias: dict[str, float] | None) -> dict[str, float] | None:
+        for token, value in (bias or {}).items():
+            if not token.isdigit():
+                raise ValueError(f"logit_bias key {token!r} is not a token id")
+            if not -100.0 <= value <= 100.0:
+                raise ValueError(f"logit_bias[{token}]={value} is outside [-100, 100]")
+        return bias
+
+    @field_validator("response_format")
+    @classmethod
+    def _format_bounded(cls, response_format: dict[str, Any] | None) -> dict[str, Any] | None:
+        if response_format is not None:
+            size = len(json.dumps(response_format))
+            if size > MAX_RESPONSE_FORMAT_BYTES:
+                raise ValueError(
+                    f"response_format is {size} bytes, over the limit of "
+                    f"{MAX_RESPONSE_FORMAT_BYTES}"
+                )
+        return response_format
+
+    def request_fields(self) -> dict[str, Any]:
+        """The options that were given, as vLLM's request fields."""
+        return {name: value for name, value in self if value is not None}
+
+
 class SamplingParams(BaseModel):
     """Sampling parameters passed to vLLM for every branch of a job."""
 
@@ -51,6 +112,7 @@ class SamplingParams(BaseModel):
     ignore_eos: bool = Field(
         default=False, description="Keep generating past end-of-sequence (vLLM extension)."
     )
+    engine: EngineSampling = Field(default_factory=EngineSampling)
 
 
 class AnswerReading(BaseModel):

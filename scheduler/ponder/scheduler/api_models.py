@@ -1,9 +1,10 @@
 """The HTTP bodies the scheduler accepts and returns: OpenAI's, plus the `ponder` extension.
 
-Requests follow OpenAI's `/v1/chat/completions` and `/v1/completions`: fields Ponder does not use
-(`frequency_penalty`, `user`, ...) are accepted and ignored, as vLLM does, so the official client
-works unchanged. Ponder's own options ride in `ponder` (`extra_body={"ponder": {...}}`) and are
-strict: a misspelt option is a 400, not a silent default.
+Requests follow OpenAI's `/v1/chat/completions` and `/v1/completions`, and no parameter is
+dropped silently (`ponder.scheduler.openai_params` says what happens to each): sampling options
+vLLM honours go to every branch, those that change nothing about the answer (`user`, ...) are
+accepted, those Ponder cannot honour (`tools`, ...) and unknown ones are 400s. Ponder's own
+options ride in `ponder` (`extra_body={"ponder": {...}}`) and are strict as well.
 
 Responses are OpenAI's objects with one more field, `ponder` (`PonderInfo`); the official client
 exposes it as `response.ponder` (pydantic extra) or `response.model_extra["ponder"]`.
@@ -11,9 +12,11 @@ exposes it as `response.ponder` (pydantic extra) or `response.model_extra["ponde
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ponder.api.wire import EngineSampling
 
 
 class PonderOptions(BaseModel):
@@ -71,10 +74,10 @@ class RequestMessage(BaseModel):
         return "".join(part.text for part in self.content)
 
 
-class _SamplingFields(BaseModel):
-    """The OpenAI sampling fields both endpoints share."""
+class _SamplingFields(EngineSampling):
+    """The OpenAI fields both endpoints share; `EngineSampling`'s go to vLLM as given."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid", frozen=False)
     model: str
     max_tokens: int | None = Field(default=None, description="Cap per branch, in tokens.")
     temperature: float | None = None
@@ -88,6 +91,13 @@ class _SamplingFields(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     ponder: PonderOptions = Field(default_factory=PonderOptions)
+    user: str | None = Field(default=None, description="Accepted; not used.")
+    logprobs: Any = Field(default=None, description="Refused unless false or 0.")
+
+    @property
+    def engine_sampling(self) -> EngineSampling:
+        """The options that go to vLLM for every branch."""
+        return EngineSampling(**{name: getattr(self, name) for name in EngineSampling.model_fields})
 
     @property
     def stop_list(self) -> tuple[str, ...]:
@@ -107,6 +117,20 @@ class ChatCompletionRequest(_SamplingFields):
     max_completion_tokens: int | None = Field(
         default=None, description="Newer spelling of max_tokens; wins when both are set."
     )
+    metadata: dict[str, str] | None = Field(default=None, description="Accepted; not stored.")
+    store: bool | None = Field(default=None, description="Accepted; nothing is stored.")
+    service_tier: str | None = Field(default=None, description="Accepted; one tier.")
+    parallel_tool_calls: bool | None = Field(default=None, description="Accepted; no tools.")
+    top_logprobs: Any = Field(default=None, description="Refused unless 0.")
+    tools: Any = Field(default=None, description="Refused: no tool calls.")
+    tool_choice: Any = Field(default=None, description="Refused unless 'none'.")
+    functions: Any = Field(default=None, description="Refused: no function calls.")
+    function_call: Any = Field(default=None, description="Refused unless 'none'.")
+    modalities: Any = Field(default=None, description="Refused unless ['text'].")
+    audio: Any = Field(default=None, description="Refused: text only.")
+    prediction: Any = Field(default=None, description="Refused.")
+    reasoning_effort: Any = Field(default=None, description="Refused: use ponder.budget_tokens.")
+    web_search_options: Any = Field(default=None, description="Refused.")
 
     @property
     def branch_max_tokens(self) -> int | None:
@@ -121,6 +145,11 @@ class CompletionRequest(_SamplingFields):
     """Body of `POST /v1/completions`; one prompt per request."""
 
     prompt: str | list[str]
+    best_of: int | None = Field(
+        default=None, ge=1, description="Strategy best-of-n over this many branches."
+    )
+    echo: Any = Field(default=None, description="Refused unless false.")
+    suffix: Any = Field(default=None, description="Refused unless empty.")
 
     @property
     def prompt_text(self) -> str | None:

@@ -42,6 +42,7 @@ from ponder.scheduler.http_errors import (
     unknown_model,
 )
 from ponder.scheduler.metrics import SchedulerMetrics
+from ponder.scheduler.openai_params import CHAT, COMPLETIONS, best_of_options, refused_parameter
 from ponder.scheduler.planner import QueryRequest
 from ponder.scheduler.response import error_body
 from ponder.scheduler.serving import serve_query
@@ -119,6 +120,13 @@ def create_app(config: ServiceConfig, settings: SchedulerSettings | None = None)
     return app
 
 
+def unsupported(param: str, message: str) -> JSONResponse:
+    """A 400 for a parameter Ponder cannot honour (`openai_params.PARAMETERS` says which)."""
+    return error_response(
+        400, error_body(message, "invalid_request_error", param=param, code="unsupported")
+    )
+
+
 def _new_query_id() -> str:
     return secrets.token_hex(8)
 
@@ -143,6 +151,9 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
     ) -> Response:
         if body.model != config.model:
             return unknown_model(body.model)
+        refused = refused_parameter(body.model_dump(), CHAT)
+        if refused is not None:
+            return unsupported(*refused)
         user_messages = [m for m in body.messages if m.role == "user"]
         query = QueryRequest(
             query_id=_new_query_id(),
@@ -160,6 +171,7 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
             stop=body.stop_list,
             seed=body.seed,
             n=body.n,
+            engine=body.engine_sampling,
         )
         return await serve_query(
             state, request, query, body.stream, body.include_usage, body.ignore_eos
@@ -185,19 +197,28 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
                     code="unsupported",
                 ),
             )
+        refused = refused_parameter(body.model_dump(), COMPLETIONS)
+        if refused is not None:
+            return unsupported(*refused)
+        ponder = best_of_options(body.ponder, body.best_of)
+        if isinstance(ponder, str):
+            return error_response(
+                400, error_body(ponder, "invalid_request_error", param="best_of", code="conflict")
+            )
         query = QueryRequest(
             query_id=_new_query_id(),
             endpoint=Endpoint.COMPLETIONS,
             question=prompt,
             prompt=prompt,
             messages=None,
-            ponder=body.ponder,
+            ponder=ponder,
             max_tokens=body.max_tokens,
             temperature=body.temperature,
             top_p=body.top_p,
             stop=body.stop_list,
             seed=body.seed,
             n=body.n,
+            engine=body.engine_sampling,
         )
         return await serve_query(
             state, request, query, body.stream, body.include_usage, body.ignore_eos

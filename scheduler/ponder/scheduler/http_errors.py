@@ -68,6 +68,18 @@ def install_error_handlers(app: FastAPI) -> None:
             )
         loc = [str(part) for part in first.get("loc", ()) if part != "body"]
         param = ".".join(loc) or None
+        if first.get("type") == "extra_forbidden":
+            # OpenAI refuses unknown parameters too; never take one and quietly do nothing.
+            return error_response(
+                400,
+                error_body(
+                    f"{param}: unknown parameter (README, 'OpenAI parameters', lists every "
+                    "parameter Ponder takes and what it does with it)",
+                    "invalid_request_error",
+                    param=param,
+                    code="unsupported_parameter",
+                ),
+            )
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         message = f"{param or 'body'}: {first.get('msg', 'invalid value')}{more}"
         return error_response(

@@ -57,6 +57,7 @@ def build_jobs(context: JobContext, request: BranchRequest, first_index: int) ->
         stop=list(request.stop if request.stop is not None else query.stop),
         logprobs=request.logprobs or context.logprobs,
         ignore_eos=context.ignore_eos,
+        engine=query.engine,
     )
     # Workers read answers as the service does: where each settled, and what a probe says.
     answer = AnswerReading(extractor=query.extractor, pattern=query.answer_pattern)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 
 from ponder.api.service_config import AnswerProbe, EarlyExit, ServiceConfig, VerifierKind
 from ponder.api.strategy import StrategyName
-from ponder.api.wire import MAX_STOP_STRINGS, ChatMessage, Endpoint
+from ponder.api.wire import MAX_STOP_STRINGS, ChatMessage, Endpoint, EngineSampling
 from ponder.scheduler.api_models import PonderOptions
 from ponder.scheduler.load import LoadSnapshot
 from ponder.scheduler.strategies import STRATEGIES, StrategyRegistry
@@ -52,6 +52,8 @@ class QueryRequest:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     n: int | None = None
+    engine: EngineSampling = field(default_factory=EngineSampling)
+    """Sampling options passed to vLLM for every branch as given (penalties, top_k, ...)."""
 
 
 @dataclass(frozen=True)
@@ -457,6 +459,7 @@ def planned_query(
         budget_forcing=defaults.budget_forcing,
         wave_size=width.branches,
         probe=valid.probe,
+        engine=request.engine,
     )
 
 

@@ -128,6 +128,7 @@ def request_body(job: BranchJob) -> dict[str, Any]:
         body["seed"] = sampling.seed
     if sampling.ignore_eos:
         body["ignore_eos"] = True  # a vLLM extension of the OpenAI API
+    body.update(sampling.engine.request_fields())
     if job.endpoint is Endpoint.CHAT:
         assert job.messages is not None  # BranchJob guarantees exactly one of prompt/messages
         body["messages"] = [message.model_dump() for message in job.messages]

@@ -28,7 +28,7 @@ from typing import ClassVar
 
 from ponder.api.service_config import AnswerProbe, BeamConfig, BudgetForcingConfig, ExtractorKind
 from ponder.api.strategy import StrategyName
-from ponder.api.wire import BranchResult, BranchStatus, ChatMessage, Endpoint
+from ponder.api.wire import BranchResult, BranchStatus, ChatMessage, Endpoint, EngineSampling
 
 
 class ScoreMode(StrEnum):
@@ -93,6 +93,7 @@ class PlannedQuery:
     wave_size: int  # branches per wave for adaptive strategies
     answer_pattern: str | None = None  # the regex of extractor `regex`
     probe: AnswerProbe | None = None  # the answer-probe early exit of every branch, if granted
+    engine: EngineSampling = field(default_factory=EngineSampling)  # to vLLM, every branch
 
 
 @dataclass(frozen=True)
