@@ -25,14 +25,16 @@ import openai
 import pytest
 import pytest_asyncio
 
-from bench.clients import vllm_generated_tokens, wait_until_idle
+from bench.clients import metric_total, vllm_generated_tokens, wait_until_idle
 from models.smollm2.build import BUILD_COMMAND, built_model_dir, model_dir
 from models.smollm2.service import END_OF_TURN, MAX_TOKENS_PER_BRANCH, SERVED_NAME, service_config
+from ponder.api import metrics as names
 from ponder.api.service_config import ExtractorKind
 from ponder.local.dataplane import Dataplane, local_dataplane, merge_overrides
 from ponder.local.nats import NatsServer
 from ponder.local.vllm import vllm_server
 from ponder.scheduler.strategies.adaptive_consistency import leader_is_majority_probability
+from tests.cluster.eventually import eventually
 
 pytestmark = [pytest.mark.vllm, pytest.mark.chat_model]
 
@@ -343,6 +345,40 @@ async def test_budget_forcing_waits_and_answers_inside_one_assistant_turn(
     report(pytestconfig, f"budget forcing, {len(branches)} segments in one turn: {reply[-60:]!r}")
 
 
+ANSWER_COUNTERS = (
+    names.WORKER_ANSWER_PROBES_TOTAL,
+    names.WORKER_EARLY_EXITS_TOTAL,
+    names.WORKER_TOKENS_AFTER_ANSWER_TOTAL,
+)
+
+
+async def answer_counters(http: aiohttp.ClientSession, plane: Dataplane) -> tuple[float, ...]:
+    """The workers' probe, early-exit and tokens-after-answer counters, summed over workers."""
+    totals = [0.0] * len(ANSWER_COUNTERS)
+    for worker in plane.workers:
+        async with http.get(f"{worker.http_url}/metrics") as response:
+            exposition = await response.text()
+        for index, name in enumerate(ANSWER_COUNTERS):
+            totals[index] += metric_total(exposition, name)
+    return tuple(totals)
+
+
+async def counted(
+    http: aiohttp.ClientSession, plane: Dataplane, before: tuple[float, ...], delta: tuple[int, ...]
+) -> None:
+    """Wait until the workers' answer counters moved by `delta` from `before` (a worker counts
+    a job's branches just after publishing them, so the answer may come first), then check
+    they moved by exactly that."""
+    expected = tuple(start + step for start, step in zip(before, delta, strict=True))
+    got = await eventually(
+        lambda: answer_counters(http, plane),
+        lambda now: all(n >= e for n, e in zip(now, expected, strict=True)),
+        timeout_seconds=REQUEST_TIMEOUT_SECONDS,
+        what="the workers' answer counters",
+    )
+    assert got == expected, (got, expected)
+
+
 async def test_answer_probe_stops_a_branch_that_talks_past_its_answer(
     chat_plane: ChatPlane, http: aiohttp.ClientSession, pytestconfig: pytest.Config
 ) -> None:
@@ -358,9 +394,12 @@ async def test_answer_probe_stops_a_branch_that_talks_past_its_answer(
         "temperature": 0.0,
         "ponder": options,
     }
+    before = await answer_counters(http, chat_plane.plane)
     status, without = await post_chat(http, chat_plane.plane, request)
     assert status == 200, without
     plain = without["ponder"]["branches"][0]
+    # The workers' counters say the same as the response: no probe, and its overthinking.
+    await counted(http, chat_plane.plane, before, (0, 0, plain["tokens_after_answer"]))
     talked = plain["completion_tokens"]
     assert without["ponder"]["plan"]["early_exit"] == "none" and plain["probes"] == 0
     assert talked > (probe.window + 1) * probe.every_tokens, without  # room to stop early
@@ -371,6 +410,7 @@ async def test_answer_probe_stops_a_branch_that_talks_past_its_answer(
 
     assert await wait_until_idle(vllm_url, REQUEST_TIMEOUT_SECONDS)
     generated_before = await vllm_generated_tokens(vllm_url)
+    before = await answer_counters(http, chat_plane.plane)
     probed_request = {**request, "ponder": {**options, "early_exit": "answer-probe"}}
     status, probed = await post_chat(http, chat_plane.plane, probed_request)
     assert status == 200, probed
@@ -390,6 +430,9 @@ async def test_answer_probe_stops_a_branch_that_talks_past_its_answer(
     # Its answer settled where the deciding probe read it: what the branch generated while
     # that probe ran is all that came after.
     assert branch["tokens_after_answer"] == own_tokens - branch["answer_tokens"]
+    await counted(
+        http, chat_plane.plane, before, (branch["probes"], 1, branch["tokens_after_answer"])
+    )
     # vLLM aborted the branch at the exit: it generated what the branch and its probes
     # reported, not the rest of the reply (a few tokens may land between exit and abort).
     assert await wait_until_idle(vllm_url, REQUEST_TIMEOUT_SECONDS)
