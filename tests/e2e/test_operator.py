@@ -522,6 +522,46 @@ async def test_a_spec_the_operator_refuses_is_reported_in_status_until_it_is_fix
     assert not await stream_exists(nats.url, ServiceSubjects(namespace, name))
 
 
+UNREACHABLE_NATS = "nats://127.0.0.1:1"
+"""Nothing listens on port 1: every connect is refused, and the client would retry forever."""
+
+
+async def test_a_service_whose_nats_is_unreachable_holds_up_no_other(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    lost = "lost-nats"
+    await apply(kubectl, namespace, service(lost, nats={"url": UNREACHABLE_NATS}))
+    # Applied after it, a healthy service still converges: no lock is held across a connect.
+    await apply(kubectl, namespace, service("healthy"))
+    await wait_ready(kubectl, namespace, "healthy")
+    reported = await eventually(
+        lambda: get_json(kubectl, "rsvc", lost, "-n", namespace),
+        lambda obj: condition(obj, "Degraded").get("reason") == "NatsUnreachable",
+        timeout_seconds=SETTLE_SECONDS,
+        what="Degraded=NatsUnreachable",
+    )
+    degraded = condition(reported, "Degraded")
+    assert degraded["status"] == "True" and UNREACHABLE_NATS in degraded["message"], degraded
+    # Its Kubernetes side converges all the same ...
+    children = await children_of(kubectl, namespace, lost)
+    assert {f"Deployment/{lost}-workers", f"Deployment/{lost}-scheduler"} <= set(children)
+    # ... a Warning says what is wrong, on the transition, not again at every tick ...
+    warned = await eventually(
+        lambda: warnings_about(kubectl, namespace, lost),
+        lambda found: any(reason == "NatsUnreachable" for reason, _ in found),
+        timeout_seconds=SETTLE_SECONDS,
+        what="a NatsUnreachable Warning",
+    )
+    first = [reason for reason, _ in warned].count("NatsUnreachable")
+    await asyncio.sleep(5 * TICK_SECONDS)
+    later = await warnings_about(kubectl, namespace, lost)
+    assert [reason for reason, _ in later].count("NatsUnreachable") == first, later
+    # ... and it can be deleted: the finalizer leaves the stream and says so.
+    await kubectl("delete", "rsvc", lost, "-n", namespace, "--timeout=60s")
+    left = await warnings_about(kubectl, namespace, lost)
+    assert any(reason == "StreamLeftBehind" for reason, _ in left), left
+
+
 # --- autoscaling on real NATS --------------------------------------------------------------------
 
 SCALING: dict[str, Any] = {

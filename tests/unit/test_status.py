@@ -13,6 +13,7 @@ from ponder.operator.status import (
     Observation,
     UnschedulablePod,
     compute_status,
+    degraded_warning,
     status_patch,
 )
 
@@ -148,6 +149,17 @@ def conditions(status: ReasoningServiceStatus) -> dict[str, tuple[str, str]]:
             ("False", "RolloutComplete"),
             ("True", "StreamUnavailable"),
         ),
+        (
+            "NATS unreachable",
+            replace(
+                HEALTHY,
+                stream_error="NATS at nats://x:4222 is unreachable: refused",
+                nats_unreachable=True,
+            ),
+            ("True", "Available"),
+            ("False", "RolloutComplete"),
+            ("True", "NatsUnreachable"),
+        ),
     ],
 )
 def test_conditions(
@@ -251,3 +263,32 @@ def test_deployment_state_from_the_api_object() -> None:
     )
     assert state.rolled_out
     assert not DeploymentState.from_manifest(None).exists
+
+
+LOST = replace(HEALTHY, stream_error="NATS at nats://x is unreachable", nats_unreachable=True)
+SHORT_OF_GPUS = replace(
+    HEALTHY, desired_workers=4, workers=deployment(4, 2), unschedulable_workers=GPU_PENDING
+)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "warning"),
+    [
+        (None, HEALTHY, None),
+        (HEALTHY, HEALTHY, None),
+        (None, LOST, "NatsUnreachable"),  # the first status already Degraded
+        (HEALTHY, LOST, "NatsUnreachable"),  # became Degraded
+        (LOST, LOST, None),  # still, for the same reason: no Event at every tick
+        (LOST, SHORT_OF_GPUS, "InsufficientGPUCapacity"),  # Degraded for another reason
+        (LOST, HEALTHY, None),  # recovered
+    ],
+)
+def test_a_warning_on_each_transition_into_degraded(
+    before: Observation | None, after: Observation, warning: str | None
+) -> None:
+    previous = compute_status(before, None, EARLIER) if before is not None else None
+    current = compute_status(after, previous, NOW)
+    found = degraded_warning(previous, current)
+    assert (found[0] if found else None) == warning
+    if found is not None:
+        assert found[1] == next(c.message for c in current.conditions if c.type == "Degraded")

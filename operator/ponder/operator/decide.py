@@ -250,6 +250,7 @@ def status_of(
         scheduler=children.scheduler,
         unschedulable_workers=unschedulable_workers,
         stream_error=snapshot.stream_error,
+        nats_unreachable=snapshot.nats_unreachable,
         queue_depth=backlog.total if backlog else None,
         p95_latency_ms=stats.p95_latency_ms if stats else None,
         slo_attainment_percent=stats.slo_attainment_percent if stats else None,

@@ -16,7 +16,7 @@ from ponder.api import crd
 from ponder.operator.reconcile import finalize, owning_service, reconcile, refresh
 from ponder.operator.render import MANAGED_BY
 from ponder.operator.runtime import OperatorConfig, Runtime
-from ponder.operator.status import INVALID_SPEC
+from ponder.operator.status import INVALID_SPEC, degraded_warning
 
 FINALIZER = "ponder.dev/finalizer"
 ANNOTATION_PREFIX = "ponder.dev"
@@ -38,10 +38,12 @@ async def on_change(body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> Non
     A refused spec is posted as a Warning Event and raised as a permanent error, which kopf
     logs and retries no more until the spec changes; status already says what to fix.
     """
+    previous = _status_of(body)
     try:
         result = await reconcile(_runtime(memo), body, autoscale=False, logger=logger)
     except ApiError as error:
         raise kopf.TemporaryError(f"API server refused: {error}", delay=RETRY_SECONDS) from error
+    _warn_if_degraded(body, previous, result.status)
     if result.refused is not None:
         kopf.event(body, type="Warning", reason=INVALID_SPEC, message=result.refused)
         raise kopf.PermanentError(f"Refused the spec: {result.refused}")
@@ -50,7 +52,9 @@ async def on_change(body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> Non
 async def on_timer(body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> None:
     """Every interval: read the signals, let the autoscaler decide, refresh status (a refused
     spec's status too, silently: `on_change` reported it once)."""
+    previous = _status_of(body)
     result = await reconcile(_runtime(memo), body, autoscale=True, logger=logger)
+    _warn_if_degraded(body, previous, result.status)
     decision = result.decision
     if decision is not None and decision.changed:
         logger.info(decision.message)
@@ -68,8 +72,34 @@ async def on_child_event(
 
 
 async def on_delete(body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> None:
-    """Remove the job stream; owner references take care of every child object."""
-    await finalize(_runtime(memo), body, logger)
+    """Remove the job stream; owner references take care of every child object. An
+    unreachable NATS server does not keep the object: the stream is left, and an Event says so."""
+    left = await finalize(_runtime(memo), body, logger)
+    if left is not None:
+        kopf.event(body, type="Warning", reason="StreamLeftBehind", message=left)
+
+
+def _status_of(body: kopf.Body) -> crd.ReasoningServiceStatus | None:
+    """The status the object had before this reconcile (None when it has none, or an older
+    shape than the model reads)."""
+    raw = body.get("status")
+    if not raw:
+        return None
+    try:
+        return crd.ReasoningServiceStatus.model_validate(dict(raw))
+    except ValueError:
+        return None
+
+
+def _warn_if_degraded(
+    body: kopf.Body,
+    previous: crd.ReasoningServiceStatus | None,
+    status: crd.ReasoningServiceStatus,
+) -> None:
+    """One Warning Event when the service became Degraded, or Degraded for a new reason."""
+    warning = degraded_warning(previous, status)
+    if warning is not None:
+        kopf.event(body, type="Warning", reason=warning[0], message=warning[1])
 
 
 def configure(settings: kopf.OperatorSettings) -> None:

@@ -66,6 +66,7 @@ from ponder.operator.runtime import (
     FIELD_MANAGER,
     AppliedChild,
     AppliedStream,
+    NatsUnreachable,
     Runtime,
     ServiceMemory,
 )
@@ -166,7 +167,7 @@ async def observe(
     names = render.ChildNames(meta.name)
     workers = await _get_deployment(runtime, meta.namespace, names.workers)
     scheduler = await _get_deployment(runtime, meta.namespace, names.scheduler)
-    stream_error = await _ensure_stream(
+    stream_error, unreachable = await _ensure_stream(
         runtime, memory, key, config, service.spec.workers.max_replicas
     )
     backlog = None
@@ -177,6 +178,7 @@ async def observe(
         workers=workers,
         scheduler=scheduler,
         stream_error=stream_error,
+        nats_unreachable=unreachable,
         backlog=backlog,
         stats=runtime.stats.summary(key) if stream_error is None else None,
         at=time.time(),
@@ -201,11 +203,12 @@ async def _ensure_stream(
     key: ServiceKey,
     config: ServiceConfig,
     max_replicas: int,
-) -> str | None:
+) -> tuple[str | None, bool]:
     """Create or update the stream and consumer (at most once per resync when unchanged).
 
-    Returns None, or why the stream is unavailable; never raises for NATS trouble, so the
-    Kubernetes side still converges while NATS is down.
+    Returns (None, False), or why the stream is unavailable and whether that is because its
+    NATS server cannot be reached; never raises for NATS trouble, and never waits long for it
+    (`NatsPool`), so the Kubernetes side still converges while NATS is down.
     """
     wanted = _digest({"config": config.model_dump(mode="json"), "max": max_replicas})
     cached = memory.stream
@@ -215,15 +218,18 @@ async def _ensure_stream(
         and cached.digest == wanted
         and now - cached.applied_at < runtime.config.resync_seconds
     ):
-        return None
+        return None, False
     try:
         js = await runtime.nats.jetstream(config.nats_url)
         await ensure_stream(js, ServiceSubjects(*key), config, max(max_replicas, 1))
+    except NatsUnreachable as error:
+        memory.stream = None
+        return str(error), True
     except Exception as error:  # any NATS or network failure is reported in status
         memory.stream = None
-        return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        return (f"{type(error).__name__}: {error}" if str(error) else type(error).__name__), False
     memory.stream = AppliedStream(wanted, now)
-    return None
+    return None, False
 
 
 async def _read_backlog(runtime: Runtime, key: ServiceKey, nats_url: str) -> Backlog | None:
@@ -424,15 +430,22 @@ async def refresh(runtime: Runtime, namespace: str, name: str, logger: Logger) -
         memory.refresh_queued = False
 
 
-async def finalize(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> None:
+async def finalize(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> str | None:
     """Delete the service's stream (its children go with their owner references); a refused
-    spec does not stand in the way."""
+    spec does not stand in the way, and neither does an unreachable NATS server: then the
+    stream is left behind, and the returned message says so (None when it was deleted)."""
     service = read_service(plain(body))
     meta = service.metadata
     nats = service.nats if isinstance(service, RefusedService) else service.spec.nats
     nats_url = nats.url or runtime.config.nats_url
-    js = await runtime.nats.jetstream(nats_url)
     subjects = ServiceSubjects(meta.namespace, meta.name)
+    runtime.forget((meta.namespace, meta.name))
+    try:
+        js = await runtime.nats.jetstream(nats_url)
+    except NatsUnreachable as error:
+        left = f"JetStream stream {subjects.stream} is left behind: {error}"
+        logger.warning(left)
+        return left
     await delete_stream(js, subjects)
     logger.info("Deleted JetStream stream %s", subjects.stream)
-    runtime.forget((meta.namespace, meta.name))
+    return None

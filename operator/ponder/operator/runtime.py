@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-import nats
 from lightkube import AsyncClient
 from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription
@@ -31,6 +31,20 @@ MAX_CONCURRENT_RECONCILES = 16
 """Below the API client's 20 kept-alive connections: more at once would only open (and TLS
 handshake) connections that are closed again, and queue on the API server anyway."""
 NATS_CONNECT_TIMEOUT_SECONDS = 3
+NATS_FIRST_CONNECT_SECONDS = 10.0
+"""Longest wait for a URL's first connection (the client retries by itself until then)."""
+NATS_RETRY_AFTER_SECONDS = 15.0
+"""A URL that could not be reached is not tried again sooner: its service's reconciles report
+it at once instead of waiting for the connect timeout every time."""
+
+
+class NatsUnreachable(Exception):
+    """The NATS server of a service could not be reached."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"NATS at {url} is unreachable: {reason}")
+        self.url = url
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -48,27 +62,60 @@ class OperatorConfig:
 
 @dataclass
 class NatsPool:
-    """One NATS connection (and JetStream context) per URL, opened on first use."""
+    """One NATS connection (and JetStream context) per URL, opened on first use.
+
+    One URL never waits on another: each has its own lock, held only while that URL connects,
+    and a first connect is bounded in time. A URL that could not be reached raises
+    `NatsUnreachable` at once for `retry_after_seconds`, then is tried again. Once connected, the
+    client reconnects by itself for as long as it takes.
+    """
 
     on_connect: Callable[[NatsClient], Awaitable[Subscription]]
+    first_connect_seconds: float = NATS_FIRST_CONNECT_SECONDS
+    retry_after_seconds: float = NATS_RETRY_AFTER_SECONDS
     _clients: dict[str, NatsClient] = field(default_factory=dict)
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _unreachable: dict[str, tuple[float, str]] = field(default_factory=dict)
+    """URL -> (monotonic time it may be tried again, why it failed)."""
 
     async def jetstream(self, url: str) -> JetStreamContext:
-        """JetStream of the server at `url`; raises when it cannot be reached."""
-        async with self._lock:
-            client = self._clients.get(url)
-            if client is None or client.is_closed:
-                client = await nats.connect(
+        """JetStream of the server at `url`; NatsUnreachable when it cannot be reached."""
+        client = self._clients.get(url)
+        if client is None or client.is_closed:
+            async with self._locks.setdefault(url, asyncio.Lock()):
+                client = self._clients.get(url)
+                if client is None or client.is_closed:
+                    client = await self._connect(url)
+        return client.jetstream(timeout=5)
+
+    async def _connect(self, url: str) -> NatsClient:
+        failed = self._unreachable.get(url)
+        if failed is not None and time.monotonic() < failed[0]:
+            raise NatsUnreachable(url, failed[1])
+        client = NatsClient()
+        try:
+            async with asyncio.timeout(self.first_connect_seconds):
+                await client.connect(
                     url,
                     name="ponder-operator",
                     connect_timeout=NATS_CONNECT_TIMEOUT_SECONDS,
                     max_reconnect_attempts=-1,
                 )
-                await self.on_connect(client)
-                self._clients[url] = client
-                logger.info("Connected to NATS at %s", url)
-            return client.jetstream(timeout=5)
+        except Exception as error:  # refused, unknown host, no answer in time
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(NATS_CONNECT_TIMEOUT_SECONDS):
+                    await client.close()
+            reason = str(error) or type(error).__name__
+            if isinstance(error, TimeoutError):
+                reason = f"no connection within {self.first_connect_seconds:g} s"
+            self._unreachable[url] = (time.monotonic() + self.retry_after_seconds, reason)
+            logger.warning("NATS at %s is unreachable: %s", url, reason)
+            raise NatsUnreachable(url, reason) from error
+        self._unreachable.pop(url, None)
+        await self.on_connect(client)
+        self._clients[url] = client
+        logger.info("Connected to NATS at %s", url)
+        return client
 
     async def close(self) -> None:
         """Drain every connection (errors on the way out are of no use to anyone)."""

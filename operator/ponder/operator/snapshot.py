@@ -63,6 +63,8 @@ class Snapshot:
     """The worker count the last pass of this process decided (None after a restart)."""
     autoscaler: AutoscalerState = field(default_factory=AutoscalerState)
     """What the autoscaling policy remembers of this service between ticks."""
+    nats_unreachable: bool = False
+    """The stream is unavailable because its NATS server could not be reached at all."""
 
     @property
     def key(self) -> ServiceKey:

@@ -114,6 +114,7 @@ class Observation:
     scheduler: DeploymentState
     unschedulable_workers: tuple[UnschedulablePod, ...] = ()
     stream_error: str | None = None
+    nats_unreachable: bool = False
     queue_depth: int | None = None
     p95_latency_ms: int | None = None
     slo_attainment_percent: int | None = None
@@ -198,8 +199,29 @@ def _degraded(observation: Observation, now: str) -> Condition:
         return _condition(DEGRADED, True, "WorkersUnschedulable", message, generation, now)
     if observation.stream_error:
         message = f"the JetStream job stream is unavailable: {observation.stream_error}"
-        return _condition(DEGRADED, True, "StreamUnavailable", message, generation, now)
+        # Unreachable: check spec.nats.url, and that a NetworkPolicy lets the operator out.
+        reason = "NatsUnreachable" if observation.nats_unreachable else "StreamUnavailable"
+        return _condition(DEGRADED, True, reason, message, generation, now)
     return _condition(DEGRADED, False, "AsExpected", "nothing needs attention", generation, now)
+
+
+def degraded_warning(
+    previous: ReasoningServiceStatus | None, current: ReasoningServiceStatus
+) -> tuple[str, str] | None:
+    """(reason, message) of a Warning Event when `current` became Degraded, or Degraded for
+    another reason than `previous`; None otherwise (once per transition, not every tick). A
+    refused spec (reason InvalidSpec) is reported by its own Event."""
+    now = _find(current.conditions, DEGRADED)
+    if now is None or now.status != ConditionStatus.TRUE or now.reason == INVALID_SPEC:
+        return None
+    before = _find(previous.conditions if previous else [], DEGRADED)
+    if before is not None and before.status == now.status and before.reason == now.reason:
+        return None
+    return now.reason, now.message
+
+
+def _find(conditions: Sequence[Condition], kind: str) -> Condition | None:
+    return next((condition for condition in conditions if condition.type == kind), None)
 
 
 def merge_conditions(
