@@ -12,6 +12,7 @@ deadline the scheduler answers is measured by `make bench-latency` (bench/stop_l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -149,47 +150,47 @@ async def test_worker_killed_mid_query_loses_nothing(
     assert body["usage"]["completion_tokens"] == 8 * LONG
 
 
-async def test_deadline_answers_with_the_best_so_far_and_aborts_the_rest(
-    plane: Dataplane, http: aiohttp.ClientSession, vllm: VllmServer, stack_log_dir: Path
-) -> None:
-    # The speed of this machine must not decide which branches finish before the deadline, so
-    # the test decides it: as soon as the query's first job has finished, vLLM is paused
-    # (SIGSTOP), and nothing else can finish until the deadline has come and gone. The deadline
-    # is far beyond what one job of 4 branches takes here (the median of three first rounds,
-    # timed now), so the first job finishes before it however busy the machine is.
-    first_round_runs: list[float] = []
-    for _ in range(3):
-        status, body, seconds = await timed_completion(http, plane.base_url, long_query(8))
-        assert status == 200, body
-        first_round_runs.append(seconds)
-    first_round_seconds = sorted(first_round_runs)[1]
-    deadline_ms = int(max(10.0, 8 * first_round_seconds) * 1000)
+OUTRUN_ATTEMPTS = 3
+"""Attempts of the deadline test whose pause may come after every job finished (see there)."""
 
-    # A fresh scheduler replica has observed nothing, so its planner cannot shrink the query to
-    # fit (the warm one would: tests/unit/test_planner.py).
-    wide = long_query(32, deadline_ms)
+
+async def deadline_attempt(
+    plane: Dataplane,
+    http: aiohttp.ClientSession,
+    vllm: VllmServer,
+    stack_log_dir: Path,
+    wide: dict[str, Any],
+    attempt: int,
+) -> tuple[int, dict[str, Any], float, list[BranchResult]]:
+    """Ask `wide` of a fresh scheduler, pausing vLLM as soon as its first job reports; (status,
+    body, seconds, every branch result on its inbox, after all of them reported)."""
     late: list[BranchResult] = []
-    first_job_done = asyncio.Event()
     nc = await nats.connect(plane.nats_url)
+    pause = contextlib.ExitStack()
+    first_job_done = asyncio.Event()
     try:
         # Listen on the fresh replica's inbox too: branches report after the answer.
         async def on_result(msg: Msg) -> None:
             results = BranchResults.model_validate_json(msg.data).results
             late.extend(results)
-            if any(r.status is BranchStatus.COMPLETED for r in results):
+            if not first_job_done.is_set() and any(
+                r.status is BranchStatus.COMPLETED for r in results
+            ):
+                pause.enter_context(paused(vllm))
                 first_job_done.set()
 
-        await nc.subscribe(plane.subjects.results("scheduler-fresh"), cb=on_result)
+        scheduler_id = f"scheduler-fresh-{attempt}"
+        await nc.subscribe(plane.subjects.results(scheduler_id), cb=on_result)
         # Time enough for every aborted branch to report before the response goes out, however
         # busy the machine: then `usage` must count all of them.
         settled = merge_overrides(plane.config, {"slo": {"usage_settle_ms": USAGE_SETTLE_MS}})
         async with scheduler_process(
-            settled, scheduler_id="scheduler-fresh", log_dir=stack_log_dir
+            settled, scheduler_id=scheduler_id, log_dir=stack_log_dir
         ) as fresh:
-            query = asyncio.create_task(timed_completion(http, fresh.base_url, wide))
-            await asyncio.wait_for(first_job_done.wait(), timeout=deadline_ms / 1000)
-            with paused(vllm):
-                status, body, seconds = await query
+            try:
+                status, body, seconds = await timed_completion(http, fresh.base_url, wide)
+            finally:
+                pause.close()  # vLLM runs again
 
             async def vllm_idle() -> bool:
                 return await metric(http, vllm.base_url, "vllm:num_requests_running") == 0
@@ -202,8 +203,44 @@ async def test_deadline_answers_with_the_best_so_far_and_aborts_the_rest(
 
             await eventually(aborted_branches_reported, timeout_seconds=SETTLE_SECONDS)
     finally:
+        pause.close()
         await nc.close()
-    assert status == 200, body
+    return status, body, seconds, late
+
+
+async def test_deadline_answers_with_the_best_so_far_and_aborts_the_rest(
+    plane: Dataplane, http: aiohttp.ClientSession, vllm: VllmServer, stack_log_dir: Path
+) -> None:
+    # The speed of this machine must not decide which branches finish before the deadline, so
+    # the test decides it: as soon as the query's first job has finished, vLLM is paused
+    # (SIGSTOP), and nothing else can finish until the deadline has come and gone (but see
+    # below for a machine that outruns the pause). The deadline
+    # is far beyond what one job of 4 branches takes here (the median of three first rounds,
+    # timed now), so the first job finishes before it however busy the machine is.
+    first_round_runs: list[float] = []
+    for _ in range(3):
+        status, body, seconds = await timed_completion(http, plane.base_url, long_query(8))
+        assert status == 200, body
+        first_round_runs.append(seconds)
+    first_round_seconds = sorted(first_round_runs)[1]
+    deadline_ms = int(max(10.0, 8 * first_round_seconds) * 1000)
+
+    # A fresh scheduler replica has observed nothing, so its planner cannot shrink the query to
+    # fit (the warm one would: tests/unit/test_planner.py). The pause is taken in the results
+    # callback itself, the moment the first job reports; a test process starved for longer than
+    # one job may still be outrun by the queued jobs (every branch completes before the pause,
+    # and the query answers early, with nothing to cut). That attempt shows nothing about the
+    # deadline, so it is run again, a few times at most.
+    wide = long_query(32, deadline_ms)
+    for attempt in range(1, OUTRUN_ATTEMPTS + 1):
+        status, body, seconds, late = await deadline_attempt(
+            plane, http, vllm, stack_log_dir, wide, attempt
+        )
+        assert status == 200, body
+        if body["ponder"]["branches_completed"] < 32:
+            break
+    else:
+        pytest.fail(f"every branch finished before vLLM was paused, {OUTRUN_ATTEMPTS} times")
     # At the deadline: not before it, and not when the generation ended (see below); the
     # response then waits (a bounded time) for the aborted branches' tokens.
     latest = deadline_ms / 1000 + LATE_SLACK_SECONDS + USAGE_SETTLE_MS / 1000
