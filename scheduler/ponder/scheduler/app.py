@@ -151,7 +151,7 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
     ) -> Response:
         if body.model != config.model:
             return unknown_model(body.model)
-        refused = refused_parameter(body.model_dump(), CHAT)
+        refused = refused_parameter(vars(body), CHAT)
         if refused is not None:
             return unsupported(*refused)
         user_messages = [m for m in body.messages if m.role == "user"]
@@ -197,7 +197,7 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
                     code="unsupported",
                 ),
             )
-        refused = refused_parameter(body.model_dump(), COMPLETIONS)
+        refused = refused_parameter(vars(body), COMPLETIONS)
         if refused is not None:
             return unsupported(*refused)
         ponder = best_of_options(body.ponder, body.best_of)

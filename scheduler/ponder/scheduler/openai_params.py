@@ -89,8 +89,9 @@ BY_NAME = {parameter.name: parameter for parameter in PARAMETERS}
 
 
 def refused_parameter(given: Mapping[str, Any], endpoint: str) -> tuple[str, str] | None:
-    """(name, message) of the first refused parameter that `given` asks for something with,
-    or None."""
+    """(name, message) of the first refused parameter that `given` (a request's field values,
+    as they were parsed: `vars(body)`, no copy of its messages) asks for something with, or
+    None."""
     for parameter in PARAMETERS:
         if parameter.handling is not Handling.REFUSED or endpoint not in parameter.endpoints:
             continue
