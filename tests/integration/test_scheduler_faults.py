@@ -249,8 +249,8 @@ async def test_deadline_answers_with_the_best_so_far_and_aborts_the_rest(
     assert ponder["deadline_exceeded"] is True
     assert ponder["branches_launched"] == 32
     completed = ponder["branches_completed"]
-    # Whole jobs finished before the deadline, and not all of them: the best so far.
-    assert 0 < completed < 32 and completed % 4 == 0, completed
+    # Some branches finished before the deadline, and not all of them: the best so far.
+    assert 0 < completed < 32, completed
     assert ponder["branches_cancelled"] == 32 - completed
     # Every token spent is in usage: the completed branches' and what the aborted ones had
     # generated when they stopped (each branch reports once, and the scheduler waited for all).
@@ -258,18 +258,20 @@ async def test_deadline_answers_with_the_best_so_far_and_aborts_the_rest(
     assert body["usage"]["completion_tokens"] == sum(r.completion_tokens for r in late), late
     assert len(ponder["branches"]) == 32
     # ... because the rest was aborted: the jobs still queued report CANCELLED without a token,
-    # and those held by the paused vLLM at the deadline fewer tokens than asked (cancelled by
-    # the scheduler, or stopped by the worker itself at the job's deadline, whichever came
-    # first). A job that finished between the first one and the pause counts as completed in
-    # the answer too; one job of 4 branches per worker at most may report COMPLETED after the
-    # answer. That a cancel cuts a generation part-way, test_worker.py's
-    # test_cancel_mid_generation_... shows.
+    # and those held by the paused vLLM at the deadline fewer tokens than asked, unended
+    # (cancelled by the scheduler, or stopped by the worker itself at the job's deadline,
+    # whichever came first). A job that finished between the first one and the pause counts as
+    # completed in the answer too; so does a branch that had ended inside a job the pause caught
+    # (vLLM runs a job's 4 branches as one request). One job of 4 branches per worker at most may
+    # report COMPLETED after the answer. That a cancel cuts a generation part-way,
+    # test_worker.py's test_cancel_mid_generation_... shows.
     stopped = (BranchStatus.CANCELLED, BranchStatus.EXPIRED)
     aborted = [r for r in late if r.status in stopped]
     finished = [r for r in late if r.status is BranchStatus.COMPLETED]
     assert len(aborted) + len(finished) == 32, late
     assert completed <= len(finished) <= completed + 2 * 4, late
-    assert aborted and all(r.completion_tokens < LONG for r in aborted), late
+    assert aborted, late
+    assert all(r.finish_reason is None and r.completion_tokens < LONG for r in aborted), late
 
 
 async def test_deadline_before_any_branch_finishes_is_a_504(

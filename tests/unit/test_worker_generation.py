@@ -284,6 +284,25 @@ def test_results_count_the_prompt_once_and_keep_partial_output() -> None:
     assert all(r.worker_id == "w1" and r.generation_seconds == 0.5 for r in results)
 
 
+@pytest.mark.parametrize("stopped", [BranchStatus.CANCELLED, BranchStatus.EXPIRED])
+def test_a_branch_that_ended_before_its_job_was_stopped_is_completed(
+    stopped: BranchStatus,
+) -> None:
+    # n=2 in one vLLM request: b0 ran to its length before the cancel (or deadline) cut b1.
+    the_job = job(branch_ids=["b0", "b1"])
+    generation = Generation.for_job(the_job)
+    apply_chunk(generation, completion_chunk(0, "12", 2, finish="length"), Endpoint.COMPLETIONS)
+    apply_chunk(generation, completion_chunk(1, "3", 1), Endpoint.COMPLETIONS)
+    results = branch_results(the_job, generation, stopped, worker_id="w1").results
+    assert [(r.status, r.finish_reason) for r in results] == [
+        (BranchStatus.COMPLETED, "length"),
+        (stopped, None),
+    ]
+    # An engine failure fails the whole request, ended choices included.
+    failed = branch_results(the_job, generation, BranchStatus.FAILED, worker_id="w1").results
+    assert [r.status for r in failed] == [BranchStatus.FAILED, BranchStatus.FAILED]
+
+
 GOOD_IDENTITY = {
     "query_id": "q1",
     "job_id": "q1.j0",

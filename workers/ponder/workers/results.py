@@ -26,7 +26,8 @@ def branch_results(
 
     Tokens are reported whatever the status, so the scheduler's `usage` counts what cancelled
     and expired branches spent (answer probes included); the prompt's tokens ride on the first
-    branch only. With an answer reading, each result says where its answer settled.
+    branch only. With an answer reading, each result says where its answer settled. A branch
+    that had finished before its job was stopped is COMPLETED whatever stopped the rest.
     """
     results = []
     for index, (branch_id, choice) in enumerate(
@@ -37,7 +38,7 @@ def branch_results(
                 query_id=job.query_id,
                 job_id=job.job_id,
                 branch_id=branch_id,
-                status=status,
+                status=_branch_status(status, choice),
                 text=choice.text,
                 finish_reason=choice.finish_reason,
                 prompt_tokens=generation.prompt_tokens if index == 0 else 0,
@@ -54,6 +55,16 @@ def branch_results(
             )
         )
     return BranchResults(query_id=job.query_id, job_id=job.job_id, results=results)
+
+
+def _branch_status(job_status: BranchStatus, choice: ChoiceOutput) -> BranchStatus:
+    """A cancel or deadline stops what is still generating, not what has ended."""
+    if job_status in _STOPPED and choice.finish_reason is not None:
+        return BranchStatus.COMPLETED
+    return job_status
+
+
+_STOPPED = frozenset({BranchStatus.CANCELLED, BranchStatus.EXPIRED})
 
 
 def _answer_tokens(job: BranchJob, choice: ChoiceOutput) -> int | None:
