@@ -335,6 +335,37 @@ class WorkersSpec(_Spec):
     )
 
 
+class RequestLimitsSpec(_Spec):
+    """What one API request may carry. Past a limit a request is refused with a 4xx that names
+    it (413 for the body, 431 for headers, 408 for a slow client, 400 for the rest), and nothing
+    is queued for it."""
+
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest request body; a larger one is refused by its Content-Length, unread.",
+    )
+    max_header_bytes: int = Field(
+        default=32 * 1024, ge=1024, le=1024 * 1024, description="Request line and headers."
+    )
+    max_headers: int = Field(default=100, ge=8, le=1000, description="Headers of one request.")
+    max_messages: int = Field(
+        default=1024, ge=1, le=100_000, description="Messages of one chat completion."
+    )
+    max_stop_sequences: int = Field(default=16, ge=0, le=256, description="Stop strings.")
+    max_stop_characters: int = Field(
+        default=256, ge=1, le=16_384, description="Length of one stop string."
+    )
+    request_timeout_seconds: int = Field(
+        default=30,
+        ge=1,
+        le=600,
+        description="Time to send a request's head, and again its body; slower clients are "
+        "cut off.",
+    )
+
+
 class SchedulerSpec(_Spec):
     """The OpenAI-compatible front: plans queries, fans out branches, aggregates."""
 
@@ -347,6 +378,9 @@ class SchedulerSpec(_Spec):
     )
     service_type: ServiceType = Field(
         default=ServiceType.CLUSTER_IP, description="Type of the scheduler's Service."
+    )
+    limits: RequestLimitsSpec = Field(
+        default_factory=RequestLimitsSpec, description="Bounds on one API request."
     )
 
 

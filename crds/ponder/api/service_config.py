@@ -194,6 +194,33 @@ class SloConfig(BaseModel):
     )
 
 
+MIB = 1024 * 1024
+
+
+class ApiLimits(BaseModel):
+    """What one HTTP request to a scheduler may carry; past a limit it is refused with a 4xx
+    that names the limit, before anything is queued (413 for a body over `max_body_bytes`,
+    refused by its Content-Length before it is read; 431 for too many headers; 408 for a
+    request not received within `request_timeout_seconds`; 400 for the rest)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_body_bytes: int = Field(default=4 * MIB, ge=1024, le=64 * MIB)
+    max_header_bytes: int = Field(
+        default=32 * 1024, ge=1024, le=MIB, description="Request line and headers together."
+    )
+    max_headers: int = Field(default=100, ge=8, le=1000)
+    max_messages: int = Field(default=1024, ge=1, le=100_000, description="Chat messages.")
+    max_stop_sequences: int = Field(default=16, ge=0, le=256)
+    max_stop_chars: int = Field(default=256, ge=1, le=16_384, description="Of one stop string.")
+    request_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="To receive a request's head, and again its body: slow and idle clients "
+        "are cut off.",
+    )
+
+
 class ServiceConfig(BaseModel):
     """Everything a scheduler or worker of one ReasoningService needs to know."""
 
@@ -206,6 +233,7 @@ class ServiceConfig(BaseModel):
     strategy: StrategyDefaults = Field(default_factory=StrategyDefaults)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     slo: SloConfig = Field(default_factory=SloConfig)
+    api: ApiLimits = Field(default_factory=ApiLimits)
     slots_per_worker: int = Field(default=32, ge=1, le=1024)
     job_max_deliver: int = Field(default=3, ge=1, le=20)
     job_ack_wait_seconds: float = Field(default=30.0, gt=0)

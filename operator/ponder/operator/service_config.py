@@ -10,6 +10,7 @@ from __future__ import annotations
 from ponder.api.crd import EarlyExitType, ExtractorType, ReasoningServiceSpec, VerifierType
 from ponder.api.service_config import (
     AnswerProbe,
+    ApiLimits,
     BeamConfig,
     BudgetConfig,
     BudgetForcingConfig,
@@ -57,6 +58,7 @@ def service_config_from_spec(
     """The runtime configuration the scheduler and workers of this service load."""
     strategy = spec.strategy
     verifier = strategy.verifier
+    limits = spec.scheduler.limits
     return ServiceConfig(
         namespace=namespace,
         name=name,
@@ -111,6 +113,15 @@ def service_config_from_spec(
             attainment=spec.slo.attainment_percent / 100,
             max_deadline_ms=spec.slo.max_deadline_milliseconds,
             usage_settle_ms=spec.slo.usage_settle_milliseconds,
+        ),
+        api=ApiLimits(
+            max_body_bytes=limits.max_body_bytes,
+            max_header_bytes=limits.max_header_bytes,
+            max_headers=limits.max_headers,
+            max_messages=limits.max_messages,
+            max_stop_sequences=limits.max_stop_sequences,
+            max_stop_chars=limits.max_stop_characters,
+            request_timeout_seconds=float(limits.request_timeout_seconds),
         ),
         slots_per_worker=spec.workers.slots_per_worker,
         job_max_deliver=spec.workers.max_deliveries,

@@ -11,6 +11,7 @@ import uvicorn
 
 from ponder.scheduler.app import create_app
 from ponder.scheduler.config import load_settings
+from ponder.scheduler.http_protocol import bounded_h11
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,6 +27,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=settings.port,
         log_level=settings.log_level,
         access_log=settings.access_log,
+        # Request heads bounded in size and time (the body: ponder.scheduler.limits).
+        http=bounded_h11(service.api),
+        h11_max_incomplete_event_size=service.api.max_header_bytes,
         # Clients get a clean close on SIGTERM; queries in flight end at their deadlines.
         timeout_graceful_shutdown=30,
     )

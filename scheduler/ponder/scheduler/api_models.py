@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ponder.api.wire import EngineSampling
+
+SEED_MAX = 2**63 - 1 - 2**20
+"""Largest seed a request may give: branch i samples with seed + i, within vLLM's 64 bits."""
 
 
 class PonderOptions(BaseModel):
@@ -83,7 +86,12 @@ class _SamplingFields(EngineSampling):
     temperature: float | None = None
     top_p: float | None = None
     stop: str | list[str] | None = None
-    seed: int | None = Field(default=None, description="Branch i samples with seed + i.")
+    seed: int | None = Field(
+        default=None,
+        ge=-(2**63),
+        le=SEED_MAX,
+        description="Branch i samples with seed + i (vLLM takes 64-bit seeds).",
+    )
     n: int | None = Field(default=None, description="Must be 1: ask for ponder.branches.")
     ignore_eos: bool = Field(
         default=False, description="vLLM extension: keep generating past end-of-sequence."
@@ -150,6 +158,13 @@ class CompletionRequest(_SamplingFields):
     )
     echo: Any = Field(default=None, description="Refused unless false.")
     suffix: Any = Field(default=None, description="Refused unless empty.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_empty(cls, prompt: str | list[str]) -> str | list[str]:
+        if prompt == "" or (isinstance(prompt, list) and "" in prompt):
+            raise ValueError("a prompt must not be empty")
+        return prompt
 
     @property
     def prompt_text(self) -> str | None:

@@ -41,9 +41,11 @@ from ponder.scheduler.http_errors import (
     openapi_without_422,
     unknown_model,
 )
+from ponder.scheduler.limits import RequestLimits
 from ponder.scheduler.metrics import SchedulerMetrics
 from ponder.scheduler.openai_params import CHAT, COMPLETIONS, best_of_options, refused_parameter
 from ponder.scheduler.planner import QueryRequest
+from ponder.scheduler.request_bounds import Refusal, body_refusal
 from ponder.scheduler.response import error_body
 from ponder.scheduler.serving import serve_query
 from ponder.scheduler.state import SchedulerState, start_state
@@ -115,6 +117,7 @@ def create_app(config: ServiceConfig, settings: SchedulerSettings | None = None)
         redoc_url=None,
     )
     install_error_handlers(app)
+    app.add_middleware(RequestLimits, limits=config.api)
     _add_routes(app, config)
     app.openapi = lambda: openapi_without_422(app)  # type: ignore[method-assign]
     return app
@@ -124,6 +127,16 @@ def unsupported(param: str, message: str) -> JSONResponse:
     """A 400 for a parameter Ponder cannot honour (`openai_params.PARAMETERS` says which)."""
     return error_response(
         400, error_body(message, "invalid_request_error", param=param, code="unsupported")
+    )
+
+
+def refusal_response(refusal: Refusal) -> JSONResponse:
+    """A request over one of the service's limits (`ponder.scheduler.request_bounds`)."""
+    return error_response(
+        refusal.status,
+        error_body(
+            refusal.message, "invalid_request_error", param=refusal.param, code=refusal.code
+        ),
     )
 
 
@@ -154,6 +167,9 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
         refused = refused_parameter(vars(body), CHAT)
         if refused is not None:
             return unsupported(*refused)
+        over = body_refusal(messages=len(body.messages), stop=body.stop_list, limits=config.api)
+        if over is not None:
+            return refusal_response(over)
         user_messages = [m for m in body.messages if m.role == "user"]
         query = QueryRequest(
             query_id=_new_query_id(),
@@ -200,6 +216,9 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
         refused = refused_parameter(vars(body), COMPLETIONS)
         if refused is not None:
             return unsupported(*refused)
+        over = body_refusal(messages=None, stop=body.stop_list, limits=config.api)
+        if over is not None:
+            return refusal_response(over)
         ponder = best_of_options(body.ponder, body.best_of)
         if isinstance(ponder, str):
             return error_response(

@@ -34,7 +34,17 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 
 
 class DispatchError(Exception):
-    """Jobs could not be queued (JetStream unavailable, stream full, no PubAck in time)."""
+    """Jobs could not be queued (JetStream unavailable, stream full, no PubAck in time). Its
+    message is for the client: no subject, no exception; the cause is chained for the log."""
+
+
+class JobTooLarge(DispatchError):
+    """A job is larger than NATS takes in one message: the request is too large, whatever
+    happens to the queue. Nothing of the request was published."""
+
+
+JOB_HEADROOM_BYTES = 512
+"""NATS counts a message's headers (`Nats-Msg-Id`, ...) in its max_payload too."""
 
 
 class QueryCollector:
@@ -150,27 +160,33 @@ class Dispatcher:
     async def publish_jobs(self, jobs: Sequence[BranchJob], timeout_seconds: float) -> None:
         """Queue `jobs` on JetStream, all at once, and wait for every PubAck.
 
-        Raises DispatchError when any was not stored within `timeout_seconds`.
+        Raises DispatchError when any was not stored within `timeout_seconds`, JobTooLarge
+        (before publishing any) when one is larger than the server takes.
         """
+        payloads = [job.model_dump_json().encode() for job in jobs]
+        largest = max((len(payload) for payload in payloads), default=0)
+        limit = self.nc.max_payload - JOB_HEADROOM_BYTES
+        if largest > limit:
+            raise JobTooLarge(
+                f"the request makes branch jobs of {largest} bytes, over the {limit} bytes the "
+                "job queue takes in one message (NATS max_payload, less headers): shorten the "
+                "prompt or the messages"
+            )
         try:
             acks = [
                 await self.js.publish_async(
-                    self.subjects.jobs,
-                    job.model_dump_json().encode(),
-                    headers={MSG_ID_HEADER: job.job_id},
+                    self.subjects.jobs, payload, headers={MSG_ID_HEADER: job.job_id}
                 )
-                for job in jobs
+                for job, payload in zip(jobs, payloads, strict=True)
             ]
             async with asyncio.timeout(timeout_seconds):
                 await asyncio.gather(*acks)
         except TimeoutError as error:
             raise DispatchError(
-                f"JetStream did not acknowledge jobs in {timeout_seconds:.3g}s"
+                f"the job queue did not acknowledge the jobs within {timeout_seconds:.3g} s"
             ) from error
         except Exception as error:
-            raise DispatchError(
-                f"queueing jobs on {self.subjects.jobs} failed: {error!r}"
-            ) from error
+            raise DispatchError("the job queue refused the jobs") from error
 
     async def cancel(self, query_id: str, branch_ids: Sequence[str], reason: str) -> None:
         """Tell every worker to stop these branches of `query_id` (best effort, never raises)."""

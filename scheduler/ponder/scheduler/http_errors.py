@@ -8,6 +8,7 @@ naming the field, never FastAPI's 422; so the OpenAPI document drops FastAPI's 4
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,6 +25,9 @@ log = logging.getLogger(__name__)
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Malformed body or an option over a limit"},
     404: {"model": ErrorResponse, "description": "Unknown model"},
+    408: {"model": ErrorResponse, "description": "The body did not arrive in time"},
+    413: {"model": ErrorResponse, "description": "Body, or a job it makes, over the limit"},
+    431: {"model": ErrorResponse, "description": "Too many or too large headers"},
     502: {"model": ErrorResponse, "description": "Every branch failed"},
     503: {"model": ErrorResponse, "description": "Jobs could not be queued"},
     504: {"model": ErrorResponse, "description": "No answer by the deadline"},
@@ -88,9 +92,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, error: Exception) -> JSONResponse:
-        log.exception("unhandled error serving %s", request.url.path, exc_info=error)
+        incident = secrets.token_hex(6)
+        log.exception("unhandled error %s serving %s", incident, request.url.path, exc_info=error)
+        # What failed inside is for the log, not for the client.
         return error_response(
-            500, error_body(f"internal error: {error!r}", "server_error", code="internal_error")
+            500,
+            error_body(
+                f"internal error {incident} (the scheduler's log has its details)",
+                "server_error",
+                code="internal_error",
+            ),
         )
 
     @app.exception_handler(StarletteHTTPException)

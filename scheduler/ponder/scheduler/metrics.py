@@ -18,7 +18,7 @@ class QueryOutcome(StrEnum):
     ANSWERED = "answered"  # the strategy finished
     DEADLINE = "deadline"  # answered with the best so far at the deadline
     NO_ANSWER = "no_answer"  # 504/502: nothing to answer with
-    REJECTED = "rejected"  # refused (400) by the planner, or by the engine on every branch
+    REJECTED = "rejected"  # refused (4xx) by the planner, the queue (too large), or the engine
     ABANDONED = "abandoned"  # the client went away
 
 

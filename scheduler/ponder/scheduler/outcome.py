@@ -21,6 +21,7 @@ class NoAnswerReason:
     FAILED = "failed"  # every branch ended without an answer (HTTP 502)
     UNAVAILABLE = "unavailable"  # jobs could not be queued (HTTP 503)
     REJECTED = "rejected"  # the engine found the request invalid on every branch (HTTP 400)
+    TOO_LARGE = "too_large"  # a job would be larger than the queue takes (HTTP 413)
 
 
 @dataclass

@@ -41,6 +41,7 @@ NO_ANSWER_STATUS = {
     NoAnswerReason.FAILED: 502,
     NoAnswerReason.UNAVAILABLE: 503,
     NoAnswerReason.REJECTED: 400,
+    NoAnswerReason.TOO_LARGE: 413,
 }
 
 
@@ -207,6 +208,10 @@ def no_answer_error(outcome: QueryOutcome) -> tuple[int, ErrorResponse]:
     if reason == NoAnswerReason.REJECTED:
         return NO_ANSWER_STATUS[reason], error_body(
             outcome.no_answer_detail, "invalid_request_error", code="engine_rejected"
+        )
+    if reason == NoAnswerReason.TOO_LARGE:
+        return NO_ANSWER_STATUS[reason], error_body(
+            outcome.no_answer_detail, "invalid_request_error", code="request_too_large"
         )
     return NO_ANSWER_STATUS.get(reason, 502), error_body(
         f"query {outcome.plan.query.query_id}: {outcome.no_answer_detail}",

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from ponder.api.answers import extract_answer
 from ponder.api.wire import BranchResult, BranchStatus
-from ponder.scheduler.dispatch import Dispatcher, DispatchError, QueryCollector
+from ponder.scheduler.dispatch import Dispatcher, DispatchError, JobTooLarge, QueryCollector
 from ponder.scheduler.jobs import JobContext, branch_id, build_jobs
 from ponder.scheduler.load import LoadTracker
 from ponder.scheduler.metrics import BranchEvent, SchedulerMetrics
@@ -84,7 +84,7 @@ class QueryRunner:
         self.ignore_eos = ignore_eos
         self._requests: dict[str, BranchRequest] = {}  # branch id -> the request that launched it
         self._fed = 0  # branches handed to the strategy
-        self._dispatch_error: str | None = None
+        self._dispatch_error: DispatchError | None = None
         self._deadline_loop = 0.0
         self.outcome = QueryOutcome(plan=plan, answer=None)
 
@@ -185,8 +185,8 @@ class QueryRunner:
                 jobs, timeout_seconds=max(0.001, min(PUBLISH_TIMEOUT_SECONDS, remaining))
             )
         except DispatchError as error:
-            log.warning("query %s: %s", self.query.query_id, error)
-            self._dispatch_error = str(error)
+            log.warning("query %s: %s (%r)", self.query.query_id, error, error.__cause__)
+            self._dispatch_error = error
             # The branches fail here and now, so the strategy can still decide without them.
             for job in jobs:
                 for each in job.branch_ids:
@@ -301,11 +301,16 @@ class QueryRunner:
                 NoAnswerReason.DEADLINE,
                 f"no branch finished within ponder.deadline_ms={self.plan.deadline_ms}",
             )
+        if isinstance(self._dispatch_error, JobTooLarge):
+            return NoAnswerReason.TOO_LARGE, str(self._dispatch_error)
         if self._dispatch_error is not None and not self.outcome.count(BranchStatus.COMPLETED):
-            return NoAnswerReason.UNAVAILABLE, self._dispatch_error
+            return NoAnswerReason.UNAVAILABLE, str(self._dispatch_error)
+        # What the branches' errors say (engine output, worker internals) is for the log only.
         errors = [b.result.error for b in self.outcome.branches if b.result.error]
-        detail = f"; first error: {errors[0]}" if errors else ""
+        if errors:
+            log.warning("query %s: no answer; first error: %s", self.query.query_id, errors[0])
+        failed = self.outcome.count(BranchStatus.FAILED)
         return (
             NoAnswerReason.FAILED,
-            f"none of {self.outcome.launched} branches produced an answer{detail}",
+            f"none of {self.outcome.launched} branches produced an answer ({failed} failed)",
         )

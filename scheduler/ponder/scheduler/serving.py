@@ -97,7 +97,7 @@ def _record(state: SchedulerState, outcome: QueryOutcome) -> None:
     metrics = state.metrics
     query = outcome.plan.query
     strategy = query.strategy.value
-    if outcome.no_answer_reason == NoAnswerReason.REJECTED:
+    if outcome.no_answer_reason in (NoAnswerReason.REJECTED, NoAnswerReason.TOO_LARGE):
         label = OutcomeLabel.REJECTED
     elif outcome.answer is None:
         label = OutcomeLabel.NO_ANSWER
