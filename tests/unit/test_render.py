@@ -339,3 +339,36 @@ def test_rendered_containers_take_their_pod_name_as_id_under_the_variable_their_
     ]
     # Every flag the operator passes is one the program takes (argparse exits otherwise).
     parser().parse_args(loop["command"][len(command_prefix) :])
+
+
+def test_every_rendered_pod_is_locked_down() -> None:
+    # docs/architecture.md, "Pod security": no token, RuntimeDefault seccomp, and every
+    # container non-root on a read-only root filesystem with no capability.
+    deployments = [c for c in children(spec_of()).values() if c["kind"] == "Deployment"]
+    assert len(deployments) == 2
+    for deployment in deployments:
+        pod = deployment["spec"]["template"]["spec"]
+        name = deployment["metadata"]["name"]
+        assert pod["automountServiceAccountToken"] is False, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for each in pod["containers"]:
+            security = each["securityContext"]
+            assert security["runAsNonRoot"] is True, each["name"]
+            assert security["readOnlyRootFilesystem"] is True, each["name"]
+            assert security["allowPrivilegeEscalation"] is False, each["name"]
+            assert security["capabilities"] == {"drop": ["ALL"]}, each["name"]
+            # Whatever a container writes is an emptyDir of its pod.
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            for mount in each["volumeMounts"]:
+                volume = volumes[mount["name"]]
+                assert "emptyDir" in volume or mount.get("readOnly") is True, mount
+
+
+def test_the_engine_runs_as_a_user_with_a_writable_home() -> None:
+    workers = children(spec_of())["Deployment/math-workers"]
+    engine = container(workers, "engine")
+    # The vLLM image declares no user: runAsNonRoot alone would refuse to start it.
+    assert engine["securityContext"]["runAsUser"] == render.ENGINE_USER != 0
+    assert {"name": "HOME", "value": render.ENGINE_HOME} in engine["env"]
+    mounts = {m["mountPath"] for m in engine["volumeMounts"]}
+    assert {render.ENGINE_HOME, "/tmp", render.SHM_PATH} <= mounts

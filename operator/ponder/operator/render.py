@@ -82,6 +82,18 @@ CONTAINER_SECURITY: Manifest = {
     "runAsNonRoot": True,
     "capabilities": {"drop": ["ALL"]},
 }
+ENGINE_USER = 1000
+"""vLLM's image has no USER (it would run as root); the engine runs as this uid instead."""
+ENGINE_HOME = "/home/engine"
+ENGINE_SECURITY: Manifest = {
+    **CONTAINER_SECURITY,
+    "runAsUser": ENGINE_USER,
+    "runAsGroup": ENGINE_USER,
+}
+"""As restricted as the other containers (docs/architecture.md, "Pod security"): vLLM needs no
+capability and no root, only a writable HOME (model downloads, compile caches) and /tmp, which
+are emptyDirs; GPUs reach it through the device plugin, not through privileges."""
+POD_SECURITY: Manifest = {"seccompProfile": {"type": "RuntimeDefault"}}
 
 
 @dataclass(frozen=True)
@@ -252,7 +264,13 @@ def _engine_container(spec: ReasoningServiceSpec) -> Manifest:
         "readinessProbe": {**health, "periodSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {**health, "periodSeconds": 10, "failureThreshold": 6},
         "lifecycle": {"preStop": {"exec": {"command": ["python3", "-c", ENGINE_DRAIN_SCRIPT]}}},
-        "volumeMounts": [{"name": "dshm", "mountPath": SHM_PATH}],
+        "env": [{"name": "HOME", "value": ENGINE_HOME}],
+        "securityContext": ENGINE_SECURITY,
+        "volumeMounts": [
+            {"name": "dshm", "mountPath": SHM_PATH},
+            {"name": "engine-home", "mountPath": ENGINE_HOME},
+            {"name": "engine-tmp", "mountPath": "/tmp"},
+        ],
     }
 
 
@@ -293,10 +311,15 @@ def worker_deployment(
     names = ChildNames(owner.name)
     pod_spec: Manifest = {
         "terminationGracePeriodSeconds": termination_grace_seconds(spec),
+        # Neither container calls the Kubernetes API.
+        "automountServiceAccountToken": False,
+        "securityContext": POD_SECURITY,
         "tolerations": _tolerations(spec.workers.tolerations),
         "containers": [_engine_container(spec), _worker_loop_container(spec)],
         "volumes": [
             {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+            {"name": "engine-home", "emptyDir": {}},
+            {"name": "engine-tmp", "emptyDir": {}},
             _config_volume(owner),
             _TMP_VOLUME,
         ],
@@ -388,7 +411,9 @@ def scheduler_deployment(
                     "annotations": {CONFIG_HASH_ANNOTATION: config_hash(config)},
                 },
                 "spec": {
-                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                    # The scheduler does not call the Kubernetes API.
+                    "automountServiceAccountToken": False,
+                    "securityContext": POD_SECURITY,
                     # A scheduler's in-flight queries finish within the longest deadline.
                     "terminationGracePeriodSeconds": termination_grace_seconds(spec),
                     "containers": [container],
