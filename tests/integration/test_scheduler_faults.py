@@ -63,12 +63,8 @@ async def plane(
         served_name=vllm.served_name,
         workers=2,
         log_dir=stack_log_dir,
-        # A killed worker's job comes back after 2 s instead of 30.
-        config_overrides={
-            "slots_per_worker": 4,
-            "job_ack_wait_seconds": 2.0,
-            "strategy": {"branches_per_job": 4},
-        },
+        # The default ack wait (10 s): a killed worker's job comes back after it.
+        config_overrides={"slots_per_worker": 4, "strategy": {"branches_per_job": 4}},
     ) as started:
         yield started
 
@@ -128,19 +124,26 @@ async def test_worker_killed_mid_query_loses_nothing(
         ]
         return all(slots > 0 for slots in busy)
 
+    deadline_ms = plane.config.slo.target_latency_ms  # what a query without one gets
+    ack_wait = plane.config.job_ack_wait_seconds
+    assert ack_wait * 2 <= deadline_ms / 1000  # the CRD's CEL rule; these are the defaults
     try:
         # A job of 4 branches takes half a second here, less than a busy machine may keep this
         # test from polling: with vLLM paused, each worker holds its job until one is killed.
         with paused(vllm):
             query = asyncio.create_task(
-                timed_completion(http, plane.base_url, long_query(branches=8))
+                timed_completion(http, plane.base_url, long_query(8, deadline_ms))
             )
             await eventually(both_workers_busy, timeout_seconds=SETTLE_SECONDS)
             plane.kill_worker(0)
-        status, body, _ = await query
+        status, body, seconds = await query
     finally:
         await plane.restart_worker(0)
     assert status == 200, body
+    # The killed worker's job came back after the ack wait and ran: the query waited for it,
+    # not for its deadline (it would have answered with half its branches at the deadline).
+    assert ack_wait <= seconds < deadline_ms / 1000, seconds
+    assert body["ponder"]["deadline_exceeded"] is False
     ponder = body["ponder"]
     assert ponder["branches_launched"] == ponder["branches_completed"] == 8
     assert ponder["branches_failed"] == ponder["branches_cancelled"] == 0

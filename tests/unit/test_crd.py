@@ -207,6 +207,7 @@ def test_enums_are_camel_case(schema: dict[str, Any], path: str, values: list[st
         ("", "self.metadata.name.size() <= 40"),
         ("", "self.metadata.name.matches("),
         ("spec", "self.budget.maxTokensPerBranch < self.model.maxModelLen"),
+        ("spec", "self.workers.ackWaitSeconds * 2000 <= self.slo.targetLatencyMilliseconds"),
         ("spec.model", "has(self.name) != has(self.path)"),
         ("spec.workers", "self.minReplicas <= self.maxReplicas"),
         ("spec.workers", "'nvidia.com/gpu' in self.resources.limits"),

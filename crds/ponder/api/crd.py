@@ -319,10 +319,12 @@ class WorkersSpec(_Spec):
         default=3, ge=1, le=20, description="Deliveries of a branch job before it is dead-lettered."
     )
     ack_wait_seconds: int = Field(
-        default=30,
+        default=10,
         ge=1,
         le=3600,
-        description="A job not acknowledged (or kept in progress) this long is redelivered.",
+        description="A job not acknowledged (or kept in progress) this long is redelivered: a "
+        "dead worker's jobs come back after it. Workers keep theirs in progress every third "
+        "of it. At most half of spec.slo.targetLatencyMilliseconds.",
     )
     termination_grace_period_seconds: int | None = Field(
         default=None,
@@ -696,6 +698,13 @@ class ReasoningServiceSpec(_Spec):
             "spec.budget.maxTokensPerBranch must be below spec.model.maxModelLen "
             "(the prompt needs room too)",
             field_path=".budget.maxTokensPerBranch",
+        ),
+        cel(
+            "self.workers.ackWaitSeconds * 2000 <= self.slo.targetLatencyMilliseconds",
+            "spec.workers.ackWaitSeconds must be at most half of "
+            "spec.slo.targetLatencyMilliseconds: a dead worker's jobs come back after the ack "
+            "wait and need the rest of the deadline to run",
+            field_path=".workers.ackWaitSeconds",
         ),
         cel(
             "!has(self.workers.replicas) || self.autoscaling.mode == 'External' || "

@@ -236,4 +236,8 @@ class ServiceConfig(BaseModel):
     api: ApiLimits = Field(default_factory=ApiLimits)
     slots_per_worker: int = Field(default=32, ge=1, le=1024)
     job_max_deliver: int = Field(default=3, ge=1, le=20)
-    job_ack_wait_seconds: float = Field(default=30.0, gt=0)
+    job_ack_wait_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A dead worker's jobs are redelivered after this; well under the deadline.",
+    )
