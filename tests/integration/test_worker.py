@@ -28,6 +28,7 @@ import nats
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
@@ -477,6 +478,48 @@ async def test_malformed_jobs_are_dead_lettered_and_the_worker_keeps_serving(
     assert all(letter.worker_id == worker.worker_id for letter in letters)
     _, metrics = await http_get(f"{worker.http_url}/metrics")
     assert worker_metric(metrics, 'ponder_worker_deadletters_total{reason="malformed"}') == 2
+    assert worker.process.poll() is None
+
+
+@pytest.mark.vllm
+async def test_a_job_naming_a_foreign_reply_subject_is_dead_lettered_and_never_answered(
+    served: tuple[ServiceConfig, WorkerProcess], nc: NatsClient, js: JetStreamContext
+) -> None:
+    # A forged job must not make a worker publish where its service's schedulers do not listen:
+    # on a JetStream API subject (this one would delete the stream), another service's inbox,
+    # or this service's own cancel subject.
+    service, worker = served
+    subjects = subjects_of(service)
+    foreign = [
+        f"$JS.API.STREAM.DELETE.{subjects.stream}",
+        "ponder.another-team.svc.results.scheduler-1",
+        subjects.cancel,
+    ]
+    published: list[str] = []
+
+    async def seen(msg: Msg) -> None:
+        published.append(msg.subject)
+
+    listeners = [await nc.subscribe(subject, cb=seen) for subject in foreign]
+    try:
+        for subject in foreign:
+            await publish(js, subjects, new_job(service, subject, branches=1))
+        await wait_until_queue_empty(js, subjects)
+        await nc.flush()
+    finally:
+        for listener in listeners:
+            await listener.unsubscribe()
+    assert published == []
+    await js.stream_info(subjects.stream)  # still there
+    letters = [
+        letter
+        for letter in await dead_letters(js, subjects)
+        if letter.reason.startswith("foreign reply subject")
+    ]
+    assert len(letters) == 3 and all(subjects.prefix in letter.reason for letter in letters)
+    _, metrics = await http_get(f"{worker.http_url}/metrics")
+    reason = 'ponder_worker_deadletters_total{reason="foreign_reply_subject"}'
+    assert worker_metric(metrics, reason) == 3
     assert worker.process.poll() is None
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from ponder.api.subjects import ServiceSubjects
 from ponder.api.wire import (
     BranchJob,
     BranchStatus,
@@ -303,6 +304,10 @@ def test_a_branch_that_ended_before_its_job_was_stopped_is_completed(
     assert [r.status for r in failed] == [BranchStatus.FAILED, BranchStatus.FAILED]
 
 
+def identity_with(**changes: object) -> bytes:
+    return json.dumps({**GOOD_IDENTITY, **changes}).encode()
+
+
 GOOD_IDENTITY = {
     "query_id": "q1",
     "job_id": "q1.j0",
@@ -317,6 +322,12 @@ GOOD_IDENTITY = {
         (json.dumps({**GOOD_IDENTITY, "sampling": "nonsense"}).encode(), True),
         (json.dumps({**GOOD_IDENTITY, "reply_subject": "ponder.*.x"}).encode(), False),
         (json.dumps({**GOOD_IDENTITY, "reply_subject": ""}).encode(), False),
+        # Not this service's inbox: another tenant's, a JetStream API subject, a wildcard.
+        (identity_with(reply_subject="ponder.other.svc.results.s1"), False),
+        (identity_with(reply_subject="$JS.API.STREAM.DELETE.x"), False),
+        (identity_with(reply_subject="ponder.default.svc.results.>"), False),
+        (identity_with(reply_subject="ponder.default.svc.results.a.b"), False),
+        (identity_with(reply_subject="ponder.default.svc.jobs"), False),
         (json.dumps({**GOOD_IDENTITY, "branch_ids": []}).encode(), False),
         (json.dumps({**GOOD_IDENTITY, "branch_ids": [1, 2]}).encode(), False),
         (json.dumps({**GOOD_IDENTITY, "query_id": None}).encode(), False),
@@ -328,7 +339,7 @@ GOOD_IDENTITY = {
 def test_malformed_jobs_are_answered_only_when_their_identity_is_intact(
     payload: bytes, salvaged: bool
 ) -> None:
-    identity = salvage_identity(payload)
+    identity = salvage_identity(payload, ServiceSubjects("default", "svc"))
     assert (identity is not None) == salvaged
     if identity is not None:
         results = failed_results(identity, "malformed job: x", worker_id="w1").results

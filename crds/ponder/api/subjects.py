@@ -41,6 +41,16 @@ class ServiceSubjects:
         """Core NATS inbox of one scheduler replica."""
         return f"{self.prefix}.results.{scheduler_id}"
 
+    def is_results_inbox(self, subject: str) -> bool:
+        """`subject` is the results inbox of one of this service's schedulers: the only place
+        its workers publish results to, whatever a job names (a forged job must not make a
+        worker publish anywhere else, `$JS.API.*` included)."""
+        head = f"{self.prefix}.results."
+        if not subject.startswith(head):
+            return False
+        replica = subject[len(head) :]
+        return bool(replica) and not any(c in replica for c in ".*> \t\r\n")
+
     @property
     def cancel(self) -> str:
         """Core NATS subject of query cancellations."""

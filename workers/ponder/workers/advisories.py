@@ -106,7 +106,9 @@ class MaxDeliveriesHandler:
             job: BranchJob | None = BranchJob.model_validate_json(payload)
         except ValidationError:
             job = None
-        identity = job if job is not None else salvage_identity(payload)
+        if job is not None and not self.subjects.is_results_inbox(job.reply_subject):
+            job = None  # a forged reply subject: tell nobody
+        identity = job if job is not None else salvage_identity(payload, self.subjects)
         if identity is not None:
             results = failed_results(identity, reason, worker_id=self.worker_id)
             await self.nc.publish(identity.reply_subject, results.model_dump_json().encode())

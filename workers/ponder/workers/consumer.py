@@ -110,8 +110,8 @@ class Consumer:
                     self._admit(msg, jobs)
 
     def _admit(self, msg: Msg, jobs: asyncio.TaskGroup) -> None:
-        job = parse_job(msg)
-        if isinstance(job, ValidationError):
+        job = parse_job(msg, self.runner.settings.subjects)
+        if isinstance(job, ValidationError | str):
             # Malformed jobs take no slot; the task is tracked so the drain waits for it.
             jobs.create_task(self.runner.reject(msg, job))
             return

@@ -27,6 +27,7 @@ class JobOutcome(StrEnum):
 class DeadLetterReason(StrEnum):
     MALFORMED = "malformed"
     MAX_DELIVERIES = "max_deliveries"
+    FOREIGN_REPLY_SUBJECT = "foreign_reply_subject"  # names an inbox not of this service
 
 
 GENERATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)

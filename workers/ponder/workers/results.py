@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ponder.api.subjects import ServiceSubjects
 from ponder.api.wire import BranchJob, BranchResult, BranchResults, BranchStatus
 from ponder.workers.generation import ChoiceOutput, Generation
 from ponder.workers.settling import reader_of, settled_tokens
@@ -83,7 +84,7 @@ class JobIdentity:
     reply_subject: str
 
 
-def salvage_identity(payload: bytes) -> JobIdentity | None:
+def salvage_identity(payload: bytes, subjects: ServiceSubjects) -> JobIdentity | None:
     """The identity fields of a job that failed validation, when they are all present and sane.
 
     Lets the worker answer a malformed job with FAILED results at once instead of leaving its
@@ -99,18 +100,13 @@ def salvage_identity(payload: bytes) -> JobIdentity | None:
     branch_ids, reply_subject = data.get("branch_ids"), data.get("reply_subject")
     if not (isinstance(query_id, str) and query_id and isinstance(job_id, str) and job_id):
         return None
-    if not (isinstance(reply_subject, str) and _is_publishable_subject(reply_subject)):
+    if not (isinstance(reply_subject, str) and subjects.is_results_inbox(reply_subject)):
         return None
     if not (isinstance(branch_ids, list) and 0 < len(branch_ids) <= 256):
         return None
     if not all(isinstance(branch_id, str) and branch_id for branch_id in branch_ids):
         return None
     return JobIdentity(query_id, job_id, tuple(branch_ids), reply_subject)
-
-
-def _is_publishable_subject(subject: str) -> bool:
-    tokens = subject.split(".")
-    return all(token and token not in ("*", ">") and " " not in token for token in tokens)
 
 
 def failed_results(

@@ -28,6 +28,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
+from ponder.api.subjects import ServiceSubjects
 from ponder.api.wire import BranchJob, BranchResults
 from ponder.workers import deadletters
 from ponder.workers.cancellation import CancelRegistry
@@ -66,12 +67,19 @@ class RunningJob:
             self.deadline.reschedule(0)  # any time in the past: at once
 
 
-def parse_job(msg: Msg) -> BranchJob | ValidationError:
-    """The job in `msg`, or why it is not one."""
+def parse_job(msg: Msg, subjects: ServiceSubjects) -> BranchJob | ValidationError | str:
+    """The job in `msg`, or why it is not one: its validation error, or (a string) why its
+    reply subject is not one this service's workers may publish to."""
     try:
-        return BranchJob.model_validate_json(msg.data)
+        job = BranchJob.model_validate_json(msg.data)
     except ValidationError as error:
         return error
+    if not subjects.is_results_inbox(job.reply_subject):
+        return (
+            f"foreign reply subject: {job.reply_subject[:200]!r} is not a results inbox of "
+            f"{subjects.prefix}"
+        )
+    return job
 
 
 class JobRunner:
@@ -121,12 +129,19 @@ class JobRunner:
             running.generation.prompt_tokens, running.generation.completion_tokens
         )
 
-    async def reject(self, msg: Msg, error: ValidationError) -> None:
-        """A malformed job: tell its scheduler when it can be told, keep it as a dead letter,
-        and terminate it so it is never delivered again."""
-        reason = f"malformed job: {_summary(error)}"
+    async def reject(self, msg: Msg, problem: ValidationError | str) -> None:
+        """A malformed job, or one naming a reply subject of someone else: keep it as a dead
+        letter and terminate it so it is never delivered again. A malformed job's scheduler is
+        told when it can be (its identity intact, its inbox this service's); a foreign reply
+        subject is never published to."""
+        subjects = self.settings.subjects
+        if isinstance(problem, ValidationError):
+            reason = f"malformed job: {_summary(problem)}"
+            identity = salvage_identity(msg.data, subjects)
+            why = DeadLetterReason.MALFORMED
+        else:
+            reason, identity, why = problem, None, DeadLetterReason.FOREIGN_REPLY_SUBJECT
         log.warning("dead-lettering message %s: %s", msg.metadata.sequence.stream, reason)
-        identity = salvage_identity(msg.data)
         if identity is not None:
             results = failed_results(identity, reason, worker_id=self.settings.worker_id)
             await self._publish(identity.reply_subject, results)
@@ -139,7 +154,7 @@ class JobRunner:
             log.exception("could not keep the dead letter; the job is terminated all the same")
         await msg.term()
         self.metrics.count_job(JobOutcome.MALFORMED)
-        self.metrics.count_deadletter(DeadLetterReason.MALFORMED)
+        self.metrics.count_deadletter(why)
 
     async def _generate(self, running: RunningJob) -> tuple[JobOutcome, float, str | None, bool]:
         """(outcome, seconds spent generating, error text for the results, whether the engine
