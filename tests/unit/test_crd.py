@@ -219,6 +219,24 @@ def test_enums_are_camel_case(schema: dict[str, Any], path: str, values: list[st
         ("spec.slo", "self.targetLatencyMilliseconds <= self.maxDeadlineMilliseconds"),
         ("spec.autoscaling", "!self.scaleToZero.enabled"),
         ("spec.workers.tolerations.[]", "self.operator != 'Exists' || !has(self.value)"),
+        # What admission refuses so that the operator never holds an object it cannot converge.
+        ("spec", "!self.autoscaling.scaleToZero.enabled || self.workers.minReplicas == 0"),
+        ("spec.strategy", "self.beam.width * self.beam.expansions <= self.maxBranches"),
+        ("spec.model", "'--trust-remote-code', '--api-key']"),
+        ("spec.model", "'-tp'"),
+        ("spec.model", "arg.split('=')[0].replace('_', '-')"),
+        ("spec.model", "!self.path.matches('(^|/)[.][.](/|$)')"),
+        ("spec.workers", "self.nodeSelector.all(key, key.matches("),
+        ("spec.workers.resources", "name.startsWith('hugepages-')"),
+        ("spec.workers.resources", "!self.requests[name].startsWith('-')"),
+        ("spec.workers.resources", "!self.limits[name].startsWith('-')"),
+        ("spec.workers.resources", "add(int(self.requests[name]))).compareTo("),
+        ("spec.workers.resources", "(has(self.limits) && name in self.limits)"),
+        ("spec.scheduler.resources", "add(int(self.requests[name]))).compareTo("),
+        ("spec.workers.tolerations.[]", "has(self.effect) && self.effect == 'NoExecute'"),
+        ("spec.workers.tolerations.[]", "self.key.indexOf('/') <= 253"),
+        ("spec.nats", "url(self.url).getHostname() != ''"),
+        ("spec.strategy.verifier", "url(self.url).getHostname() != ''"),
     ],
 )
 def test_cel_rules_are_in_the_schema(schema: dict[str, Any], path: str, rule_fragment: str) -> None:
@@ -227,6 +245,163 @@ def test_cel_rules_are_in_the_schema(schema: dict[str, Any], path: str, rule_fra
     matching = [rule for rule in rules if rule_fragment in rule["rule"]]
     assert matching, f"no CEL rule containing {rule_fragment!r} at {path or 'the root'}"
     assert all(rule["message"] for rule in matching)
+
+
+def test_every_refused_engine_flag_is_in_the_extra_args_rule(schema: dict[str, Any]) -> None:
+    rules = [rule["rule"] for rule in node(schema, "spec.model")["x-kubernetes-validations"]]
+    extra_args_rule = next(rule for rule in rules if rule.startswith("self.extraArgs.all("))
+    flags = set(crd.REFUSED_ENGINE_FLAGS)
+    assert flags >= {"--port", "--host", "--served-model-name", "--max-model-len"}
+    assert flags >= {"--tensor-parallel-size", "-tp", "--trust-remote-code", "--api-key"}
+    assert all(f"'{flag}'" in extra_args_rule for flag in flags)
+
+
+@pytest.mark.parametrize(
+    ("path", "entries"),
+    [
+        ("spec.workers.nodeSelector", crd.MAX_NODE_SELECTOR_ENTRIES),
+        ("spec.workers.resources.requests", crd.MAX_RESOURCE_ENTRIES),
+        ("spec.workers.resources.limits", crd.MAX_RESOURCE_ENTRIES),
+        ("spec.scheduler.resources.requests", crd.MAX_RESOURCE_ENTRIES),
+        ("spec.scheduler.resources.limits", crd.MAX_RESOURCE_ENTRIES),
+    ],
+)
+def test_maps_are_bounded(schema: dict[str, Any], path: str, entries: int) -> None:
+    # An unbounded map is a denial of service on etcd and a CEL rule the API server cannot cost.
+    assert node(schema, path)["maxProperties"] == entries
+    assert 8 <= entries <= 64
+
+
+def spec_with(path: str, value: str) -> dict[str, Any]:
+    """A minimal spec with the string `value` at `path` (one of PATTERN_CASES' paths)."""
+    spec: dict[str, Any] = {"model": {"name": "org/m"}}
+    match path:
+        case "spec.model.name":
+            spec["model"] = {"name": value}
+        case "spec.model.path":
+            spec["model"] = {"path": value}
+        case "spec.workers.engineImage" | "spec.workers.image" | "spec.scheduler.image":
+            section, field = path.split(".")[1:]
+            spec[section] = {field: value}
+        case "spec.workers.tolerations.[].key":
+            spec["workers"] = {"tolerations": [{"key": value, "operator": "Exists"}]}
+        case "spec.workers.tolerations.[].value":
+            spec["workers"] = {"tolerations": [{"key": "dedicated", "value": value}]}
+        case "spec.workers.nodeSelector.{}":
+            spec["workers"] = {"nodeSelector": {"nvidia.com/gpu.product": value}}
+        case "spec.nats.url":
+            spec["nats"] = {"url": value}
+        case "spec.strategy.verifier.url":
+            spec["strategy"] = {"verifier": {"type": "HTTP", "url": value}}
+    return spec
+
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+PATTERN_CASES: list[tuple[str, list[str], list[str]]] = [
+    (
+        "spec.model.name",
+        ["Qwen/Qwen2.5-1.5B-Instruct", "gpt2", "org/m", "a_b/c.d-e", "_x/1.5"],
+        [
+            "--trust-remote-code",
+            "../../etc",
+            "org/../m",
+            ".hidden",
+            "-x/m",
+            "org/-m",
+            "a b",
+            "org/m;rm -rf /",
+            "org/m\nx",
+            "a/b/c",
+            "org/",
+            "/m",
+            "org/m.",
+            "",
+        ],
+    ),
+    (
+        "spec.model.path",
+        ["/models/qwen", "/", "/models/v1.5/..weights", "/a/.b"],
+        [
+            "models/qwen",
+            "./models",
+            "/models/a b",
+            "/models/\tx",
+            "/models/\nx",
+            "/m\x00",
+            "/m\x7f",
+            "",
+        ],
+    ),
+    (
+        "spec.workers.engineImage",
+        [
+            "vllm/vllm-openai:v0.32.0",
+            "nvcr.io/nvidia/vllm:25.01-py3",
+            "localhost:5000/e",
+            f"ghcr.io/a/b@{DIGEST}",
+            f"a:b@{DIGEST}",
+            "[::1]:5000/x:y",
+            "Registry.Example/x",
+        ],
+        [
+            "",
+            " ",
+            "vllm/vllm openai:v1",
+            "vllm/vllm-openai:v1 ",
+            "VLLM:v1",
+            "a:",
+            "a@sha256:x",
+            "-a",
+            "a//b",
+            ":tag",
+        ],
+    ),
+    ("spec.workers.image", ["ghcr.io/ponder-dev/ponder:0.1.0", "ponder"], ["", "a b"]),
+    ("spec.scheduler.image", ["registry.example.com/me/ponder:dev"], ["", "ponder dev"]),
+    (
+        "spec.workers.tolerations.[].key",
+        ["nvidia.com/gpu", "dedicated", "a.b-c_d", "example.com/A.b"],
+        ["a b", "-x", "x-", "Example.com/x", "a/b/c", "/x", "x/", "a" * 64, ""],
+    ),
+    ("spec.workers.tolerations.[].value", ["llm", "", "A-1.b_c"], ["a b", "-x", "a" * 64]),
+    (
+        "spec.workers.nodeSelector.{}",
+        ["H100", "", "NVIDIA-H100-80GB-HBM3"],
+        ["H100 SXM", "x;y", "a" * 64, "-x"],
+    ),
+    (
+        "spec.nats.url",
+        ["nats://nats.ponder-system:4222", "tls://u:p@nats:4222", "wss://[::1]:443"],
+        ["nats://", "http://nats:4222", "nats://a b", "nats.ponder-system:4222"],
+    ),
+    (
+        "spec.strategy.verifier.url",
+        ["http://verifier.default:8000/score", "https://rm.example.com"],
+        ["http://", "ftp://x", "http://a b", "verifier:8000"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "accepted", "refused"), PATTERN_CASES, ids=[path for path, _, _ in PATTERN_CASES]
+)
+def test_patterns_accept_valid_and_refuse_unsafe_values(
+    schema: dict[str, Any], path: str, accepted: list[str], refused: list[str]
+) -> None:
+    # The schema's pattern (what the API server checks) and the pydantic type (what the operator
+    # reads) must agree; `..` segments and URL hosts are CEL's (tested in tests/e2e).
+    head, _, tail = path.rpartition(".")
+    entry = node(schema, head)["additionalProperties"] if tail == "{}" else node(schema, path)
+    pattern = re.compile(entry["pattern"])
+    for value in accepted:
+        assert pattern.search(value), (path, value)
+        ReasoningServiceSpec.model_validate(spec_with(path, value))
+    for value in refused:
+        if pattern.search(value):  # refused by minLength or a CEL rule instead
+            assert value == "" or path in {"spec.nats.url", "spec.strategy.verifier.url"}, value
+            continue
+        with pytest.raises(ValidationError):
+            ReasoningServiceSpec.model_validate(spec_with(path, value))
 
 
 def test_scale_subresource_points_at_worker_replicas(manifest: dict[str, Any]) -> None:

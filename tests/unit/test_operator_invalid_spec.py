@@ -305,6 +305,12 @@ def test_a_fixed_spec_reports_normally_again() -> None:
         "Ready": ("True", "Available"),
         "Progressing": ("False", "RolloutComplete"),
         "Degraded": ("False", "AsExpected"),
+        "Authenticated": ("False", "AuthDisabled"),
     }
     times = {c.type: c.last_transition_time for c in fixed.conditions}
-    assert times == {"Ready": EARLIER, "Progressing": EARLIER, "Degraded": fixed_at}
+    assert times == {
+        "Ready": EARLIER,
+        "Progressing": EARLIER,
+        "Degraded": fixed_at,
+        "Authenticated": fixed_at,
+    }

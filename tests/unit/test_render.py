@@ -13,6 +13,7 @@ import ponder.workers.config as workers_config
 from ponder.api.crd import ReasoningServiceSpec
 from ponder.api.service_config import (
     AnswerProbe,
+    AuthMode,
     EarlyExit,
     EarlyExitConfig,
     ExtractorKind,
@@ -372,3 +373,28 @@ def test_the_engine_runs_as_a_user_with_a_writable_home() -> None:
     assert {"name": "HOME", "value": render.ENGINE_HOME} in engine["env"]
     mounts = {m["mountPath"] for m in engine["volumeMounts"]}
     assert {render.ENGINE_HOME, "/tmp", render.SHM_PATH} <= mounts
+
+
+def test_api_keys_mount_the_secret_into_the_schedulers_only() -> None:
+    spec = spec_of(auth={"type": "ApiKeys", "secretName": "math-keys", "secretKey": "tenants"})
+    rendered = children(spec)
+    pod = rendered["Deployment/math-scheduler"]["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "api-keys")
+    # No subPath: the kubelet swaps an edited Secret in, and the scheduler reads it again.
+    assert volume["secret"] == {
+        "secretName": "math-keys",
+        "items": [{"key": "tenants", "path": "keys.yaml"}],
+    }
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "api-keys")
+    assert mount == {"name": "api-keys", "mountPath": "/etc/ponder/auth", "readOnly": True}
+    config = service_config_from_spec("team-a", "math", spec, NATS)
+    assert (config.auth.mode, config.auth.keys_file) == (
+        AuthMode.API_KEYS,
+        "/etc/ponder/auth/keys.yaml",
+    )
+    workers = rendered["Deployment/math-workers"]["spec"]["template"]["spec"]
+    assert all(v["name"] != "api-keys" for v in workers["volumes"])
+    # Without keys nothing is mounted and the service is open (its status says so).
+    open_pod = children(spec_of())["Deployment/math-scheduler"]["spec"]["template"]["spec"]
+    assert all(v["name"] != "api-keys" for v in open_pod["volumes"])
+    assert service_config_from_spec("team-a", "math", spec_of(), NATS).auth.mode is AuthMode.NONE

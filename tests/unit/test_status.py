@@ -174,7 +174,24 @@ def test_conditions(
         "Ready": ready,
         "Progressing": progressing,
         "Degraded": degraded,
+        "Authenticated": ("False", "AuthDisabled"),
     }, case
+
+
+def test_authenticated_says_whether_the_service_needs_keys() -> None:
+    def authenticated(observation: Observation) -> tuple[str, str, str]:
+        condition = next(
+            c
+            for c in compute_status(observation, None, NOW).conditions
+            if c.type == "Authenticated"
+        )
+        return condition.status.value, condition.reason, condition.message
+
+    status, reason, message = authenticated(HEALTHY)
+    assert (status, reason) == ("False", "AuthDisabled")
+    assert "anyone who can reach" in message and "spec.auth.type is None" in message
+    status, reason, message = authenticated(replace(HEALTHY, keys_secret="math-keys"))
+    assert (status, reason) == ("True", "ApiKeys") and "Secret math-keys" in message
 
 
 def test_gpu_shortage_message_names_the_pending_pods_and_the_scheduler_reason() -> None:
@@ -202,14 +219,19 @@ def test_status_fields() -> None:
 def test_transition_time_kept_while_the_status_holds() -> None:
     first = compute_status(HEALTHY, None, EARLIER)
     again = compute_status(replace(HEALTHY, queue_depth=99), first, NOW)
-    assert [c.last_transition_time for c in again.conditions] == [EARLIER] * 3
+    assert [c.last_transition_time for c in again.conditions] == [EARLIER] * 4
 
 
 def test_transition_time_moves_when_the_status_flips() -> None:
     first = compute_status(HEALTHY, None, EARLIER)
     broken = compute_status(replace(HEALTHY, scheduler=deployment(1, 0)), first, NOW)
     times = {c.type: c.last_transition_time for c in broken.conditions}
-    assert times == {"Ready": NOW, "Progressing": NOW, "Degraded": EARLIER}
+    assert times == {
+        "Ready": NOW,
+        "Progressing": NOW,
+        "Degraded": EARLIER,
+        "Authenticated": EARLIER,
+    }
 
 
 def test_status_patch_clears_what_became_unknown() -> None:

@@ -44,6 +44,67 @@ QUANTITY_PATTERN = (
 TEMPERATURE_PATTERN = r"^([0-4](\.[0-9]{1,3})?|5(\.0{1,3})?)$"
 GPU_RESOURCE = "nvidia.com/gpu"
 
+# What the API server refuses at admission, written as the Pod API and the tools downstream
+# validate it, so that an object it admits is one the operator can converge.
+_REPO_PART = r"[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*"
+MODEL_NAME_PATTERN = rf"^({_REPO_PART}/)?{_REPO_PART}$"
+"""A Hugging Face repository id, `owner/name` or `name`: never a flag (`-`), a dot path (`.`,
+`..`), whitespace, `;` or a newline."""
+MODEL_PATH_PATTERN = r"^/[^\s\x00-\x1f\x7f]*$"
+"""An absolute path without whitespace or control characters (`..` segments: a CEL rule)."""
+_DOMAIN = r"[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+_PATH_COMPONENT = r"[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*"
+IMAGE_PATTERN = (
+    rf"^(({_DOMAIN}|\[[0-9a-fA-F:]+\])(:[0-9]+)?/)?{_PATH_COMPONENT}(/{_PATH_COMPONENT})*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(@[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+"""An image reference, `[registry[:port]/]path[:tag][@digest]` (the distribution/reference
+grammar that container runtimes parse)."""
+_DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+_QUALIFIED_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+LABEL_KEY_PATTERN = rf"^({_DNS_SUBDOMAIN}/)?{_QUALIFIED_NAME}$"
+"""A label key (Kubernetes' qualified name): an optional DNS-subdomain prefix and `/`, then up to
+63 letters, digits, `-`, `_` and `.`, starting and ending alphanumeric."""
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+EXTENDED_RESOURCE_PATTERN = rf"^{_DNS_SUBDOMAIN}/{_QUALIFIED_NAME}$"
+MAX_RESOURCE_ENTRIES = 8
+OVERCOMMITTABLE_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+"""The standard resources a container may request below its limit; hugepages and extended
+resources (`domain/name`) must request exactly their limit."""
+MAX_NODE_SELECTOR_ENTRIES = 64
+REFUSED_ENGINE_FLAGS = (
+    "--port",
+    "--host",
+    "--served-model-name",
+    "--max-model-len",
+    "--tensor-parallel-size",
+    "-tp",
+    "--trust-remote-code",
+    "--api-key",
+)
+"""`vllm serve` flags extraArgs may not set: Ponder sets the first five from the spec, the
+short `-tp` is `--tensor-parallel-size`, `--trust-remote-code` runs code from the model
+repository, and an `--api-key` the workers do not send breaks every branch."""
+
+
+def _label_key_rule(key: str) -> str:
+    """CEL: `key` is a label key, its prefix at most 253 characters (a regex cannot count)."""
+    return (
+        f"{key}.matches(r'{LABEL_KEY_PATTERN}') && "
+        f"(!{key}.contains('/') || {key}.indexOf('/') <= 253)"
+    )
+
+
+def _cel_list(items: tuple[str, ...]) -> str:
+    """A CEL list literal of strings."""
+    return "[" + ", ".join(f"'{item}'" for item in items) + "]"
+
+
+def _url_with_host_rule(field: str) -> str:
+    """CEL: the optional URL `field` parses and names a host."""
+    return f"!has(self.{field}) || (isURL(self.{field}) && url(self.{field}).getHostname() != '')"
+
 
 def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
     """One `x-kubernetes-validations` entry. The message names the fields to change; the API
@@ -145,6 +206,11 @@ class PullPolicy(StrEnum):
     NEVER = "Never"
 
 
+class AuthType(StrEnum):
+    NONE = "None"  # anyone who reaches the Service may query it; status says so
+    API_KEYS = "ApiKeys"  # `Authorization: Bearer <key>`, keys from a Secret
+
+
 class ServiceType(StrEnum):
     CLUSTER_IP = "ClusterIP"
     NODE_PORT = "NodePort"
@@ -169,13 +235,22 @@ class ModelSpec(_Spec):
             "set exactly one of spec.model.name or spec.model.path",
         ),
         cel(
-            "self.extraArgs.all(arg, !arg.startsWith('--port') && !arg.startsWith('--host') &&"
-            " !arg.startsWith('--served-model-name') && !arg.startsWith('--max-model-len') &&"
-            " !arg.startsWith('--tensor-parallel-size'))",
-            "spec.model.extraArgs may not set --port, --host, --served-model-name, "
-            "--max-model-len or --tensor-parallel-size: use spec.model.servedName, "
+            # A flag is refused in every spelling vLLM parses: `--flag value`, `--flag=value`,
+            # underscores for dashes, and any abbreviation argparse would expand to it.
+            "self.extraArgs.all(arg, !arg.startsWith('-') || arg in ['-', '--'] || "
+            f"!{_cel_list(REFUSED_ENGINE_FLAGS)}.exists(flag, "
+            "flag.startsWith(arg.split('=')[0].replace('_', '-')) || "
+            "arg.split('=')[0].replace('_', '-').startsWith(flag)))",
+            "spec.model.extraArgs may not set "
+            + ", ".join(REFUSED_ENGINE_FLAGS)
+            + " (nor their underscore or --flag=value spellings): use spec.model.servedName, "
             "spec.model.maxModelLen and spec.workers.gpusPerWorker",
             field_path=".extraArgs",
+        ),
+        cel(
+            "!has(self.path) || !self.path.matches('(^|/)[.][.](/|$)')",
+            "spec.model.path must not contain a '..' segment",
+            field_path=".path",
         ),
     )
 
@@ -183,11 +258,12 @@ class ModelSpec(_Spec):
         default=None,
         min_length=1,
         max_length=253,
+        pattern=MODEL_NAME_PATTERN,
         description="Hugging Face repository id of the model, e.g. Qwen/Qwen2.5-1.5B-Instruct.",
     )
     path: str | None = Field(
         default=None,
-        pattern=r"^/",
+        pattern=MODEL_PATH_PATTERN,
         max_length=1024,
         description="Absolute path of the model inside the engine container (instead of name).",
     )
@@ -210,14 +286,72 @@ class ModelSpec(_Spec):
     )
 
 
+def _as_quantity(value: str) -> str:
+    """CEL: an int-or-string `value` as a Quantity. (`quantity(string(value))` reads simpler, but
+    the cost estimate charges a conversion of the largest request for each string().)"""
+    return f"(type({value}) == string ? quantity({value}) : quantity('0').add(int({value})))"
+
+
+def _resource_map_rules(field: str) -> list[JsonDict]:
+    """CEL rules of `requests` or `limits`: names and quantities the Pod API accepts."""
+    value = f"self.{field}[name]"
+    return [
+        cel(
+            f"!has(self.{field}) || self.{field}.all(name, "
+            f"name in {_cel_list(OVERCOMMITTABLE_RESOURCES)} || "
+            "(name.startsWith('hugepages-') && isQuantity(name.substring(10))) || "
+            f"(name.matches(r'{EXTENDED_RESOURCE_PATTERN}') && !name.contains('kubernetes.io/')))",
+            f"resources.{field} may name cpu, memory, ephemeral-storage, hugepages-<size> or an "
+            "extended resource domain/name (e.g. example.com/fpga)",
+            field_path=f".{field}",
+        ),
+        cel(
+            f"!has(self.{field}) || self.{field}.all(name, "
+            f"type({value}) == string ? !{value}.startsWith('-') : int({value}) >= 0)",
+            f"resources.{field} must not be negative",
+            field_path=f".{field}",
+        ),
+    ]
+
+
 class ResourceRequirements(_Spec):
     """Compute resources of a container, as in a Pod spec."""
 
+    model_config = validations(
+        *_resource_map_rules("requests"),
+        *_resource_map_rules("limits"),
+        cel(
+            # One comparison serves both Pod API rules: a request of cpu, memory or
+            # ephemeral-storage may be below its limit, one of hugepages or an extended
+            # resource must equal it (they cannot be overcommitted).
+            "!has(self.requests) || !has(self.limits) || self.requests.all(name, "
+            "!(name in self.limits) || "
+            f"{_as_quantity('self.requests[name]')}.compareTo("
+            f"{_as_quantity('self.limits[name]')}) in "
+            f"(name in {_cel_list(OVERCOMMITTABLE_RESOURCES)} ? [-1, 0] : [0]))",
+            "resources.requests must not exceed resources.limits (and must equal them for "
+            "hugepages and extended resources)",
+            field_path=".requests",
+        ),
+        cel(
+            "!has(self.requests) || self.requests.all(name, "
+            f"name in {_cel_list(OVERCOMMITTABLE_RESOURCES)} || "
+            "(has(self.limits) && name in self.limits))",
+            "resources.limits must be set for every hugepages or extended resource in "
+            "resources.requests: they cannot be overcommitted",
+            field_path=".limits",
+        ),
+    )
+
     requests: dict[str, Quantity] | None = Field(
-        default=None, description="Minimum resources, e.g. {cpu: '4', memory: 32Gi}."
+        default=None,
+        max_length=MAX_RESOURCE_ENTRIES,
+        description="Minimum resources, e.g. {cpu: '4', memory: 32Gi}.",
     )
     limits: dict[str, Quantity] | None = Field(
-        default=None, description="Maximum resources, e.g. {memory: 48Gi}."
+        default=None,
+        max_length=MAX_RESOURCE_ENTRIES,
+        description="Maximum resources, e.g. {memory: 48Gi}.",
     )
 
 
@@ -235,13 +369,34 @@ class Toleration(_Spec):
             "a toleration without a key must use operator Exists",
             field_path=".operator",
         ),
+        cel(
+            "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            "tolerationSeconds applies to effect NoExecute only: set effect NoExecute or remove "
+            "tolerationSeconds",
+            field_path=".tolerationSeconds",
+        ),
+        cel(
+            "!has(self.key) || self.key.indexOf('/') <= 253",
+            "a toleration key's prefix (before '/') must be at most 253 characters",
+            field_path=".key",
+        ),
     )
 
-    key: str | None = Field(default=None, max_length=316, description="Taint key to tolerate.")
+    key: str | None = Field(
+        default=None,
+        max_length=317,
+        pattern=LABEL_KEY_PATTERN,
+        description="Taint key to tolerate (a label key, e.g. nvidia.com/gpu).",
+    )
     operator: TolerationOperator = Field(
         default=TolerationOperator.EQUAL, description="Exists matches any value."
     )
-    value: str | None = Field(default=None, max_length=63, description="Taint value (Equal).")
+    value: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=LABEL_VALUE_PATTERN,
+        description="Taint value (Equal), a label value.",
+    )
     effect: TaintEffect | None = Field(default=None, description="Absent matches every effect.")
     toleration_seconds: int | None = Field(
         default=None, ge=0, description="How long a NoExecute taint is tolerated."
@@ -267,18 +422,26 @@ class WorkersSpec(_Spec):
             "set GPUs with spec.workers.gpusPerWorker, not spec.workers.resources.requests",
             field_path=".resources.requests",
         ),
+        cel(
+            f"!has(self.nodeSelector) || self.nodeSelector.all(key, {_label_key_rule('key')})",
+            "spec.workers.nodeSelector keys must be label keys: an optional DNS-subdomain "
+            "prefix and '/', then up to 63 letters, digits, '-', '_' or '.'",
+            field_path=".nodeSelector",
+        ),
     )
 
     engine_image: str = Field(
         default="vllm/vllm-openai:v0.32.0",
         min_length=1,
         max_length=512,
+        pattern=IMAGE_PATTERN,
         description="The vLLM engine image (upstream vllm/vllm-openai).",
     )
     image: str = Field(
         default="ghcr.io/ponder-dev/ponder:0.1.0",
         min_length=1,
         max_length=512,
+        pattern=IMAGE_PATTERN,
         description="The Ponder image that runs the worker loop (and the scheduler).",
     )
     image_pull_policy: PullPolicy = Field(
@@ -291,8 +454,13 @@ class WorkersSpec(_Spec):
         default_factory=ResourceRequirements,
         description="CPU and memory of the engine container (GPUs come from gpusPerWorker).",
     )
-    node_selector: dict[str, Annotated[str, StringConstraints(max_length=63)]] | None = Field(
-        default=None, description="Node labels a worker pod requires, e.g. a GPU product."
+    node_selector: (
+        dict[str, Annotated[str, StringConstraints(max_length=63, pattern=LABEL_VALUE_PATTERN)]]
+        | None
+    ) = Field(
+        default=None,
+        max_length=MAX_NODE_SELECTOR_ENTRIES,
+        description="Node labels a worker pod requires, e.g. a GPU product.",
     )
     tolerations: list[Toleration] | None = Field(
         default=None,
@@ -373,7 +541,11 @@ class SchedulerSpec(_Spec):
 
     replicas: int = Field(default=1, ge=1, le=100, description="Scheduler pods.")
     image: str | None = Field(
-        default=None, max_length=512, description="Ponder image. Absent: spec.workers.image."
+        default=None,
+        min_length=1,
+        max_length=512,
+        pattern=IMAGE_PATTERN,
+        description="Ponder image. Absent: spec.workers.image.",
     )
     resources: ResourceRequirements = Field(
         default_factory=ResourceRequirements, description="CPU and memory of a scheduler pod."
@@ -395,12 +567,18 @@ class VerifierSpec(_Spec):
             "spec.strategy.verifier.url is required when the verifier type is HTTP or RewardModel",
             field_path=".url",
         ),
+        cel(
+            _url_with_host_rule("url"),
+            "spec.strategy.verifier.url must be an http(s) URL with a host, e.g. "
+            "http://verifier.default:8000",
+            field_path=".url",
+        ),
     )
 
     type: VerifierType = Field(default=VerifierType.NONE, description="The kind of verifier.")
     url: str | None = Field(
         default=None,
-        pattern=r"^https?://",
+        pattern=r"^https?://\S+$",
         max_length=1024,
         description="Base URL of an HTTP verifier or of the vLLM serving the reward model.",
     )
@@ -481,6 +659,13 @@ class StrategySpec(_Spec):
             "(self.extractor == 'Regex') == has(self.answerPattern)",
             "spec.strategy.answerPattern is required by extractor Regex and allowed with it alone",
             field_path=".answerPattern",
+        ),
+        cel(
+            f"!('{StrategyName.BEAM_SEARCH.crd_value}' in self.allowed) || "
+            "self.beam.width * self.beam.expansions <= self.maxBranches",
+            "spec.strategy.beam.width x spec.strategy.beam.expansions must not exceed "
+            "spec.strategy.maxBranches while BeamSearch is allowed",
+            field_path=".beam",
         ),
     )
 
@@ -608,7 +793,8 @@ class SloSpec(_Spec):
 
 
 class ScaleToZeroSpec(_Spec):
-    """Remove every worker after a quiet period; the first query then waits for a cold start."""
+    """Remove every worker after a quiet period (needs spec.workers.minReplicas 0); the first
+    query then waits for a cold start."""
 
     enabled: bool = Field(default=False, description="Scale to zero when idle.")
     idle_seconds: int = Field(
@@ -680,11 +866,51 @@ class AutoscalingSpec(_Spec):
 class NatsSpec(_Spec):
     """The NATS server with JetStream that carries this service's jobs."""
 
+    model_config = validations(
+        cel(
+            _url_with_host_rule("url"),
+            "spec.nats.url must be a URL with a host, e.g. nats://nats.ponder-system:4222",
+            field_path=".url",
+        ),
+    )
+
     url: str | None = Field(
         default=None,
-        pattern=r"^(nats|tls|ws|wss)://",
+        pattern=r"^(nats|tls|ws|wss)://\S+$",
         max_length=1024,
         description="NATS URL for this service. Absent: the operator's --nats-url.",
+    )
+
+
+class AuthSpec(_Spec):
+    """Who may query the service. With ApiKeys, a Secret in the service's namespace holds a
+    YAML document of keys, each with a tenant, the services it may use and its limits (README,
+    "API keys"); editing the Secret rotates keys without a restart."""
+
+    model_config = validations(
+        cel(
+            "(self.type == 'ApiKeys') == has(self.secretName)",
+            "spec.auth.secretName is required by type ApiKeys and allowed with it alone",
+            field_path=".secretName",
+        ),
+    )
+
+    type: AuthType = Field(
+        default=AuthType.NONE,
+        description="ApiKeys: every request needs a key from the Secret. None: anyone who "
+        "can reach the scheduler's Service can query it (the Authenticated condition says so).",
+    )
+    secret_name: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        max_length=253,
+        description="The Secret holding the keys document (ApiKeys).",
+    )
+    secret_key: str = Field(
+        default="keys.yaml",
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        max_length=253,
+        description="The Secret's data key that holds the document.",
     )
 
 
@@ -712,6 +938,11 @@ class ReasoningServiceSpec(_Spec):
             "spec.workers.replicas must not exceed spec.workers.maxReplicas",
             field_path=".workers.replicas",
         ),
+        cel(
+            "!self.autoscaling.scaleToZero.enabled || self.workers.minReplicas == 0",
+            "spec.workers.minReplicas must be 0 when spec.autoscaling.scaleToZero is enabled",
+            field_path=".workers.minReplicas",
+        ),
     )
 
     model: ModelSpec
@@ -722,6 +953,7 @@ class ReasoningServiceSpec(_Spec):
     slo: SloSpec = Field(default_factory=SloSpec)
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
     nats: NatsSpec = Field(default_factory=NatsSpec)
+    auth: AuthSpec = Field(default_factory=AuthSpec)
 
 
 # --------------------------------------------------------------------------------------- status

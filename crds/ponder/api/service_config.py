@@ -221,6 +221,28 @@ class ApiLimits(BaseModel):
     )
 
 
+class AuthMode(StrEnum):
+    NONE = "none"  # anyone who reaches the scheduler may query it
+    API_KEYS = "api-keys"  # `Authorization: Bearer <key>`, keys from `keys_file`
+
+
+class AuthConfig(BaseModel):
+    """Who may query the service. With API keys the scheduler reads `keys_file` (the mounted
+    Secret: a YAML document of keys, tenants and limits, `ponder.scheduler.auth`) and reads it
+    again whenever it changes, checked every `reload_seconds`: keys rotate without a restart."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: AuthMode = AuthMode.NONE
+    keys_file: str | None = Field(default=None, description="The keys document (api-keys).")
+    reload_seconds: float = Field(default=5.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _keys_with_api_keys(self) -> AuthConfig:
+        if (self.mode is AuthMode.API_KEYS) != (self.keys_file is not None):
+            raise ValueError("auth mode api-keys needs a keys_file, and only it takes one")
+        return self
+
+
 class ServiceConfig(BaseModel):
     """Everything a scheduler or worker of one ReasoningService needs to know."""
 
@@ -234,6 +256,7 @@ class ServiceConfig(BaseModel):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     slo: SloConfig = Field(default_factory=SloConfig)
     api: ApiLimits = Field(default_factory=ApiLimits)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
     slots_per_worker: int = Field(default=32, ge=1, le=1024)
     job_max_deliver: int = Field(default=3, ge=1, le=20)
     job_ack_wait_seconds: float = Field(

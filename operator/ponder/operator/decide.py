@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ponder.api.crd import (
+    AuthType,
     AutoscalingMode,
     NatsSpec,
     ObjectMeta,
@@ -258,6 +259,7 @@ def status_of(
         endpoint=render.endpoint_url(owner_of(service)),
         served_model=served_model_name(spec),
         last_scale_time=last_scale,
+        keys_secret=spec.auth.secret_name if spec.auth.type is AuthType.API_KEYS else None,
     )
     return compute_status(observation, previous, rfc3339(now))
 

@@ -21,7 +21,12 @@ from ponder.api import crd
 from ponder.api.crd import ReasoningServiceSpec, ResourceRequirements, Toleration
 from ponder.api.service_config import ServiceConfig
 from ponder.api.settings import SCHEDULER_ID, WORKER_ID
-from ponder.operator.service_config import served_model_name, service_config_from_spec
+from ponder.operator.service_config import (
+    KEYS_DIR,
+    KEYS_FILE,
+    served_model_name,
+    service_config_from_spec,
+)
 
 Manifest = dict[str, Any]
 
@@ -398,6 +403,21 @@ def scheduler_deployment(
         "securityContext": CONTAINER_SECURITY,
         "volumeMounts": [_CONFIG_MOUNT, _TMP_MOUNT],
     }
+    volumes = [_config_volume(owner), _TMP_VOLUME]
+    if spec.auth.type is crd.AuthType.API_KEYS:
+        # A Secret volume without subPath: the kubelet swaps in an edited Secret, and the
+        # scheduler reads the keys again (ponder.scheduler.access).
+        keys_mount = {"name": "api-keys", "mountPath": KEYS_DIR, "readOnly": True}
+        container["volumeMounts"].append(keys_mount)
+        volumes.append(
+            {
+                "name": "api-keys",
+                "secret": {
+                    "secretName": spec.auth.secret_name,
+                    "items": [{"key": spec.auth.secret_key, "path": KEYS_FILE}],
+                },
+            }
+        )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -417,7 +437,7 @@ def scheduler_deployment(
                     # A scheduler's in-flight queries finish within the longest deadline.
                     "terminationGracePeriodSeconds": termination_grace_seconds(spec),
                     "containers": [container],
-                    "volumes": [_config_volume(owner), _TMP_VOLUME],
+                    "volumes": volumes,
                 },
             },
         },

@@ -7,10 +7,18 @@ translation between them; render.py puts the result in the service's ConfigMap.
 
 from __future__ import annotations
 
-from ponder.api.crd import EarlyExitType, ExtractorType, ReasoningServiceSpec, VerifierType
+from ponder.api.crd import (
+    AuthType,
+    EarlyExitType,
+    ExtractorType,
+    ReasoningServiceSpec,
+    VerifierType,
+)
 from ponder.api.service_config import (
     AnswerProbe,
     ApiLimits,
+    AuthConfig,
+    AuthMode,
     BeamConfig,
     BudgetConfig,
     BudgetForcingConfig,
@@ -24,6 +32,11 @@ from ponder.api.service_config import (
     VerifierKind,
 )
 from ponder.api.strategy import StrategyName
+
+KEYS_DIR = "/etc/ponder/auth"
+KEYS_FILE = "keys.yaml"
+KEYS_PATH = f"{KEYS_DIR}/{KEYS_FILE}"
+"""Where the scheduler pods mount the spec.auth Secret's keys document."""
 
 _VERIFIER_KINDS = {
     VerifierType.NONE: VerifierKind.NONE,
@@ -122,6 +135,11 @@ def service_config_from_spec(
             max_stop_sequences=limits.max_stop_sequences,
             max_stop_chars=limits.max_stop_characters,
             request_timeout_seconds=float(limits.request_timeout_seconds),
+        ),
+        auth=(
+            AuthConfig(mode=AuthMode.API_KEYS, keys_file=KEYS_PATH)
+            if spec.auth.type is AuthType.API_KEYS
+            else AuthConfig()
         ),
         slots_per_worker=spec.workers.slots_per_worker,
         job_max_deliver=spec.workers.max_deliveries,

@@ -7,6 +7,8 @@ Conditions:
     Degraded     True when something needs a human: worker pods that cannot be scheduled
                  (InsufficientGPUCapacity when it is the GPUs), the job stream unavailable, a
                  spec the operator's model refuses (InvalidSpec).
+    Authenticated  False (AuthDisabled) while spec.auth.type is None: anyone who can reach
+                 the scheduler's Service can query it; True (ApiKeys) with keys.
 A condition's lastTransitionTime changes only when its status does.
 
 A spec the operator refuses (`invalid_spec_status`) leaves the children as they are: Degraded
@@ -27,6 +29,7 @@ from ponder.api.crd import GPU_RESOURCE, Condition, ConditionStatus, ReasoningSe
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
+AUTHENTICATED = "Authenticated"
 INVALID_SPEC = "InvalidSpec"
 """The reason of the conditions a refused spec sets."""
 MAX_LISTED_PROBLEMS = 5
@@ -122,6 +125,8 @@ class Observation:
     endpoint: str | None = None
     served_model: str | None = None
     last_scale_time: str | None = None
+    keys_secret: str | None = None
+    """The Secret of the service's API keys; None: the service is open to anyone."""
 
 
 def _condition(
@@ -205,6 +210,18 @@ def _degraded(observation: Observation, now: str) -> Condition:
     return _condition(DEGRADED, False, "AsExpected", "nothing needs attention", generation, now)
 
 
+def _authenticated(observation: Observation, now: str) -> Condition:
+    generation = observation.generation
+    if observation.keys_secret is None:
+        message = (
+            "spec.auth.type is None: anyone who can reach the scheduler's Service can query it "
+            "and spend its GPUs"
+        )
+        return _condition(AUTHENTICATED, False, "AuthDisabled", message, generation, now)
+    message = f"requests need an API key from Secret {observation.keys_secret}"
+    return _condition(AUTHENTICATED, True, "ApiKeys", message, generation, now)
+
+
 def degraded_warning(
     previous: ReasoningServiceStatus | None, current: ReasoningServiceStatus
 ) -> tuple[str, str] | None:
@@ -248,6 +265,7 @@ def compute_status(
         _ready(observation, now),
         _progressing(observation, now),
         _degraded(observation, now),
+        _authenticated(observation, now),
     ]
     previous_conditions = previous.conditions if previous else []
     workers = observation.workers

@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ponder.api.service_config import ServiceConfig
 from ponder.api.wire import ChatMessage, Endpoint
+from ponder.scheduler.access import Access, AccessGate
 from ponder.scheduler.api_models import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -73,10 +74,12 @@ def create_app(config: ServiceConfig, settings: SchedulerSettings | None = None)
         nats_url=config.nats_url, scheduler_id=default_scheduler_id()
     )
     metrics = SchedulerMetrics()
+    gate = AccessGate(config.auth, config.name, metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(gate.running())
             state = await start_state(config, settings, metrics, stack)
             app.state.ponder = state
             async with asyncio.TaskGroup() as tasks:
@@ -117,7 +120,9 @@ def create_app(config: ServiceConfig, settings: SchedulerSettings | None = None)
         redoc_url=None,
     )
     install_error_handlers(app)
+    # The last added runs first: keys and their limits, then the request's own bounds.
     app.add_middleware(RequestLimits, limits=config.api)
+    app.add_middleware(Access, gate=gate)
     _add_routes(app, config)
     app.openapi = lambda: openapi_without_422(app)  # type: ignore[method-assign]
     return app

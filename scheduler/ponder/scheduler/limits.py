@@ -115,11 +115,21 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
+def refusal_headers(refusal: Refusal) -> dict[str, str]:
+    """`Retry-After` for a 429, the scheme for a 401, and a close: the body may be unread."""
+    headers = {"connection": "close"}
+    if refusal.retry_after_seconds is not None:
+        headers["retry-after"] = str(refusal.retry_after_seconds)
+    if refusal.status == 401:
+        headers["www-authenticate"] = "Bearer"
+    return headers
+
+
 async def refuse(refusal: Refusal, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer `refusal` in OpenAI's error shape and close the connection (a body may be left
     unread on it)."""
     body: dict[str, Any] = error_body(
         refusal.message, "invalid_request_error", param=refusal.param, code=refusal.code
     ).model_dump()
-    response = JSONResponse(body, status_code=refusal.status, headers={"connection": "close"})
+    response = JSONResponse(body, status_code=refusal.status, headers=refusal_headers(refusal))
     await response(scope, receive, send)

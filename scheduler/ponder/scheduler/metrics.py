@@ -87,6 +87,20 @@ class SchedulerMetrics:
             "Queries granted fewer branches than asked, to fit budget, load or deadline.",
             registry=self.registry,
         )
+        self.requests_refused = Counter(
+            names.REQUESTS_REFUSED_TOTAL,
+            "API requests refused before they were queued, by error code (invalid_api_key, "
+            "permission_denied, rate_limit_exceeded).",
+            ["code"],
+            registry=self.registry,
+        )
+        self.tenant_tokens = Counter(
+            names.TENANT_GENERATED_TOKENS_TOTAL,
+            "Completion tokens generated for each tenant's queries (what its tokensPerMinute "
+            "limit is charged).",
+            ["tenant"],
+            registry=self.registry,
+        )
         self.slo_attainment = Gauge(
             names.SLO_ATTAINMENT_RATIO,
             "Share of recent queries that answered within the SLO's target latency.",

@@ -22,6 +22,7 @@ class Refusal:
     param: str | None
     message: str
     code: str
+    retry_after_seconds: int | None = None
 
 
 def header_refusal(

@@ -11,6 +11,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from ponder.api.strategy import StrategyName
 from ponder.api.wire import Endpoint
+from ponder.scheduler.access import ADMISSION, Admission
 from ponder.scheduler.http_errors import error_response, json_response
 from ponder.scheduler.metrics import QueryOutcome as OutcomeLabel
 from ponder.scheduler.outcome import NoAnswerReason, QueryOutcome, branches_saved
@@ -53,6 +54,9 @@ async def serve_query(
         metrics.queries.labels(strategy=strategy, outcome=OutcomeLabel.ABANDONED).inc()
         return Response(status_code=499)  # nobody is listening any more
     _record(state, outcome)
+    admission = getattr(request.state, ADMISSION, None)
+    if isinstance(admission, Admission):
+        admission.charge(outcome.completion_tokens)  # what its key's tokensPerMinute counts
     if outcome.answer is None:
         status, body = no_answer_error(outcome)
         return error_response(status, body)
