@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import nats
 import pytest
 import pytest_asyncio
@@ -64,6 +65,7 @@ class OperatorProcess:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    metrics_port: int = 0
     _log: Any = field(default=None, repr=False)
 
     def _spawn(self, port: int) -> subprocess.Popen[bytes]:
@@ -78,6 +80,8 @@ class OperatorProcess:
                 self.nats_url,
                 "--liveness",
                 f"http://127.0.0.1:{port}/healthz",
+                "--metrics-port",
+                str(self.metrics_port),
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -94,6 +98,7 @@ class OperatorProcess:
     async def start(self) -> None:
         """Start the operator and wait for its liveness endpoint."""
         port = free_port()
+        self.metrics_port = free_port()
         self.process = await asyncio.to_thread(self._spawn, port)
         self.starts += 1
         await wait_for_port(port, 60.0, self.process)
@@ -287,6 +292,34 @@ async def test_sample_becomes_ready_with_owned_children_on_gpu_nodes(
     header, row = table.splitlines()[:2]
     assert header.split() == ["NAME", "MODEL", "STRATEGY", "READY", "QUEUE", "P95", "SLO", "AGE"]
     assert row.split()[:5] == ["math-solver", "qwen-math", "AdaptiveConsistency", "1/1", "0"]
+
+    # The operator's own metrics say the same as the status, on their own port.
+    series = f'name="math-solver",namespace="{namespace}"'
+    text = await operator_metrics(operator)
+    assert sample_of(text, "ponder_desired_replicas", series) == status["desiredReplicas"] == 1
+    assert sample_of(text, "ponder_ready_replicas", series) == status["readyReplicas"] == 1
+    assert sample_of(text, "ponder_autoscaler_slo_target_seconds", series) == 20.0
+    assert sample_of(text, "ponder_reconcile_seconds_count", 'trigger="change"') >= 1
+
+
+async def operator_metrics(operator: OperatorProcess) -> str:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
+        session.get(f"http://127.0.0.1:{operator.metrics_port}/metrics") as response,
+    ):
+        assert response.status == 200
+        return await response.text()
+
+
+def sample_of(text: str, name: str, labels: str) -> float:
+    """The value of the one sample of `name` whose labels contain `labels`."""
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") and labels in line
+    ]
+    assert len(values) == 1, (name, labels, values)
+    return values[0]
 
 
 # --- validation by the API server ----------------------------------------------------------------

@@ -334,3 +334,29 @@ def test_stats_board_forgets_silent_schedulers() -> None:
     clock[0] = 60.0
     assert board.summary(("ns", "svc")) is None
     assert board.summary(("ns", "other")) is None
+
+
+@pytest.mark.parametrize(
+    ("config", "signals", "state", "cause"),
+    [
+        (CONFIG, Signals(NOW, 1, pending_jobs=60), AutoscalerState(), "demand"),
+        (
+            CONFIG,
+            Signals(NOW, 2, pending_jobs=10, p95_latency_ms=28_000),
+            AutoscalerState(),
+            "latency",
+        ),
+        (CONFIG, Signals(NOW, 4, pending_jobs=1000), AutoscalerState(), "bounds"),
+        (
+            replace(CONFIG, scale_to_zero=True, min_replicas=0),
+            Signals(NOW, 1),
+            AutoscalerState(last_active_at=NOW - 700),
+            "idle",
+        ),
+    ],
+)
+def test_a_decision_names_its_cause_in_one_word(
+    config: PolicyConfig, signals: Signals, state: AutoscalerState, cause: str
+) -> None:
+    decision = decide(config, signals, state)
+    assert decision.changed and decision.cause == cause, decision

@@ -73,6 +73,7 @@ SAMPLES: dict[str, tuple[str, object, str, object]] = {
     "autoscale_interval_seconds": ("1", 1.0, "2", 2.0),
     "resync_seconds": ("10", 10.0, "20", 20.0),
     "liveness": ("", "", "http://0.0.0.0:9/healthz", "http://0.0.0.0:9/healthz"),
+    "metrics_port": ("0", 0, "9100", 9100),
 }
 """A value for every option that takes one; switches are on when set (see below)."""
 

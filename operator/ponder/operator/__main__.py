@@ -26,6 +26,7 @@ from ponder.api.settings import (
     default_component_id,
 )
 from ponder.operator.handlers import build_registry, configure
+from ponder.operator.metrics import DEFAULT_METRICS_PORT, metrics_server
 from ponder.operator.runtime import OperatorConfig, open_runtime
 
 _CONFIG_DEFAULTS = OperatorConfig()
@@ -61,6 +62,13 @@ LIVENESS: Option[str] = Option(
     str,
     empty_is_value=True,
 )
+METRICS_PORT: Option[int] = Option(
+    "--metrics-port",
+    "PONDER_METRICS_PORT",
+    DEFAULT_METRICS_PORT,
+    "Port of the operator's Prometheus metrics (/metrics on every interface), 0 for none",
+    int,
+)
 OPERATOR_NATS_URL = NATS_URL.with_default(_CONFIG_DEFAULTS.nats_url)
 
 OPTIONS: tuple[Option[Any], ...] = (
@@ -69,6 +77,7 @@ OPTIONS: tuple[Option[Any], ...] = (
     AUTOSCALE_INTERVAL,
     RESYNC,
     LIVENESS,
+    METRICS_PORT,
     LOG_LEVEL,
     OPERATOR_ID,
 )
@@ -121,7 +130,10 @@ async def run(args: argparse.Namespace) -> None:
     )
     settings = kopf.OperatorSettings()
     configure(settings)
-    async with open_runtime(config) as runtime:
+    async with (
+        open_runtime(config) as runtime,
+        metrics_server(runtime.metrics, "0.0.0.0", args.metrics_port),
+    ):
         await kopf.operator(
             registry=build_registry(config),
             settings=settings,

@@ -117,6 +117,8 @@ class Decision:
     current_replicas: int
     reason: str
     state: AutoscalerState = field(repr=False)
+    cause: str = "demand"
+    """What set the count, in one word (a metric label): demand, latency, bounds or idle."""
 
     @property
     def changed(self) -> bool:
@@ -137,7 +139,8 @@ def token_weight(signals: Signals, max_tokens_per_branch: int) -> float:
 
 
 def raw_recommendation(config: PolicyConfig, signals: Signals) -> tuple[int, list[str]]:
-    """Workers the demand and the latency call for, before bounds and stabilisation."""
+    """Workers the demand and the latency call for, before bounds and stabilisation; the
+    first reason is the demand's, a second one the latency's."""
     weight = token_weight(signals, config.max_tokens_per_branch)
     demand = signals.demand_branches * weight
     wanted = math.ceil(demand / config.branches_per_worker - 1e-9)
@@ -168,6 +171,7 @@ def decide(config: PolicyConfig, signals: Signals, state: AutoscalerState) -> De
     if last_active_at is None:
         last_active_at = signals.at  # the idle clock starts when the autoscaler first looks
     wanted, reasons = raw_recommendation(config, signals)
+    cause = "latency" if len(reasons) > 1 else "demand"
 
     idle_seconds = signals.at - last_active_at
     if config.scale_to_zero and not signals.active and idle_seconds >= config.idle_seconds:
@@ -177,7 +181,7 @@ def decide(config: PolicyConfig, signals: Signals, state: AutoscalerState) -> De
             last_scale_at=signals.at if current != 0 else state.last_scale_at,
         )
         reason = f"idle for {int(idle_seconds)} s (scaleToZero.idleSeconds {config.idle_seconds})"
-        return Decision(0, current, reason, new_state)
+        return Decision(0, current, reason, new_state, cause="idle")
 
     floor = config.min_replicas
     if signals.active:
@@ -186,6 +190,7 @@ def decide(config: PolicyConfig, signals: Signals, state: AutoscalerState) -> De
     if recommended != wanted:
         bound = "minReplicas" if recommended > wanted else "maxReplicas"
         reasons.append(f"bounded by {bound} {recommended}")
+        cause = "bounds"
 
     # Seed an empty history with the current count: after an operator restart the pool is not
     # shrunk before a whole scale-down window has been observed.
@@ -228,7 +233,7 @@ def decide(config: PolicyConfig, signals: Signals, state: AutoscalerState) -> De
         last_active_at=last_active_at,
         last_scale_at=signals.at if desired != current else state.last_scale_at,
     )
-    return Decision(desired, current, "; ".join(reasons), new_state)
+    return Decision(desired, current, "; ".join(reasons), new_state, cause=cause)
 
 
 def held_replicas(

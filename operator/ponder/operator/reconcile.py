@@ -123,7 +123,8 @@ async def reconcile(
     async with memory.lock, runtime.reconcile_slots:
         if isinstance(service, RefusedService):
             return await refuse(runtime, service)
-        return await _reconcile(runtime, memory, service, autoscale=autoscale, logger=logger)
+        with runtime.metrics.timed("timer" if autoscale else "change"):
+            return await _reconcile(runtime, memory, service, autoscale=autoscale, logger=logger)
 
 
 async def _reconcile(
@@ -147,6 +148,7 @@ async def _reconcile(
     plan = decide(snapshot, config, autoscale=autoscale)
     children = await apply(runtime, memory, snapshot, plan, logger)
     status = await report(runtime, memory, snapshot, plan, children, autoscale=autoscale)
+    runtime.metrics.observe_pass(snapshot, plan, status)
     return ReconcileResult(decision=plan.decision, status=status)
 
 

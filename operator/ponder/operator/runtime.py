@@ -19,6 +19,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
 from ponder.api.service_config import DEFAULT_NATS_URL
+from ponder.operator.metrics import OperatorMetrics
 from ponder.operator.policy import AutoscalerState
 from ponder.operator.signals import StatsBoard, stats_subscriber
 from ponder.operator.snapshot import ServiceKey
@@ -175,6 +176,7 @@ class Runtime:
     kube: AsyncClient
     nats: NatsPool
     stats: StatsBoard
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     reconcile_slots: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_RECONCILES)
     )
@@ -191,6 +193,7 @@ class Runtime:
         """Drop the memory of a deleted service, its schedulers' stats included."""
         self._services.pop(service, None)
         self.stats.forget(service)
+        self.metrics.forget(service)
 
 
 @contextlib.asynccontextmanager
