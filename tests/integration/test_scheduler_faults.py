@@ -277,6 +277,69 @@ async def test_deadline_answers_with_the_best_so_far_and_aborts_the_rest(
     assert all(r.finish_reason is None and r.completion_tokens < LONG for r in aborted), late
 
 
+async def worker_jobs(http: aiohttp.ClientSession, plane: Dataplane, outcome: str) -> float:
+    """Jobs of every worker of the plane that ended with `outcome`."""
+    return sum(
+        [
+            await metric(http, w.http_url, "ponder_worker_jobs_total", f'outcome="{outcome}"')
+            for w in plane.workers
+        ]
+    )
+
+
+async def test_a_killed_schedulers_jobs_are_dropped_instead_of_generated(
+    plane: Dataplane, http: aiohttp.ClientSession, vllm: VllmServer, stack_log_dir: Path
+) -> None:
+    # 8 jobs of 4 branches: one running on each worker (held there by the paused vLLM), six
+    # queued. Once the scheduler is killed, nobody would read what they generate: the workers
+    # find it gone (their liveness probes get "no responders") and drop every one of them.
+    orphaned_before = await worker_jobs(http, plane, "orphaned")
+    completed_before = await worker_jobs(http, plane, "completed")
+    orphaned_by_worker = [
+        await metric(http, w.http_url, "ponder_worker_jobs_total", 'outcome="orphaned"')
+        for w in plane.workers
+    ]
+
+    async def both_workers_busy() -> bool:
+        busy = [
+            await metric(http, worker.http_url, "ponder_worker_slots_in_use")
+            for worker in plane.workers
+        ]
+        return all(slots > 0 for slots in busy)
+
+    async with scheduler_process(
+        plane.config, scheduler_id="scheduler-doomed", log_dir=stack_log_dir
+    ) as doomed:
+        with paused(vllm):
+            query = asyncio.create_task(timed_completion(http, doomed.base_url, long_query(32)))
+            await eventually(both_workers_busy, timeout_seconds=SETTLE_SECONDS)
+            doomed.process.kill()
+            with contextlib.suppress(Exception):
+                await query  # the client sees the connection go
+
+            async def running_jobs_aborted() -> bool:
+                # Each worker found the scheduler gone and aborted the job it holds.
+                now = [
+                    await metric(http, w.http_url, "ponder_worker_jobs_total", 'outcome="orphaned"')
+                    for w in plane.workers
+                ]
+                return all(a > b for a, b in zip(now, orphaned_by_worker, strict=True))
+
+            await eventually(running_jobs_aborted, timeout_seconds=SETTLE_SECONDS)
+
+        async def every_job_dropped() -> bool:
+            return await worker_jobs(http, plane, "orphaned") == orphaned_before + 8
+
+        await eventually(every_job_dropped, timeout_seconds=SETTLE_SECONDS)
+    # None of them ran to its end; vLLM has nothing left of them.
+    assert await worker_jobs(http, plane, "completed") == completed_before
+
+    async def vllm_idle() -> bool:
+        return await metric(http, vllm.base_url, "vllm:num_requests_running") == 0
+
+    await eventually(vllm_idle, timeout_seconds=SETTLE_SECONDS)
+
+
 async def test_deadline_before_any_branch_finishes_is_a_504(
     plane: Dataplane, http: aiohttp.ClientSession
 ) -> None:

@@ -183,6 +183,9 @@ def test_engine_error_message_is_vllms_own_words(body: str, message: str) -> Non
         (False, AbortReason.CANCELLED, False, None, JobOutcome.CANCELLED),
         (False, AbortReason.DRAINING, False, None, JobOutcome.HANDED_BACK),
         (False, AbortReason.DRAINING, True, None, JobOutcome.HANDED_BACK),
+        (False, AbortReason.ORPHANED, False, None, JobOutcome.ORPHANED),
+        (False, AbortReason.ORPHANED, True, None, JobOutcome.ORPHANED),  # nobody to tell
+        (True, AbortReason.ORPHANED, False, None, JobOutcome.COMPLETED),
         (False, None, True, None, JobOutcome.EXPIRED),
         (False, None, False, EngineUnavailable("down"), JobOutcome.RETRIED),
         (False, None, True, EngineUnavailable("down"), JobOutcome.EXPIRED),
@@ -214,6 +217,7 @@ def test_job_outcome(
         (JobOutcome.FAILED, BranchStatus.FAILED, Settle.ACK),
         (JobOutcome.RETRIED, None, Settle.NAK_LATER),
         (JobOutcome.HANDED_BACK, None, Settle.NAK_NOW),
+        (JobOutcome.ORPHANED, None, Settle.ACK),  # no results: nobody reads them
     ],
 )
 def test_results_are_published_before_acking_and_never_for_handed_back_jobs(

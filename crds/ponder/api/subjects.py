@@ -41,6 +41,17 @@ class ServiceSubjects:
         """Core NATS inbox of one scheduler replica."""
         return f"{self.prefix}.results.{scheduler_id}"
 
+    def alive(self, scheduler_id: str) -> str:
+        """Core NATS subject a scheduler replica answers requests on while it lives; workers
+        ask it whether a job's results still have a reader (`ponder.workers.liveness`)."""
+        return f"{self.prefix}.alive.{scheduler_id}"
+
+    def scheduler_of_inbox(self, subject: str) -> str | None:
+        """The scheduler id of one of this service's results inboxes; None for anything else."""
+        if not self.is_results_inbox(subject):
+            return None
+        return subject[len(f"{self.prefix}.results.") :]
+
     def is_results_inbox(self, subject: str) -> bool:
         """`subject` is the results inbox of one of this service's schedulers: the only place
         its workers publish results to, whatever a job names (a forged job must not make a

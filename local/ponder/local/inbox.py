@@ -24,7 +24,9 @@ class ResultsInbox:
 
     def __init__(self, nc: NatsClient, subjects: ServiceSubjects, owner: str = "inbox") -> None:
         self.nc = nc
-        self.subject = subjects.results(f"{owner}-{uuid.uuid4().hex[:8]}")
+        scheduler_id = f"{owner}-{uuid.uuid4().hex[:8]}"
+        self.subject = subjects.results(scheduler_id)
+        self.alive_subject = subjects.alive(scheduler_id)
         self.queue: asyncio.Queue[BranchResult] = asyncio.Queue()
 
     async def __aenter__(self) -> ResultsInbox:
@@ -32,10 +34,17 @@ class ResultsInbox:
             for result in BranchResults.model_validate_json(msg.data).results:
                 self.queue.put_nowait(result)
 
+        async def on_alive(msg: Msg) -> None:
+            await msg.respond(b"")
+
         self.subscription = await self.nc.subscribe(self.subject, cb=on_results)
+        # Answer the workers' liveness probes as a scheduler does: while the inbox is open,
+        # its jobs have a reader (`ponder.workers.liveness`).
+        self.alive = await self.nc.subscribe(self.alive_subject, cb=on_alive)
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
+        await self.alive.unsubscribe()
         await self.subscription.unsubscribe()
 
     async def collect(self, count: int, within: float) -> list[BranchResult]:

@@ -107,6 +107,11 @@ class QueryCollector:
         return self.drain()
 
 
+async def _answer_alive(msg: Msg) -> None:
+    with contextlib.suppress(Exception):  # the asker gives up after its timeout
+        await msg.respond(b"")
+
+
 class Dispatcher:
     """Branch traffic of one scheduler replica over one NATS connection."""
 
@@ -126,6 +131,7 @@ class Dispatcher:
         self.publish_timeout_seconds = publish_timeout_seconds
         self._collectors: dict[str, QueryCollector] = {}
         self._subscription: Subscription | None = None
+        self._alive: Subscription | None = None
         self.late_results = 0
 
     @property
@@ -133,15 +139,20 @@ class Dispatcher:
         return self.subjects.results(self.scheduler_id)
 
     async def start(self) -> None:
-        """Subscribe to this replica's results inbox."""
+        """Subscribe to this replica's results inbox, and answer on its liveness subject
+        (workers drop the jobs of a scheduler that no longer answers)."""
         self._subscription = await self.nc.subscribe(self.reply_subject, cb=self._on_result)
+        self._alive = await self.nc.subscribe(
+            self.subjects.alive(self.scheduler_id), cb=_answer_alive
+        )
         await self.nc.flush()
 
     async def stop(self) -> None:
-        if self._subscription is not None:
-            with contextlib.suppress(Exception):
-                await self._subscription.unsubscribe()
-            self._subscription = None
+        for subscription in (self._alive, self._subscription):
+            if subscription is not None:
+                with contextlib.suppress(Exception):
+                    await subscription.unsubscribe()
+        self._subscription = self._alive = None
 
     @contextlib.contextmanager
     def collector(self, query_id: str) -> Iterator[QueryCollector]:

@@ -28,6 +28,7 @@ from ponder.workers.cancellation import CancelRegistry
 from ponder.workers.config import WorkerSettings
 from ponder.workers.consumer import Consumer
 from ponder.workers.engine import Engine, VllmEngine
+from ponder.workers.liveness import SchedulerLiveness
 from ponder.workers.metrics import WorkerMetrics
 from ponder.workers.runner import JobRunner
 from ponder.workers.server import build_app, serving
@@ -112,7 +113,13 @@ async def worker_app(
         # A job of a cancelled query is worthless until the longest deadline has passed.
         cancels = CancelRegistry(remember_seconds=settings.service.slo.max_deadline_ms / 1000)
         runner = JobRunner(
-            nc=nc, js=js, engine=engine, settings=settings, metrics=metrics, cancels=cancels
+            nc=nc,
+            js=js,
+            engine=engine,
+            settings=settings,
+            metrics=metrics,
+            cancels=cancels,
+            liveness=SchedulerLiveness(nc, subjects),
         )
         consumer = Consumer(
             subscription=subscription,

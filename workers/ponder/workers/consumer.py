@@ -78,14 +78,21 @@ class Consumer:
         more than `heartbeat_seconds` apart, nor is its first after it was fetched.
         """
         interval = self.heartbeat_seconds / 2
+        liveness = self.runner.liveness
         while True:
             await asyncio.sleep(interval)
             now = time.monotonic()
-            for running in [r for r in self.running if now - r.admitted_at >= interval]:
+            due = [r for r in self.running if now - r.admitted_at >= interval]
+            for running in due:
                 try:
                     await running.msg.in_progress()
                 except Exception as error:  # a lost heartbeat only risks a redelivery
                     log.warning("in-progress ack of job %s failed: %r", running.job.job_id, error)
+            # A job whose scheduler died is aborted: nobody would read what it generates.
+            await liveness.probe_all({r.job.reply_subject for r in due})
+            for running in due:
+                if liveness.gone(running.job.reply_subject):
+                    running.abort(AbortReason.ORPHANED)
 
     async def _fetch_until(self, stop: asyncio.Event, jobs: asyncio.TaskGroup) -> None:
         while True:

@@ -22,6 +22,7 @@ class JobOutcome(StrEnum):
     HANDED_BACK = "handed_back"  # draining: handed back for another worker at once
     MALFORMED = "malformed"  # dead-lettered and terminated
     MAX_DELIVERIES = "max_deliveries"  # turned into FAILED results from the advisory
+    ORPHANED = "orphaned"  # its scheduler is gone: dropped (acked), before or while running
 
 
 class DeadLetterReason(StrEnum):

@@ -13,6 +13,8 @@
 |              |                   |                     | worker may succeed; after MaxDeliver   |
 |              |                   |                     | tries the advisory turns it into FAILED|
 | handed_back  | none              | nak at once         | draining: another worker takes it now  |
+| orphaned     | none              | ack                 | its scheduler is gone: nobody would    |
+|              |                   |                     | read the results (worker liveness)     |
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class AbortReason(StrEnum):
 
     CANCELLED = "cancelled"  # a cancel message named it
     DRAINING = "draining"  # the worker is shutting down and the grace period ended
+    ORPHANED = "orphaned"  # the job's scheduler is gone
 
 
 class Settle(StrEnum):
@@ -53,6 +56,7 @@ DISPOSITIONS: dict[JobOutcome, Disposition] = {
     JobOutcome.FAILED: Disposition(BranchStatus.FAILED, Settle.ACK),
     JobOutcome.RETRIED: Disposition(None, Settle.NAK_LATER),
     JobOutcome.HANDED_BACK: Disposition(None, Settle.NAK_NOW),
+    JobOutcome.ORPHANED: Disposition(None, Settle.ACK),
 }
 
 
@@ -67,8 +71,8 @@ def outcome_of(
 
     `finished`: the engine returned normally; then the output is complete whatever else
     happened meanwhile. Otherwise the first that applies: a drain hands the job back, a cancel
-    cancels it, a passed deadline expires it, an unavailable engine retries it, anything else
-    fails it.
+    cancels it, a gone scheduler orphans it, a passed deadline expires it, an unavailable
+    engine retries it, anything else fails it.
     """
     if finished:
         return JobOutcome.COMPLETED
@@ -76,6 +80,8 @@ def outcome_of(
         return JobOutcome.HANDED_BACK
     if abort_reason is AbortReason.CANCELLED:
         return JobOutcome.CANCELLED
+    if abort_reason is AbortReason.ORPHANED:
+        return JobOutcome.ORPHANED
     if past_deadline:
         return JobOutcome.EXPIRED
     if isinstance(error, EngineUnavailable):

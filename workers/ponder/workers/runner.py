@@ -35,6 +35,7 @@ from ponder.workers.cancellation import CancelRegistry
 from ponder.workers.config import WorkerSettings
 from ponder.workers.engine import Engine
 from ponder.workers.generation import Generation
+from ponder.workers.liveness import SchedulerLiveness
 from ponder.workers.metrics import DeadLetterReason, JobOutcome, WorkerMetrics
 from ponder.workers.outcomes import DISPOSITIONS, AbortReason, Settle, outcome_of, rejection_of
 from ponder.workers.results import branch_results, failed_results, salvage_identity
@@ -94,6 +95,7 @@ class JobRunner:
         settings: WorkerSettings,
         metrics: WorkerMetrics,
         cancels: CancelRegistry,
+        liveness: SchedulerLiveness,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -101,6 +103,7 @@ class JobRunner:
         self.settings = settings
         self.metrics = metrics
         self.cancels = cancels
+        self.liveness = liveness
 
     async def run(self, running: RunningJob) -> None:
         """Run `running` to its end: results published (when any), message settled."""
@@ -168,6 +171,10 @@ class JobRunner:
             return JobOutcome.CANCELLED, 0.0, None, False
         if time.time() >= job.deadline_at:
             return JobOutcome.EXPIRED, 0.0, None, False
+        if running.abort_reason is AbortReason.ORPHANED or await self.liveness.before_start(
+            job.reply_subject
+        ):
+            return JobOutcome.ORPHANED, 0.0, None, False
         started = time.monotonic()
         # The engine runs in this task, under the job's deadline (one timer, no second task):
         # the deadline, a cancel and a drain all stop it by firing that timer. In-progress acks
