@@ -205,6 +205,8 @@ def test_children_come_in_apply_order_and_know_whether_their_deployment_existed(
         "Service/math",
         "Deployment/math-workers",
         "PodDisruptionBudget/math-workers",
+        "NetworkPolicy/math-scheduler",
+        "NetworkPolicy/math-workers",
     ]
     seen = {
         f"{c.manifest['kind']}/{c.manifest['metadata']['name']}": c.existed for c in plan.children
@@ -214,6 +216,8 @@ def test_children_come_in_apply_order_and_know_whether_their_deployment_existed(
         "ConfigMap/math-config": None,
         "Service/math": None,
         "PodDisruptionBudget/math-workers": None,
+        "NetworkPolicy/math-scheduler": None,
+        "NetworkPolicy/math-workers": None,
         **existed,
     }
 

@@ -50,6 +50,8 @@ def test_children_are_named_after_the_service() -> None:
         "ConfigMap/math-config",
         "Deployment/math-scheduler",
         "Deployment/math-workers",
+        "NetworkPolicy/math-scheduler",
+        "NetworkPolicy/math-workers",
         "PodDisruptionBudget/math-workers",
         "Service/math",
     ]

@@ -536,6 +536,29 @@ class RequestLimitsSpec(_Spec):
     )
 
 
+class NamespaceSelector(_Spec):
+    """Namespaces chosen by their labels (a LabelSelector with matchLabels only)."""
+
+    model_config = validations(
+        cel(
+            f"!has(self.matchLabels) || self.matchLabels.all(key, {_label_key_rule('key')})",
+            "spec.scheduler.clientNamespaceSelector.matchLabels keys must be label keys: an "
+            "optional DNS-subdomain prefix and '/', then up to 63 letters, digits, '-', '_' or '.'",
+            field_path=".matchLabels",
+        ),
+    )
+
+    match_labels: (
+        dict[str, Annotated[str, StringConstraints(max_length=63, pattern=LABEL_VALUE_PATTERN)]]
+        | None
+    ) = Field(
+        default=None,
+        max_length=MAX_NODE_SELECTOR_ENTRIES,
+        description="Labels a namespace must all carry, e.g. kubernetes.io/metadata.name: "
+        "team-a. Absent or empty: every namespace.",
+    )
+
+
 class SchedulerSpec(_Spec):
     """The OpenAI-compatible front: plans queries, fans out branches, aggregates."""
 
@@ -555,6 +578,13 @@ class SchedulerSpec(_Spec):
     )
     limits: RequestLimitsSpec = Field(
         default_factory=RequestLimitsSpec, description="Bounds on one API request."
+    )
+    client_namespace_selector: NamespaceSelector | None = Field(
+        default=None,
+        description="Namespaces whose pods may reach the scheduler's API port (the "
+        "NetworkPolicy the operator renders). Absent: any client, in the cluster or outside "
+        "it (a LoadBalancer or NodePort Service). {}: pods of every namespace, and no client "
+        "outside the cluster.",
     )
 
 

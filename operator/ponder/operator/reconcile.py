@@ -37,6 +37,7 @@ from lightkube import ApiError
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import ConfigMap, Pod, Service
+from lightkube.resources.networking_v1 import NetworkPolicy
 from lightkube.resources.policy_v1 import PodDisruptionBudget
 from lightkube.types import PatchType
 from pydantic import ValidationError
@@ -84,6 +85,7 @@ _KINDS: dict[str, Any] = {
     "Deployment": Deployment,
     "Service": Service,
     "PodDisruptionBudget": PodDisruptionBudget,
+    "NetworkPolicy": NetworkPolicy,
 }
 
 

@@ -6,6 +6,8 @@ Children of ReasoningService `ns/name` (all owned by it, so deleting it garbage-
     PodDisruptionBudget `name-workers`
     Deployment `name-scheduler`      `python -m ponder.scheduler`, the OpenAI-compatible front
     Service `name`                   the scheduler's endpoint, http://name.ns.svc:8000/v1
+    NetworkPolicy `name-scheduler`   ingress to the schedulers (network_policy.py)
+    NetworkPolicy `name-workers`     ingress to the workers
 
 The manifests are what server-side apply sends: only the fields the operator has an opinion on.
 """
@@ -21,6 +23,7 @@ from ponder.api import crd
 from ponder.api.crd import ReasoningServiceSpec, ResourceRequirements, Toleration
 from ponder.api.service_config import ServiceConfig
 from ponder.api.settings import SCHEDULER_ID, WORKER_ID
+from ponder.operator.network_policy import scheduler_network_policy, worker_network_policy
 from ponder.operator.service_config import (
     KEYS_DIR,
     KEYS_FILE,
@@ -472,10 +475,23 @@ def render_children_of_config(
     owner: Owner, spec: ReasoningServiceSpec, worker_replicas: int, config: ServiceConfig
 ) -> list[Manifest]:
     """`render_children` for a caller that has built the service's ServiceConfig already."""
+    names = ChildNames(owner.name)
     return [
         config_map(owner, config),
         scheduler_deployment(owner, spec, config),
         scheduler_service(owner, spec),
         worker_deployment(owner, spec, worker_replicas, config),
         worker_disruption_budget(owner),
+        # Last: a cluster whose RBAC predates them still gets every other child.
+        scheduler_network_policy(
+            _metadata(owner, names.scheduler, "scheduler"),
+            selector_labels(owner.name, "scheduler"),
+            SCHEDULER_PORT,
+            spec.scheduler.client_namespace_selector,
+        ),
+        worker_network_policy(
+            _metadata(owner, names.workers, "worker"),
+            selector_labels(owner.name, "worker"),
+            WORKER_LOOP_PORT,
+        ),
     ]
