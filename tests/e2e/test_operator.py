@@ -834,4 +834,9 @@ async def test_operator_killed_mid_reconcile_converges_without_duplicates(
     assert kinds["PodDisruptionBudget"] == [f"{name}-workers"]
     obj = await get_json(kubectl, "rsvc", name, "-n", namespace)
     assert obj["metadata"]["finalizers"] == ["ponder.dev/finalizer"]
-    assert [c["type"] for c in obj["status"]["conditions"]] == ["Ready", "Progressing", "Degraded"]
+    assert [c["type"] for c in obj["status"]["conditions"]] == [
+        "Ready",
+        "Progressing",
+        "Degraded",
+        "Authenticated",
+    ]

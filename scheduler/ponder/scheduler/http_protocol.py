@@ -21,6 +21,50 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from ponder.api.service_config import ApiLimits
 from ponder.scheduler.request_bounds import head_size_refusal
 
+LINGER_SECONDS = 2.0
+"""How long a connection closed with unread input keeps reading (and dropping) it."""
+LINGER_BYTES = 64 * 1024 * 1024
+
+
+class _LingeringTransport:
+    """A transport whose close first sends the response's end (FIN) and keeps reading what the
+    client still sends, for `LINGER_SECONDS` at most, before it really closes: closing a socket
+    with unread input makes the kernel send a reset, and a client still writing its body would
+    lose the 413 that refused it (what nginx calls a lingering close)."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self.lingering = False
+        self.dropped = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self.lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self.lingering or self._transport.is_closing():
+            return
+        if not self._transport.can_write_eof():
+            self._transport.close()
+            return
+        self.lingering = True
+        try:
+            self._transport.write_eof()
+            self._transport.resume_reading()  # uvicorn may have paused it for a large body
+        except (OSError, RuntimeError):
+            self._transport.close()
+            return
+        self._loop.call_later(LINGER_SECONDS, self._transport.close)
+
+    def drop(self, data: bytes) -> None:
+        """Input that arrived while lingering: read, and forgotten."""
+        self.dropped += len(data)
+        if self.dropped > LINGER_BYTES:
+            self._transport.close()
+
 
 class _BoundedH11Protocol(H11Protocol):
     limits: ApiLimits = ApiLimits()
@@ -72,10 +116,14 @@ class _BoundedH11Protocol(H11Protocol):
         self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        self._lingering = _LingeringTransport(transport, self.loop)
+        super().connection_made(self._lingering)  # type: ignore[arg-type]
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering.lingering:
+            self._lingering.drop(data)
+            return
         super().data_received(data)
         if self.conn.their_state is h11.IDLE:
             self._arm()  # part of a head (a kept-alive connection's next request)
