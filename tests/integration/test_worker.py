@@ -628,6 +628,8 @@ async def test_healthz_and_metrics_answer(
     assert worker_metric(metrics, 'ponder_worker_jobs_total{outcome="completed"}') >= 0
     assert "ponder_worker_generation_seconds_bucket" in metrics
     assert 'ponder_worker_tokens_total{kind="completion"}' in metrics
+    # vLLM's own metrics ride along: in a pod the engine listens on loopback only.
+    assert any(line.startswith("vllm:num_requests_running") for line in metrics.splitlines())
 
 
 @pytest.mark.vllm

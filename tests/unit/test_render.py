@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import http.server
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -99,9 +103,34 @@ def test_worker_pods_request_gpus_and_run_vllm_beside_the_worker_loop() -> None:
 
 
 @pytest.mark.parametrize("probe", ["startupProbe", "readinessProbe", "livenessProbe"])
-def test_engine_probes_use_vllm_health(probe: str) -> None:
+def test_engine_probes_run_in_the_container_against_vllms_loopback_health(probe: str) -> None:
     engine = container(children(spec_of())["Deployment/math-workers"], "engine")
-    assert engine[probe]["httpGet"] == {"path": "/health", "port": "engine"}
+    # The engine listens on loopback only: no port is declared, the probes run inside it.
+    assert "ports" not in engine
+    assert engine[probe]["exec"]["command"] == ["python3", "-c", render.ENGINE_HEALTH_SCRIPT]
+    assert f"http://127.0.0.1:{render.ENGINE_PORT}/health" in render.ENGINE_HEALTH_SCRIPT
+
+
+@pytest.mark.parametrize(("status", "exit_code"), [(200, 0), (503, 1)])
+def test_the_engine_probe_passes_only_on_a_200(status: int, exit_code: int) -> None:
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status if self.path == "/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        script = render.ENGINE_HEALTH_SCRIPT.replace(f":{render.ENGINE_PORT}/", f":{port}/")
+        ran = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=30)
+    finally:
+        server.shutdown()
+    assert ran.returncode == exit_code, ran.stderr
 
 
 def test_engine_has_shared_memory_at_dev_shm() -> None:
@@ -173,7 +202,7 @@ def test_worker_placement(
 )
 def test_engine_arguments(model: dict[str, Any], expected_args: list[str]) -> None:
     args = render.engine_args(spec_of(model=model))
-    fixed = {"--host", "0.0.0.0", "--port", "8000", "--tensor-parallel-size", "1"}
+    fixed = {"--host", "127.0.0.1", "--port", "8000", "--tensor-parallel-size", "1"}
     assert [arg for arg in args if arg not in fixed] == expected_args
 
 

@@ -51,6 +51,13 @@ WORKER_COMMAND = ["python", "-m", "ponder.workers"]
 SCHEDULER_COMMAND = ["python", "-m", "ponder.scheduler"]
 ENGINE_COMMAND = ["vllm", "serve"]
 
+ENGINE_HEALTH_SCRIPT = (
+    "import sys, urllib.request\n"
+    f"sys.exit(urllib.request.urlopen('http://127.0.0.1:{ENGINE_PORT}/health', timeout=4)"
+    ".status != 200)\n"
+)
+"""The engine's probes: its /health on loopback answers 200 (urlopen raises on an error)."""
+
 # The engine's preStop hook: wait until vLLM has nothing running or waiting (the worker loop got
 # SIGTERM at the same moment, stops pulling and finishes what it holds), so removing a worker
 # never kills an in-flight branch. Runs in the engine image, which has Python but maybe no curl.
@@ -241,8 +248,10 @@ def engine_args(spec: ReasoningServiceSpec) -> list[str]:
         model,
         "--served-model-name",
         served_model_name(spec),
+        # Loopback only: the worker loop beside it is its one client (its /metrics serves
+        # vLLM's too), so no other pod can reach the engine, NetworkPolicy or not.
         "--host",
-        "0.0.0.0",
+        "127.0.0.1",
         "--port",
         str(ENGINE_PORT),
         "--tensor-parallel-size",
@@ -258,14 +267,15 @@ def _engine_container(spec: ReasoningServiceSpec) -> Manifest:
     resources = _resources(spec.workers.resources)
     resources["requests"] = {**resources.get("requests", {}), crd.GPU_RESOURCE: gpus}
     resources["limits"] = {**resources.get("limits", {}), crd.GPU_RESOURCE: gpus}
-    health = {"httpGet": {"path": "/health", "port": "engine"}}
+    # The engine listens on loopback, where the kubelet's HTTP probes cannot reach it: the
+    # probes run in the container (its image has Python, maybe not curl).
+    health = {"exec": {"command": ["python3", "-c", ENGINE_HEALTH_SCRIPT]}, "timeoutSeconds": 5}
     return {
         "name": "engine",
         "image": spec.workers.engine_image,
         "imagePullPolicy": spec.workers.image_pull_policy.value,
         "command": ENGINE_COMMAND,
         "args": engine_args(spec),
-        "ports": [{"name": "engine", "containerPort": ENGINE_PORT, "protocol": "TCP"}],
         "resources": resources,
         # Loading weights can take many minutes; liveness starts only after the first success.
         "startupProbe": {**health, "periodSeconds": 10, "failureThreshold": 180},

@@ -147,7 +147,11 @@ async def worker_app(
 
         worker = Worker(settings=settings, nc=nc, engine=engine, consumer=consumer, metrics=metrics)
         # Listening last: once the port answers, the worker is ready.
-        http_app = build_app(worker.health_problem, metrics.registry)
+        http_app = build_app(
+            worker.health_problem,
+            metrics.registry,
+            engine.exposition if isinstance(engine, VllmEngine) else None,
+        )
         await stack.enter_async_context(serving(http_app, settings.http_host, settings.http_port))
         yield worker
         # The pull subscription is dropped rather than drained: nobody reads its queue any

@@ -192,6 +192,18 @@ class VllmEngine:
                 f"vLLM at {self.base_url} unavailable: {_describe(error)}"
             ) from error
 
+    async def exposition(self) -> bytes:
+        """vLLM's own Prometheus metrics (`vllm:*`), for the worker's /metrics to serve beside
+        its own: the engine listens on the pod's loopback only, so nothing else can scrape it."""
+        timeout = aiohttp.ClientTimeout(total=HEALTH_TIMEOUT_SECONDS)
+        try:
+            async with self.session.get(self.base_url + "/metrics", timeout=timeout) as response:
+                if response.status == 200:
+                    return await response.read()
+                return f"# vLLM /metrics answered {response.status}\n".encode()
+        except (aiohttp.ClientError, TimeoutError) as error:
+            return f"# vLLM /metrics unreachable: {_describe(error)}\n".encode()
+
     async def health_problem(self) -> str | None:
         timeout = aiohttp.ClientTimeout(total=HEALTH_TIMEOUT_SECONDS)
         try:

@@ -12,9 +12,13 @@ HealthProblem = Callable[[], Awaitable[str | None]]
 """Returns None when healthy, else the reason."""
 
 
-def build_app(health_problem: HealthProblem, registry: CollectorRegistry) -> web.Application:
+def build_app(
+    health_problem: HealthProblem,
+    registry: CollectorRegistry,
+    engine_metrics: Callable[[], Awaitable[bytes]] | None = None,
+) -> web.Application:
     """`/healthz`: 200 `{"status": "ok"}`, or 503 `{"status": "unhealthy", "reason": ...}`;
-    `/metrics`: Prometheus text from `registry`."""
+    `/metrics`: Prometheus text from `registry`, then the engine's own (`engine_metrics`)."""
 
     async def healthz(_request: web.Request) -> web.Response:
         problem = await health_problem()
@@ -23,7 +27,10 @@ def build_app(health_problem: HealthProblem, registry: CollectorRegistry) -> web
         return web.json_response({"status": "unhealthy", "reason": problem}, status=503)
 
     async def metrics(_request: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(registry))
+        body = generate_latest(registry)
+        if engine_metrics is not None:
+            body += await engine_metrics()
+        response = web.Response(body=body)
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 
