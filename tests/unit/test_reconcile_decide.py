@@ -277,7 +277,7 @@ def test_last_scale_time_moves_only_when_the_autoscaler_changed_the_count(
                 p95_latency_ms=1234,
                 slo_attainment_percent=97,
             ),
-            1,
+            8,  # branches, as the schedulers count them; the stream holds 1 job of them
             1234,
             97,
         ),

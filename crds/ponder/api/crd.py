@@ -1049,7 +1049,9 @@ class ReasoningServiceStatus(BaseModel):
         default=None, description="Label selector of the worker pods (scale subresource)."
     )
     queue_depth: int | None = Field(
-        default=None, description="Branches queued or running (JetStream pending + ack-pending)."
+        default=None,
+        description="Branches queued or running: the schedulers' count, never fewer than the "
+        "stream's pending and running jobs.",
     )
     p95_latency_milliseconds: int | None = Field(
         default=None, description="95th percentile query latency the schedulers report."

@@ -228,6 +228,16 @@ def workers_short(plan: Plan, children: Children) -> bool:
     return workers.exists and workers.ready_replicas < plan.worker_replicas
 
 
+def queue_depth_branches(snapshot: Snapshot) -> int | None:
+    """Branches queued or running: the schedulers' count when they report (a job carries
+    several), never fewer than the stream's jobs; None when neither could be read."""
+    backlog, stats = snapshot.backlog, snapshot.stats
+    if backlog is None and stats is None:
+        return None
+    jobs = backlog.total if backlog else 0
+    return max(jobs, stats.branches_outstanding if stats else 0)
+
+
 def status_of(
     snapshot: Snapshot,
     plan: Plan,
@@ -252,7 +262,7 @@ def status_of(
         unschedulable_workers=unschedulable_workers,
         stream_error=snapshot.stream_error,
         nats_unreachable=snapshot.nats_unreachable,
-        queue_depth=backlog.total if backlog else None,
+        queue_depth=queue_depth_branches(snapshot),
         p95_latency_ms=stats.p95_latency_ms if stats else None,
         slo_attainment_percent=stats.slo_attainment_percent if stats else None,
         selector=render.worker_selector(meta.name),

@@ -21,7 +21,7 @@ from prometheus_client.exposition import generate_latest
 
 from ponder.api import metrics as names
 from ponder.api.crd import ReasoningServiceStatus
-from ponder.operator.decide import Plan
+from ponder.operator.decide import Plan, queue_depth_branches
 from ponder.operator.snapshot import ServiceKey, Snapshot
 
 log = logging.getLogger(__name__)
@@ -127,9 +127,7 @@ class OperatorMetrics:
         if backlog is not None:
             self.backlog.labels(namespace, name, "pending").set(backlog.pending_jobs)
             self.backlog.labels(namespace, name, "running").set(backlog.ack_pending_jobs)
-        branches = stats.branches_outstanding if stats else 0
-        jobs = backlog.total if backlog else 0
-        self.demand.labels(namespace, name).set(max(jobs, branches))
+        self.demand.labels(namespace, name).set(queue_depth_branches(snapshot) or 0)
         expected = stats.expected_branch_tokens if stats else 0
         self.expected_tokens.labels(namespace, name).set(expected)
         p95 = _seconds(stats.p95_latency_ms if stats else None)
