@@ -249,7 +249,7 @@ def status_of(
     changed the worker count."""
     service = snapshot.service
     meta, spec, previous = service.metadata, service.spec, service.status
-    backlog, stats = snapshot.backlog, snapshot.stats
+    stats = snapshot.stats
     last_scale = previous.last_scale_time if previous else None
     if plan.decision is not None and plan.decision.changed:
         last_scale = rfc3339(now)
