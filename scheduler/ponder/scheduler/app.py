@@ -55,6 +55,7 @@ from ponder.scheduler.stats import publish_stats, snapshot
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT_SECONDS = 2.0
+SSE_EVENT = {"type": "object", "properties": {"data": {"type": "string"}}, "required": ["data"]}
 
 
 def _query_responses(model: type) -> dict[int | str, dict[str, Any]]:
@@ -62,7 +63,9 @@ def _query_responses(model: type) -> dict[int | str, dict[str, Any]]:
         200: {
             "model": model,
             "description": "The answer; with `stream: true` server-sent events of chunks",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            # Before OpenAPI 3.2, an event stream's `schema` is one event's: a chunk as JSON in
+            # `data` (`[DONE]` last).
+            "content": {"text/event-stream": {"schema": SSE_EVENT}},
         },
         **ERROR_RESPONSES,
     }
