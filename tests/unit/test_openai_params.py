@@ -106,12 +106,32 @@ def test_the_readme_lists_every_parameter_as_the_code_handles_it() -> None:
         ({"logit_bias": {"12": 101.0}}, "outside [-100, 100]"),
         ({"logit_bias": {str(i): 1.0 for i in range(301)}}, "at most 300"),
         ({"response_format": {"schema": "x" * 20_000}}, "over the limit of 16384"),
+        ({"response_format": {}}, "response_format.type must be one of text, json_object"),
+        ({"response_format": {"type": "xml"}}, "response_format.type must be one of"),
+        ({"response_format": {"type": "json_schema"}}, "must be an object with a name"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": 1}}},
+            "json_schema.schema must be an object",
+        ),
         ({"top_k": -2}, "greater than or equal to -1"),
     ],
 )
 def test_engine_sampling_bounds_name_the_limit(fields: dict[str, Any], problem: str) -> None:
     with pytest.raises(ValidationError, match=problem.replace("[", r"\[").replace("]", r"\]")):
         EngineSampling(**fields)
+
+
+@pytest.mark.parametrize(
+    "response_format",
+    [
+        {"type": "text"},
+        {"type": "json_object"},
+        {"type": "json_schema", "json_schema": {"name": "answer"}},
+        {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "object"}}},
+    ],
+)
+def test_well_formed_response_formats_go_to_vllm(response_format: dict[str, Any]) -> None:
+    assert EngineSampling(response_format=response_format).response_format == response_format
 
 
 def test_engine_sampling_passes_only_what_was_given() -> None:

@@ -43,6 +43,8 @@ MAX_LOGIT_BIAS_ENTRIES = 300
 """Most tokens a request may bias (OpenAI's limit)."""
 MAX_RESPONSE_FORMAT_BYTES = 16_384
 """Largest `response_format` (a JSON schema, say) a request may carry, serialised."""
+RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema")
+"""OpenAI's `response_format` types, each of which vLLM serves."""
 
 
 class EngineSampling(BaseModel):
@@ -85,13 +87,26 @@ class EngineSampling(BaseModel):
     @field_validator("response_format")
     @classmethod
     def _format_bounded(cls, response_format: dict[str, Any] | None) -> dict[str, Any] | None:
-        if response_format is not None:
-            size = len(json.dumps(response_format))
-            if size > MAX_RESPONSE_FORMAT_BYTES:
-                raise ValueError(
-                    f"response_format is {size} bytes, over the limit of "
-                    f"{MAX_RESPONSE_FORMAT_BYTES}"
-                )
+        if response_format is None:
+            return None
+        size = len(json.dumps(response_format))
+        if size > MAX_RESPONSE_FORMAT_BYTES:
+            raise ValueError(
+                f"response_format is {size} bytes, over the limit of {MAX_RESPONSE_FORMAT_BYTES}"
+            )
+        # Checked here, so that a malformed one is a 400 naming the field rather than vLLM's
+        # own validation dump relayed from every branch.
+        kind = response_format.get("type")
+        if kind not in RESPONSE_FORMAT_TYPES:
+            raise ValueError(
+                f"response_format.type must be one of {', '.join(RESPONSE_FORMAT_TYPES)}"
+            )
+        if kind == "json_schema":
+            spec = response_format.get("json_schema")
+            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+                raise ValueError("response_format.json_schema must be an object with a name")
+            if not isinstance(spec.get("schema", {}), dict):
+                raise ValueError("response_format.json_schema.schema must be an object")
         return response_format
 
     def request_fields(self) -> dict[str, Any]:
