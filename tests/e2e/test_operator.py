@@ -292,6 +292,8 @@ async def test_sample_becomes_ready_with_owned_children_on_gpu_nodes(
     header, row = table.splitlines()[:2]
     assert header.split() == ["NAME", "MODEL", "STRATEGY", "READY", "QUEUE", "P95", "SLO", "AGE"]
     assert row.split()[:5] == ["math-solver", "qwen-math", "AdaptiveConsistency", "1/1", "0"]
+    wide = await kubectl("get", "rsvc", "-n", namespace, "-o", "wide")
+    assert wide.splitlines()[0].split()[-3:] == ["AGE", "TOKENS", "EARLYSTOP"]
 
     # The operator's own metrics say the same as the status, on their own port.
     series = f'name="math-solver",namespace="{namespace}"'

@@ -392,6 +392,9 @@ async def test_scheduler_publishes_its_load_and_latency_for_the_autoscaler(
     assert stats.p95_latency_seconds is not None and stats.p95_latency_seconds > 0
     assert stats.slo_attainment == 1.0
     assert stats.branches_outstanding == stats.queries_in_flight == 0
+    # What kubectl get rsvc -o wide shows, from the same window (semantics: unit tests).
+    assert stats.tokens_per_query is not None and stats.tokens_per_query > 0
+    assert stats.early_stop_rate is not None and 0.0 <= stats.early_stop_rate <= 1.0
 
 
 async def test_openapi_document_lists_exactly_the_served_routes(

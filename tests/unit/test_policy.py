@@ -295,8 +295,21 @@ def stats(scheduler_id: str, **fields: Any) -> SchedulerStats:
 def test_scheduler_stats_combine_across_replicas() -> None:
     summary = summarize(
         [
-            stats("a", p95_latency_seconds=1.5, slo_attainment=1.0, queries_total=300),
-            stats("b", p95_latency_seconds=4.0, slo_attainment=0.9, queries_total=100),
+            stats(
+                "a",
+                p95_latency_seconds=1.5,
+                slo_attainment=1.0,
+                queries_total=300,
+                tokens_per_query=1000.0,
+                early_stop_rate=0.5,
+            ),
+            stats(
+                "b",
+                p95_latency_seconds=4.0,
+                slo_attainment=0.9,
+                queries_total=100,
+                tokens_per_query=2000.0,
+            ),
         ]
     )
     assert summary is not None
@@ -304,6 +317,8 @@ def test_scheduler_stats_combine_across_replicas() -> None:
     assert (summary.expected_branch_tokens, summary.queries_in_flight) == (2000, 2)
     assert summary.p95_latency_ms == 4000  # the worst replica
     assert summary.slo_attainment_percent == 98  # weighted by queries served
+    assert summary.tokens_per_query == 1250  # weighted the same way
+    assert summary.early_stop_percent == 50  # only replica a reported one
     assert summarize([]) is None
 
 

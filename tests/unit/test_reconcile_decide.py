@@ -276,6 +276,8 @@ def test_last_scale_time_moves_only_when_the_autoscaler_changed_the_count(
                 queries_in_flight=1,
                 p95_latency_ms=1234,
                 slo_attainment_percent=97,
+                tokens_per_query=1800,
+                early_stop_percent=40,
             ),
             8,  # branches, as the schedulers count them; the stream holds 1 job of them
             1234,
@@ -294,6 +296,9 @@ def test_status_reports_the_signals_the_pass_read(
     status = status_of(snapshot, plan_with(snapshot), Children(ALL_READY, ALL_READY), (), NOW)
     assert (status.queue_depth, status.p95_latency_milliseconds) == (queue_depth, p95)
     assert status.slo_attainment_percent == attainment
+    # kubectl get rsvc -o wide: tokens per query and early stops, as the schedulers said.
+    assert status.tokens_per_query == (stats.tokens_per_query if stats else None)
+    assert status.early_stop_percent == (stats.early_stop_percent if stats else None)
     assert status.observed_generation == 3
     assert status.desired_replicas == 2
     assert status.ready == "2/2"

@@ -13,7 +13,12 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from ponder.api.service_config import AnswerProbe, BeamConfig, BudgetForcingConfig, ExtractorKind
 from ponder.api.strategy import StrategyName
 from ponder.api.wire import BranchResult, BranchStatus, ChatMessage, Endpoint
-from ponder.scheduler.outcome import NoAnswerReason, QueryOutcome, engine_rejection
+from ponder.scheduler.outcome import (
+    NoAnswerReason,
+    QueryOutcome,
+    engine_rejection,
+    stopped_early,
+)
 from ponder.scheduler.planner import Plan
 from ponder.scheduler.response import (
     chat_response,
@@ -259,3 +264,30 @@ def test_the_ponder_object_counts_tokens_after_answers_and_early_exits() -> None
     assert info.tokens_after_answer == 42 and info.early_exits == 1
     assert info.plan.early_exit == "answer-probe"
     assert ponder_info(outcome()).plan.early_exit == "none"
+
+
+@pytest.mark.parametrize(
+    ("fields", "early"),
+    [
+        # Certain after 2 of its 4 branches: stopped early.
+        ({"finished_by_strategy": True, "deadline_exceeded": False}, True),
+        # Every branch it may run completed: no saving, whatever the strategy said.
+        (
+            {
+                "finished_by_strategy": True,
+                "deadline_exceeded": False,
+                "branches": [branch(i, BranchStatus.COMPLETED, 0, 8) for i in range(4)],
+            },
+            False,
+        ),
+        ({"finished_by_strategy": False, "deadline_exceeded": False}, False),
+        ({"finished_by_strategy": True, "deadline_exceeded": True}, False),  # cut, not certain
+        ({"finished_by_strategy": True, "deadline_exceeded": False, "answer": None}, False),
+    ],
+)
+def test_a_query_stopped_early_when_its_strategy_answered_before_its_cap(
+    fields: dict[str, Any], early: bool
+) -> None:
+    ended = outcome(**fields)
+    assert ended.plan.query.max_branches == 4
+    assert stopped_early(ended) is early

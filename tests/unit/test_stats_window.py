@@ -121,3 +121,17 @@ def test_stats_snapshot_reports_load_and_latency() -> None:
     assert stats.p95_latency_seconds == 2.0
     assert stats.slo_attainment == 0.5
     assert stats.queries_total == 2
+
+
+def test_tokens_per_query_and_early_stops_are_over_the_window() -> None:
+    window = LatencyWindow(window_seconds=10.0)
+    assert window.mean_tokens(now=0.0) is None and window.early_stop_rate(now=0.0) is None
+    window.record(1.0, at=0.0, tokens=900, stopped_early=False)
+    window.record(1.0, at=5.0, tokens=100, stopped_early=True)
+    window.record(1.0, at=6.0, tokens=200, stopped_early=True)
+    assert window.mean_tokens(now=9.0) == 400
+    assert window.early_stop_rate(now=9.0) == pytest.approx(2 / 3)
+    # The first query has left the window.
+    assert window.mean_tokens(now=12.0) == 150 and window.early_stop_rate(now=12.0) == 1.0
+    stats = snapshot("s1", LoadTracker(), window, 30.0, at=1.0, monotonic_now=12.0)
+    assert (stats.tokens_per_query, stats.early_stop_rate) == (150, 1.0)

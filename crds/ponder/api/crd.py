@@ -1059,6 +1059,16 @@ class ReasoningServiceStatus(BaseModel):
     slo_attainment_percent: int | None = Field(
         default=None, description="Share of recent queries that met the latency target."
     )
+    tokens_per_query: int | None = Field(
+        default=None,
+        description="Mean tokens (prompt and completion, every branch) of the queries the "
+        "schedulers answered in the last minute.",
+    )
+    early_stop_percent: int | None = Field(
+        default=None,
+        description="Share of those queries whose strategy answered before its branch cap had "
+        "completed (an adaptive query certain early).",
+    )
     endpoint: str | None = Field(default=None, description="OpenAI base URL inside the cluster.")
     served_model: str | None = Field(default=None, description="The model name clients send.")
     last_scale_time: str | None = Field(

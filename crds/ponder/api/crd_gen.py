@@ -183,6 +183,22 @@ PRINTER_COLUMNS = [
         "description": "Percent of queries within the latency target",
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    # -o wide only (priority 1), after Age as kubectl's own wide columns are: what test-time
+    # compute spends and saves.
+    {
+        "name": "Tokens",
+        "type": "integer",
+        "jsonPath": ".status.tokensPerQuery",
+        "description": "Mean tokens per query, every branch",
+        "priority": 1,
+    },
+    {
+        "name": "EarlyStop",
+        "type": "integer",
+        "jsonPath": ".status.earlyStopPercent",
+        "description": "Percent of queries whose strategy stopped before its branch cap",
+        "priority": 1,
+    },
 ]
 
 

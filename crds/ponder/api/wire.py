@@ -267,6 +267,15 @@ class SchedulerStats(_Wire):
     p95_latency_seconds: float | None = None
     slo_attainment: float | None = Field(default=None, ge=0.0, le=1.0)
     queries_total: int = Field(default=0, ge=0)
+    tokens_per_query: float | None = Field(
+        default=None, ge=0.0, description="Mean tokens (prompt + completion) of recent queries."
+    )
+    early_stop_rate: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Share of recent queries whose strategy stopped before its branch cap.",
+    )
 
 
 STATS_INTERVAL_SECONDS = 2.0

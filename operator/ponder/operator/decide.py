@@ -265,6 +265,8 @@ def status_of(
         queue_depth=queue_depth_branches(snapshot),
         p95_latency_ms=stats.p95_latency_ms if stats else None,
         slo_attainment_percent=stats.slo_attainment_percent if stats else None,
+        tokens_per_query=stats.tokens_per_query if stats else None,
+        early_stop_percent=stats.early_stop_percent if stats else None,
         selector=render.worker_selector(meta.name),
         endpoint=render.endpoint_url(owner_of(service)),
         served_model=served_model_name(spec),

@@ -37,13 +37,7 @@ def summarize(stats: list[SchedulerStats]) -> StatsSummary | None:
     if not stats:
         return None
     p95s = [s.p95_latency_seconds for s in stats if s.p95_latency_seconds is not None]
-    attainments = [
-        (s.slo_attainment, max(s.queries_total, 1)) for s in stats if s.slo_attainment is not None
-    ]
-    attainment = None
-    if attainments:
-        weight = sum(w for _, w in attainments)
-        attainment = round(100 * sum(a * w for a, w in attainments) / weight)
+    attainment = _weighted(stats, [s.slo_attainment for s in stats], 100)
     return StatsSummary(
         schedulers=len(stats),
         branches_outstanding=sum(s.branches_outstanding for s in stats),
@@ -51,7 +45,23 @@ def summarize(stats: list[SchedulerStats]) -> StatsSummary | None:
         queries_in_flight=sum(s.queries_in_flight for s in stats),
         p95_latency_ms=round(max(p95s) * 1000) if p95s else None,
         slo_attainment_percent=attainment,
+        tokens_per_query=_weighted(stats, [s.tokens_per_query for s in stats], 1),
+        early_stop_percent=_weighted(stats, [s.early_stop_rate for s in stats], 100),
     )
+
+
+def _weighted(stats: list[SchedulerStats], values: list[float | None], scale: int) -> int | None:
+    """The replicas' values averaged by the queries each served, times `scale`, rounded; None
+    when no replica has one."""
+    known = [
+        (value, max(each.queries_total, 1))
+        for each, value in zip(stats, values, strict=True)
+        if value is not None
+    ]
+    if not known:
+        return None
+    weight = sum(w for _, w in known)
+    return round(scale * sum(v * w for v, w in known) / weight)
 
 
 def service_of_stats_subject(subject: str) -> ServiceKey | None:

@@ -40,6 +40,8 @@ class StatsSummary:
     queries_in_flight: int
     p95_latency_ms: int | None  # the worst replica's
     slo_attainment_percent: int | None  # weighted by the queries each replica served
+    tokens_per_query: int | None = None  # weighted the same way
+    early_stop_percent: int | None = None  # weighted the same way
 
 
 @dataclass(frozen=True)

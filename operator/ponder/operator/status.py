@@ -121,6 +121,8 @@ class Observation:
     queue_depth: int | None = None
     p95_latency_ms: int | None = None
     slo_attainment_percent: int | None = None
+    tokens_per_query: int | None = None
+    early_stop_percent: int | None = None
     selector: str | None = None
     endpoint: str | None = None
     served_model: str | None = None
@@ -280,6 +282,8 @@ def compute_status(
         queue_depth=observation.queue_depth,
         p95_latency_milliseconds=observation.p95_latency_ms,
         slo_attainment_percent=observation.slo_attainment_percent,
+        tokens_per_query=observation.tokens_per_query,
+        early_stop_percent=observation.early_stop_percent,
         endpoint=observation.endpoint,
         served_model=observation.served_model,
         last_scale_time=observation.last_scale_time,

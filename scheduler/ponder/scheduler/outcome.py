@@ -55,6 +55,17 @@ class QueryOutcome:
         return sum(1 for branch in self.branches if branch.result.status in statuses)
 
 
+def stopped_early(outcome: QueryOutcome) -> bool:
+    """The strategy answered before its branch cap had completed: an adaptive query that was
+    certain early, a vote decided before its last branch. Not a deadline or a failure."""
+    return (
+        outcome.finished_by_strategy
+        and outcome.answer is not None
+        and not outcome.deadline_exceeded
+        and outcome.count(BranchStatus.COMPLETED) < outcome.plan.query.max_branches
+    )
+
+
 def branches_saved(outcome: QueryOutcome, strategies: StrategyRegistry = STRATEGIES) -> int:
     """Branches left unlaunched because the strategy finished early; only a strategy that
     launches in waves stops short of `max_branches` by design, so any other saves none."""

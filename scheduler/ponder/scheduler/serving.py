@@ -14,7 +14,12 @@ from ponder.api.wire import Endpoint
 from ponder.scheduler.access import ADMISSION, Admission
 from ponder.scheduler.http_errors import error_response, json_response
 from ponder.scheduler.metrics import QueryOutcome as OutcomeLabel
-from ponder.scheduler.outcome import NoAnswerReason, QueryOutcome, branches_saved
+from ponder.scheduler.outcome import (
+    NoAnswerReason,
+    QueryOutcome,
+    branches_saved,
+    stopped_early,
+)
 from ponder.scheduler.planner import PlanError, QueryRequest, plan_query
 from ponder.scheduler.response import (
     chat_response,
@@ -115,4 +120,9 @@ def _record(state: SchedulerState, outcome: QueryOutcome) -> None:
         outcome.prompt_tokens + outcome.completion_tokens
     )
     metrics.branches_saved.inc(branches_saved(outcome))
-    state.window.record(outcome.latency_seconds, time.monotonic())
+    state.window.record(
+        outcome.latency_seconds,
+        time.monotonic(),
+        tokens=outcome.prompt_tokens + outcome.completion_tokens,
+        stopped_early=stopped_early(outcome),
+    )

@@ -11,6 +11,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from nats.aio.client import Client as NatsClient
 
@@ -23,8 +24,17 @@ DEFAULT_WINDOW_SECONDS = 60.0
 DEFAULT_MAX_SAMPLES = 10_000
 
 
+@dataclass(frozen=True)
+class _Sample:
+    at: float
+    latency: float
+    tokens: int
+    stopped_early: bool
+
+
 class LatencyWindow:
-    """Query latencies of the last `window_seconds` (at most `max_samples`, newest kept)."""
+    """Finished queries of the last `window_seconds` (at most `max_samples`, newest kept): their
+    latencies, tokens and whether their strategy stopped early."""
 
     def __init__(
         self, window_seconds: float = DEFAULT_WINDOW_SECONDS, max_samples: int = DEFAULT_MAX_SAMPLES
@@ -32,20 +42,36 @@ class LatencyWindow:
         if window_seconds <= 0 or max_samples < 1:
             raise ValueError("window_seconds and max_samples must be positive")
         self.window_seconds = window_seconds
-        self._samples: deque[tuple[float, float]] = deque(maxlen=max_samples)  # (at, latency)
+        self._samples: deque[_Sample] = deque(maxlen=max_samples)
         self.total = 0
 
-    def record(self, latency_seconds: float, at: float) -> None:
-        """Add one finished query's latency, observed at time `at` (seconds, any clock)."""
-        self._samples.append((at, latency_seconds))
+    def record(
+        self, latency_seconds: float, at: float, *, tokens: int = 0, stopped_early: bool = False
+    ) -> None:
+        """Add one finished query, observed at time `at` (seconds, any clock): its latency, its
+        tokens (prompt and completion, every branch) and whether it stopped early."""
+        self._samples.append(_Sample(at, latency_seconds, tokens, stopped_early))
         self.total += 1
+
+    def _current(self, now: float) -> list[_Sample]:
+        horizon = now - self.window_seconds
+        while self._samples and self._samples[0].at < horizon:
+            self._samples.popleft()
+        return list(self._samples)
 
     def latencies(self, now: float) -> list[float]:
         """The latencies still inside the window at `now`, oldest first."""
-        horizon = now - self.window_seconds
-        while self._samples and self._samples[0][0] < horizon:
-            self._samples.popleft()
-        return [latency for _, latency in self._samples]
+        return [sample.latency for sample in self._current(now)]
+
+    def mean_tokens(self, now: float) -> float | None:
+        """Mean tokens per query of the window, or None when empty."""
+        samples = self._current(now)
+        return sum(s.tokens for s in samples) / len(samples) if samples else None
+
+    def early_stop_rate(self, now: float) -> float | None:
+        """Share of the window's queries whose strategy stopped early, or None when empty."""
+        samples = self._current(now)
+        return sum(1 for s in samples if s.stopped_early) / len(samples) if samples else None
 
     def quantile(self, fraction: float, now: float) -> float | None:
         """Nearest-rank quantile (0 < fraction <= 1) of the window, or None when empty."""
@@ -84,6 +110,8 @@ def snapshot(
         p95_latency_seconds=window.p95(monotonic_now),
         slo_attainment=window.attainment(target_latency_seconds, monotonic_now),
         queries_total=window.total,
+        tokens_per_query=window.mean_tokens(monotonic_now),
+        early_stop_rate=window.early_stop_rate(monotonic_now),
     )
 
 
