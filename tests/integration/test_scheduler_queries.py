@@ -423,3 +423,85 @@ async def test_openapi_document_lists_exactly_the_served_routes(
     async with http.get(f"{plane.base_url}/v1/nothing-here") as response:
         assert response.status == 404
         assert set(await response.json()) == {"error"}
+
+
+def samples(text: str, name: str, labels: str) -> float:
+    """Sum of the samples of `name` whose labels contain `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and labels in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_test_time_compute_series_count_what_each_answer_says(
+    plane: Dataplane, http: aiohttp.ClientSession
+) -> None:
+    # Each series is read before and after real queries, and must move by exactly what the
+    # responses' `ponder` objects say (the branches in arrival order, their answers and
+    # tokens, the confidence, whether the strategy stopped early and what it saved).
+    async def metrics_text() -> str:
+        async with http.get(f"{plane.base_url}/metrics") as response:
+            return await response.text()
+
+    strategy = 'strategy="adaptive-consistency"'
+    series = [
+        "ponder_branches_to_consensus_count",
+        "ponder_branches_to_consensus_sum",
+        "ponder_tokens_before_final_answer_count",
+        "ponder_tokens_before_final_answer_sum",
+        "ponder_confidence_at_stop_count",
+        "ponder_confidence_at_stop_sum",
+        "ponder_early_stops_total",
+        "ponder_tokens_saved_total",
+    ]
+    before_text = await metrics_text()
+    before = {name: samples(before_text, name, strategy) for name in series}
+    expected = dict.fromkeys(series, 0.0)
+    for seed in range(3):
+        status, body = await post_json(
+            http,
+            f"{plane.base_url}/v1/completions",
+            {
+                "model": MODEL,
+                "prompt": PROMPT,
+                "max_tokens": 32,  # a whole worked solution of the character-level model
+                "seed": seed,
+                "ponder": {"strategy": "adaptive-consistency", "max_branches": 8},
+            },
+        )
+        assert status == 200, body
+        ponder = body["ponder"]
+        final, to_consensus, spent, before_final = ponder["answer"], None, 0, None
+        answered: dict[str, int] = {}
+        for index, branch in enumerate(b for b in ponder["branches"] if b["answer"] is not None):
+            answered[branch["answer"]] = answered.get(branch["answer"], 0) + 1
+            if to_consensus is None and answered.get(final, 0) == max(answered.values()):
+                to_consensus = index + 1
+        for branch in ponder["branches"]:
+            spent += branch["completion_tokens"]
+            if before_final is None and final is not None and branch["answer"] == final:
+                before_final = spent
+        if to_consensus is not None:
+            expected["ponder_branches_to_consensus_count"] += 1
+            expected["ponder_branches_to_consensus_sum"] += to_consensus
+        if before_final is not None:
+            expected["ponder_tokens_before_final_answer_count"] += 1
+            expected["ponder_tokens_before_final_answer_sum"] += before_final
+        if ponder["confidence"] is not None:
+            expected["ponder_confidence_at_stop_count"] += 1
+            expected["ponder_confidence_at_stop_sum"] += ponder["confidence"]
+        expected["ponder_early_stops_total"] += 1 if ponder["stopped_early"] else 0
+        expected["ponder_tokens_saved_total"] += ponder["tokens_saved"]
+        if ponder["stopped_early"]:
+            plan = ponder["plan"]
+            ceiling = min(
+                plan["budget_tokens"], plan["max_branches"] * plan["max_tokens_per_branch"]
+            )
+            assert ponder["tokens_saved"] == ceiling - body["usage"]["completion_tokens"]
+    after_text = await metrics_text()
+    # Not vacuous: the queries had answers, so every histogram moved.
+    assert expected["ponder_branches_to_consensus_count"] == 3, expected
+    for name in series:
+        moved = samples(after_text, name, strategy) - before[name]
+        assert moved == pytest.approx(expected[name]), name

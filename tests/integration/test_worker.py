@@ -546,9 +546,11 @@ async def test_cancel_mid_generation_returns_partial_results_and_frees_vllm(
     js: JetStreamContext,
     vllm: VllmServer,
 ) -> None:
-    service, _ = served
+    service, worker = served
     subjects = subjects_of(service)
     generated_before = await vllm_generated_tokens(vllm.base_url)
+    _, metrics_before = await http_get(f"{worker.http_url}/metrics")
+    freed = "ponder_worker_cancel_to_free_seconds"
     async with ResultsInbox(nc, subjects) as inbox:
         job = long_job(service, inbox.subject)
         full_generation = len(job.branch_ids) * LONG_TOKENS
@@ -561,8 +563,10 @@ async def test_cancel_mid_generation_returns_partial_results_and_frees_vllm(
         with paused(vllm):
             await asyncio.sleep(1.0)
             cancel = CancelMessage(query_id=job.query_id, reason="test")
+            cancelled_at = time.monotonic()
             await nc.publish(subjects.cancel, cancel.model_dump_json().encode())
             results = await inbox.collect(len(job.branch_ids), within=SETTLE_SECONDS)
+            cancel_to_results = time.monotonic() - cancelled_at
         # vLLM is freed: nothing of the job runs on. How soon it drops the request is
         # `make bench-latency`'s figure: on a busy machine vLLM's API server may notice the
         # closed connection only after its engine has generated the rest.
@@ -572,6 +576,16 @@ async def test_cancel_mid_generation_returns_partial_results_and_frees_vllm(
     assert sum(tokens) > 0 and max(tokens) < LONG_TOKENS
     assert sum(len(r.text) for r in results) > 0  # the partial text came back
     assert sum(r.prompt_tokens for r in results) == PROMPT_TOKENS
+    # The worker timed it: one engine call freed by a cancel, no later than its results came.
+    _, metrics_after = await http_get(f"{worker.http_url}/metrics")
+    count = worker_metric(metrics_after, f"{freed}_count") - worker_metric(
+        metrics_before, f"{freed}_count"
+    )
+    seconds = worker_metric(metrics_after, f"{freed}_sum") - worker_metric(
+        metrics_before, f"{freed}_sum"
+    )
+    assert count == 1
+    assert 0 <= seconds <= cancel_to_results
     await wait_until_queue_empty(js, subjects)
 
 

@@ -34,3 +34,11 @@ LATE_TOKENS_TOTAL = "ponder_late_tokens_total"  # labels: kind; reported after t
 PLANS_SHRUNK_TOTAL = "ponder_plans_shrunk_total"  # scheduler: fewer branches than asked
 REQUESTS_REFUSED_TOTAL = "ponder_requests_refused_total"  # labels: code; 401, 403, 429 ...
 TENANT_GENERATED_TOKENS_TOTAL = "ponder_tenant_generated_tokens_total"  # labels: tenant
+# Test-time compute, per strategy (scheduler; ponder.scheduler.ttc says what each measures).
+BRANCHES_TO_CONSENSUS = "ponder_branches_to_consensus"  # histogram
+EARLY_STOPS_TOTAL = "ponder_early_stops_total"  # queries answered before their branch cap
+TOKENS_SAVED_TOTAL = "ponder_tokens_saved_total"  # against the plan's maximum
+TOKENS_BEFORE_FINAL_ANSWER = "ponder_tokens_before_final_answer"  # histogram
+QUERY_TOKENS_AFTER_ANSWER = "ponder_query_tokens_after_answer"  # histogram, overthinking
+CONFIDENCE_AT_STOP = "ponder_confidence_at_stop"  # histogram of the strategy's confidence
+WORKER_CANCEL_TO_FREE_SECONDS = "ponder_worker_cancel_to_free_seconds"  # cancel -> engine freed

@@ -246,6 +246,15 @@ class PonderInfo(BaseModel):
         description="Cancelled branches that had not reported within the usage settle time: "
         "what they spent is not in `usage` (the scheduler's ponder_late_tokens_total counts it).",
     )
+    stopped_early: bool = Field(
+        default=False,
+        description="The strategy answered before its branch cap had completed.",
+    )
+    tokens_saved: int = Field(
+        default=0,
+        description="Completion tokens that stopping early left unspent, against the plan's "
+        "maximum (budget_tokens, or every branch at its cap if less).",
+    )
     usage_complete: bool = Field(
         default=True, description="`usage` counts every branch launched (none unreported)."
     )

@@ -10,6 +10,8 @@ from ponder.api import metrics as names
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
+BRANCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 
 class QueryOutcome(StrEnum):
@@ -85,6 +87,50 @@ class SchedulerMetrics:
         self.plans_shrunk = Counter(
             names.PLANS_SHRUNK_TOTAL,
             "Queries granted fewer branches than asked, to fit budget, load or deadline.",
+            registry=self.registry,
+        )
+        self.branches_to_consensus = Histogram(
+            names.BRANCHES_TO_CONSENSUS,
+            "Branches answered, in arrival order, until the final answer first led the count.",
+            ["strategy"],
+            buckets=BRANCH_BUCKETS,
+            registry=self.registry,
+        )
+        self.early_stops = Counter(
+            names.EARLY_STOPS_TOTAL,
+            "Answered queries whose strategy stopped before its branch cap had completed "
+            '(their share of ponder_queries_total{outcome="answered"} is the early-stop rate).',
+            ["strategy"],
+            registry=self.registry,
+        )
+        self.tokens_saved = Counter(
+            names.TOKENS_SAVED_TOTAL,
+            "Completion tokens early stopping left unspent, against the plan's maximum "
+            "(the budget, or every branch at its cap if less).",
+            ["strategy"],
+            registry=self.registry,
+        )
+        self.tokens_before_final = Histogram(
+            names.TOKENS_BEFORE_FINAL_ANSWER,
+            "Completion tokens spent, in arrival order, until a branch first gave the final "
+            "answer.",
+            ["strategy"],
+            buckets=TOKEN_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens_after_answer = Histogram(
+            names.QUERY_TOKENS_AFTER_ANSWER,
+            "Tokens a query's branches generated after their answer had settled (overthinking), "
+            "for queries whose workers read it (the answer-probe early exit).",
+            ["strategy"],
+            buckets=TOKEN_BUCKETS,
+            registry=self.registry,
+        )
+        self.confidence_at_stop = Histogram(
+            names.CONFIDENCE_AT_STOP,
+            "The strategy's confidence in the answer it gave.",
+            ["strategy"],
+            buckets=CONFIDENCE_BUCKETS,
             registry=self.registry,
         )
         self.requests_refused = Counter(

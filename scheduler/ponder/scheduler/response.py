@@ -32,6 +32,7 @@ from ponder.scheduler.api_models import (
 from ponder.scheduler.outcome import NoAnswerReason, QueryOutcome
 from ponder.scheduler.planner import PlanError
 from ponder.scheduler.strategies.base import FinalAnswer
+from ponder.scheduler.ttc import read_ttc
 
 WORDS_PER_CHUNK = 8
 _WORD = re.compile(r"\s*\S+\s*|\s+")
@@ -63,6 +64,7 @@ def ponder_info(outcome: QueryOutcome) -> PonderInfo:
     answer = outcome.answer
     completed = outcome.count(BranchStatus.COMPLETED)
     failed = outcome.count(BranchStatus.FAILED)
+    reading = read_ttc(outcome)
     return PonderInfo(
         query_id=query.query_id,
         strategy=query.strategy.value,
@@ -77,6 +79,8 @@ def ponder_info(outcome: QueryOutcome) -> PonderInfo:
         confidence=answer.confidence if answer else None,
         deadline_exceeded=outcome.deadline_exceeded,
         branches_unreported=outcome.unreported,
+        stopped_early=reading.stopped_early if reading else False,
+        tokens_saved=reading.tokens_saved if reading else 0,
         usage_complete=outcome.unreported == 0,
         latency_ms=round(outcome.latency_seconds * 1000.0, 3),
         plan=PlanInfo(

@@ -14,6 +14,7 @@ from ponder.api.wire import Endpoint
 from ponder.scheduler.access import ADMISSION, Admission
 from ponder.scheduler.http_errors import error_response, json_response
 from ponder.scheduler.metrics import QueryOutcome as OutcomeLabel
+from ponder.scheduler.metrics import SchedulerMetrics
 from ponder.scheduler.outcome import (
     NoAnswerReason,
     QueryOutcome,
@@ -31,6 +32,7 @@ from ponder.scheduler.response import (
 from ponder.scheduler.runner import QueryRunner
 from ponder.scheduler.state import SchedulerState
 from ponder.scheduler.strategies import make_strategy
+from ponder.scheduler.ttc import TtcReading, read_ttc
 
 
 async def serve_query(
@@ -120,9 +122,28 @@ def _record(state: SchedulerState, outcome: QueryOutcome) -> None:
         outcome.prompt_tokens + outcome.completion_tokens
     )
     metrics.branches_saved.inc(branches_saved(outcome))
+    reading = read_ttc(outcome)
+    if reading is not None:
+        _observe_ttc(metrics, strategy, reading)
     state.window.record(
         outcome.latency_seconds,
         time.monotonic(),
         tokens=outcome.prompt_tokens + outcome.completion_tokens,
         stopped_early=stopped_early(outcome),
     )
+
+
+def _observe_ttc(metrics: SchedulerMetrics, strategy: str, reading: TtcReading) -> None:
+    """Record what test-time compute did for one answered query."""
+    if reading.stopped_early:
+        metrics.early_stops.labels(strategy=strategy).inc()
+        metrics.tokens_saved.labels(strategy=strategy).inc(reading.tokens_saved)
+    observed = [
+        (metrics.branches_to_consensus, reading.branches_to_consensus),
+        (metrics.tokens_before_final, reading.tokens_before_final_answer),
+        (metrics.tokens_after_answer, reading.tokens_after_answer),
+        (metrics.confidence_at_stop, reading.confidence),
+    ]
+    for histogram, value in observed:
+        if value is not None:
+            histogram.labels(strategy=strategy).observe(value)

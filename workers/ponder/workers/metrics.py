@@ -31,6 +31,7 @@ class DeadLetterReason(StrEnum):
     FOREIGN_REPLY_SUBJECT = "foreign_reply_subject"  # names an inbox not of this service
 
 
+CANCEL_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 GENERATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
@@ -58,6 +59,13 @@ class WorkerMetrics:
             names.WORKER_GENERATION_SECONDS,
             "Seconds a job spent generating in vLLM (all its branches at once)",
             buckets=GENERATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.cancel_to_free_seconds = Histogram(
+            names.WORKER_CANCEL_TO_FREE_SECONDS,
+            "Seconds from a cancel (or a dead scheduler's abort) reaching a running job to its "
+            "engine call ending, its connection closed (vLLM then aborts the sequences)",
+            buckets=CANCEL_BUCKETS,
             registry=self.registry,
         )
         self.tokens = Counter(

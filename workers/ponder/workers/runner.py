@@ -52,6 +52,8 @@ class RunningJob:
     generation: Generation
     admitted_at: float = field(default_factory=time.monotonic)
     abort_reason: AbortReason | None = None
+    aborted_at: float | None = None
+    """When the first abort came (monotonic), to time how soon the engine call was freed."""
     deadline: asyncio.Timeout | None = field(default=None, repr=False)
     """The engine call's deadline while it runs; moved to now to abort the call."""
 
@@ -64,8 +66,13 @@ class RunningJob:
         cancels the call and so closes its HTTP connection: vLLM aborts the sequences."""
         if self.abort_reason is None:
             self.abort_reason = reason
+            self.aborted_at = time.monotonic()
         if self.deadline is not None and not self.deadline.expired():
             self.deadline.reschedule(0)  # any time in the past: at once
+
+
+_ABORTED = frozenset({JobOutcome.CANCELLED, JobOutcome.ORPHANED})
+"""Outcomes of a generation stopped part-way by a cancel or a dead scheduler."""
 
 
 def parse_job(msg: Msg, subjects: ServiceSubjects) -> BranchJob | ValidationError | str:
@@ -193,7 +200,8 @@ class JobRunner:
                 error = failure
         finally:
             running.deadline = None
-        generation_seconds = time.monotonic() - started
+        freed_at = time.monotonic()
+        generation_seconds = freed_at - started
         self.metrics.generation_seconds.observe(generation_seconds)
         outcome = outcome_of(
             finished=not deadline.expired() and error is None,
@@ -201,6 +209,8 @@ class JobRunner:
             past_deadline=deadline.expired(),
             error=error,
         )
+        if outcome in _ABORTED and running.aborted_at is not None:
+            self.metrics.cancel_to_free_seconds.observe(max(0.0, freed_at - running.aborted_at))
         if outcome in (JobOutcome.FAILED, JobOutcome.RETRIED):
             log.warning("job %s %s: %s", job.job_id, outcome.value, error)
         rejection = rejection_of(outcome, error)
