@@ -51,6 +51,10 @@ test-integration: $(VENV_STAMP) model-smollm2 ## Real NATS and real vLLM on the 
 test-e2e: $(VENV_STAMP) tools ## The local Kubernetes control plane, the chart and the operator
 	$(PY) -m pytest $(PYTEST_ARGS) tests/e2e
 
+.PHONY: test-chaos
+test-chaos: $(VENV_STAMP) ## Faults under load (SIGKILLed workers, NATS, scheduler): prints answered, failed, lost, duplicated, recovery
+	$(PY) -m pytest -s $(PYTEST_ARGS) tests/chaos
+
 .PHONY: crds
 crds: $(VENV_STAMP) ## Regenerate the CRD YAML from ponder.api (and the chart's copy)
 	$(PY) -m ponder.api.crd_gen

@@ -1,5 +1,6 @@
 """Session-wide fixtures that start real parts once, with the launchers of `ponder.local`
-(docs/architecture.md, "The local stack")."""
+(docs/architecture.md, "The local stack"): NATS, and the vLLM server that the integration and
+chaos tiers share (tests/integration/conftest.py says what it serves)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,18 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from ponder.local import shipped
 from ponder.local.nats import NatsServer, nats_server
+from ponder.local.vllm import VllmServer, vllm_server
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_MODEL_DIR = REPO_ROOT / shipped.MODEL_PATH
+CHAT_TEMPLATE = REPO_ROOT / "bench" / "arith_chat_template.jinja"
+"""Renders a user question as the task prompt and continues a final assistant message."""
+
+
+def shipped_model_present() -> bool:
+    return (SHIPPED_MODEL_DIR / "model.safetensors").is_file()
 
 
 @pytest.fixture(scope="session")
@@ -22,4 +34,23 @@ def stack_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def nats(stack_log_dir: Path) -> AsyncIterator[NatsServer]:
     """One real nats-server with JetStream for the whole session."""
     async with nats_server(stack_log_dir) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def arith_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped model, or its format with random weights when none is committed."""
+    if shipped_model_present():
+        return SHIPPED_MODEL_DIR
+    from models.arith.model import save_untrained_model  # torch, only when it is needed
+
+    return save_untrained_model(tmp_path_factory.mktemp("untrained-arith"))
+
+
+@pytest_asyncio.fixture(scope="session")
+async def vllm(arith_model_dir: Path, stack_log_dir: Path) -> AsyncIterator[VllmServer]:
+    """One real vLLM server (OpenAI API) for the whole session."""
+    async with vllm_server(
+        arith_model_dir, log_dir=stack_log_dir, extra_args=["--chat-template", str(CHAT_TEMPLATE)]
+    ) as server:
         yield server

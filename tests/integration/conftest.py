@@ -13,7 +13,8 @@
   step verifier `models/arith/verifier_server.py` (`POST {url}/verify`, Ponder's
   `VerifierKind.HTTP` contract).
 
-Each starts once per session, on first use.
+Each starts once per session, on first use; `vllm` and `arith_model_dir` live in tests/conftest.py,
+shared with the chaos tier.
 """
 
 from __future__ import annotations
@@ -24,38 +25,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from models.arith.model import save_untrained_model
 from ponder.local import shipped
 from ponder.local.verifier import VerifierServer, verifier_server
-from ponder.local.vllm import VllmServer, vllm_server
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_MODEL_DIR = REPO_ROOT / shipped.MODEL_PATH
-
-
-def shipped_model_present() -> bool:
-    return (SHIPPED_MODEL_DIR / "model.safetensors").is_file()
-
-
-@pytest.fixture(scope="session")
-def arith_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped model, or its format with random weights when none is committed."""
-    if shipped_model_present():
-        return SHIPPED_MODEL_DIR
-    return save_untrained_model(tmp_path_factory.mktemp("untrained-arith"))
-
-
-CHAT_TEMPLATE = REPO_ROOT / "bench" / "arith_chat_template.jinja"
-"""Renders a user question as the task prompt and continues a final assistant message."""
-
-
-@pytest_asyncio.fixture(scope="session")
-async def vllm(arith_model_dir: Path, stack_log_dir: Path) -> AsyncIterator[VllmServer]:
-    """One real vLLM server (OpenAI API) for the whole session."""
-    async with vllm_server(
-        arith_model_dir, log_dir=stack_log_dir, extra_args=["--chat-template", str(CHAT_TEMPLATE)]
-    ) as server:
-        yield server
+from ponder.local.vllm import VllmServer
+from tests.conftest import SHIPPED_MODEL_DIR
 
 
 @pytest.fixture(scope="session")

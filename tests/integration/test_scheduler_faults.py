@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,6 +32,7 @@ from ponder.local.nats import NatsServer
 from ponder.local.scheduler import scheduler_process
 from ponder.local.vllm import VllmServer
 from tests.integration.vllm_control import paused
+from tests.scrape import metric
 
 pytestmark = pytest.mark.vllm
 
@@ -91,18 +91,6 @@ def long_query(branches: int, deadline_ms: int = QUERY_DEADLINE_MS) -> dict[str,
             "budget_tokens": branches * LONG,
         },
     }
-
-
-async def metric(http: aiohttp.ClientSession, url: str, name: str, labels: str = "") -> float:
-    """Sum of the samples of `name` (whose labels contain `labels`) at `url`/metrics."""
-    async with http.get(f"{url}/metrics") as response:
-        text = await response.text()
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(rf"^{re.escape(name)}(\{{[^}}]*\}})? (\S+)$", line)
-        if match and labels in (match.group(1) or ""):
-            total += float(match.group(2))
-    return total
 
 
 async def eventually(check: Any, timeout_seconds: float, interval: float = 0.05) -> None:

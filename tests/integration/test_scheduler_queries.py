@@ -20,6 +20,7 @@ from ponder.api.wire import SchedulerStats
 from ponder.local.dataplane import Dataplane, local_dataplane
 from ponder.local.nats import NatsServer
 from ponder.local.vllm import VllmServer
+from tests.scrape import sample_sum
 
 pytestmark = pytest.mark.vllm
 
@@ -425,15 +426,6 @@ async def test_openapi_document_lists_exactly_the_served_routes(
         assert set(await response.json()) == {"error"}
 
 
-def samples(text: str, name: str, labels: str) -> float:
-    """Sum of the samples of `name` whose labels contain `labels`."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and labels in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 async def test_test_time_compute_series_count_what_each_answer_says(
     plane: Dataplane, http: aiohttp.ClientSession
 ) -> None:
@@ -456,7 +448,7 @@ async def test_test_time_compute_series_count_what_each_answer_says(
         "ponder_tokens_saved_total",
     ]
     before_text = await metrics_text()
-    before = {name: samples(before_text, name, strategy) for name in series}
+    before = {name: sample_sum(before_text, name, strategy) for name in series}
     expected = dict.fromkeys(series, 0.0)
     for seed in range(3):
         status, body = await post_json(
@@ -503,5 +495,5 @@ async def test_test_time_compute_series_count_what_each_answer_says(
     # Not vacuous: the queries had answers, so every histogram moved.
     assert expected["ponder_branches_to_consensus_count"] == 3, expected
     for name in series:
-        moved = samples(after_text, name, strategy) - before[name]
+        moved = sample_sum(after_text, name, strategy) - before[name]
         assert moved == pytest.approx(expected[name]), name

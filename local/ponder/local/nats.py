@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ class NatsServer:
     url: str
     port: int
     store_dir: Path
+    process: subprocess.Popen[bytes]
 
 
 def nats_server_binary() -> str:
@@ -26,11 +28,33 @@ def nats_server_binary() -> str:
 
 
 @contextlib.asynccontextmanager
-async def nats_server(log_dir: Path | None = None) -> AsyncIterator[NatsServer]:
-    """nats-server on 127.0.0.1 with JetStream on a temporary file store."""
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="ponder-nats-") as store:
-        args = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", store]
+async def nats_server(
+    log_dir: Path | None = None, *, port: int | None = None, store_dir: Path | None = None
+) -> AsyncIterator[NatsServer]:
+    """nats-server on 127.0.0.1 with JetStream on a file store.
+
+    By default on a free port and a temporary store, removed on exit. With `port` and
+    `store_dir` (kept on exit) a second server starts where a killed one was: the same URL, and
+    the streams, consumers and messages it had written.
+    """
+    port = free_port() if port is None else port
+    with contextlib.ExitStack() as scratch:
+        if store_dir is None:
+            store_dir = Path(
+                scratch.enter_context(tempfile.TemporaryDirectory(prefix="ponder-nats-"))
+            )
+        args = [
+            nats_server_binary(),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-js",
+            "-sd",
+            str(store_dir),
+        ]
         log_path = (log_dir / f"nats-{port}.log") if log_dir else None
-        async with running(args, port=port, log_path=log_path):
-            yield NatsServer(url=f"nats://127.0.0.1:{port}", port=port, store_dir=Path(store))
+        async with running(args, port=port, log_path=log_path) as process:
+            yield NatsServer(
+                url=f"nats://127.0.0.1:{port}", port=port, store_dir=store_dir, process=process
+            )
