@@ -281,10 +281,15 @@ async def test_republished_job_within_the_duplicate_window_runs_once(
         assert await queued_jobs(js, subjects) == 1
 
 
-async def test_engine_that_always_fails_ends_in_failed_branches_and_a_dead_letter(
+async def test_an_engine_failure_on_the_last_delivery_ends_in_failed_branches_and_a_dead_letter(
     nats: NatsServer, nc: NatsClient, js: JetStreamContext, stack_log_dir: Path
 ) -> None:
-    service = new_service(job_max_deliver=2, job_ack_wait_seconds=2.0)
+    # One delivery: the worker's first health check alone does not mark its engine down (it
+    # takes two, and the next is minutes away), so it takes the job; the call finds no engine,
+    # the job is handed back, JetStream has no delivery left and says so, and the worker turns
+    # that into failed branches and a dead letter. The failed call also had the engine checked
+    # at once: confirmed down, the worker takes nothing more.
+    service = new_service(job_max_deliver=1, job_ack_wait_seconds=2.0)
     subjects = subjects_of(service)
     async with (
         ResultsInbox(nc, subjects) as inbox,
@@ -295,6 +300,7 @@ async def test_engine_that_always_fails_ends_in_failed_branches_and_a_dead_lette
             worker_id="no-engine",
             ensure_stream=True,  # the worker creates the stream for local runs
             log_dir=stack_log_dir,
+            extra_args=["--engine-check-seconds", "600"],
         ) as worker,
     ):
         job = new_job(service, inbox.subject, branches=2)
@@ -302,16 +308,17 @@ async def test_engine_that_always_fails_ends_in_failed_branches_and_a_dead_lette
         results = await inbox.collect(2, within=SETTLE_SECONDS)
         assert sorted(r.branch_id for r in results) == sorted(job.branch_ids)
         assert all(r.status is BranchStatus.FAILED for r in results)
-        assert all("max deliveries reached (2 attempts)" in (r.error or "") for r in results)
+        assert all("max deliveries reached (1 attempts)" in (r.error or "") for r in results)
         await wait_until_queue_empty(js, subjects)
         (letter,) = await dead_letters(js, subjects)
-        assert letter.reason == "max deliveries reached (2 attempts)"
+        assert letter.reason == "max deliveries reached (1 attempts)"
         assert BranchJob.model_validate_json(letter.payload) == job
         _, metrics = await http_get(f"{worker.http_url}/metrics")
-        assert worker_metric(metrics, 'ponder_worker_jobs_total{outcome="retried"}') == 2
+        assert worker_metric(metrics, 'ponder_worker_jobs_total{outcome="retried"}') == 1
         assert (
             worker_metric(metrics, 'ponder_worker_deadletters_total{reason="max_deliveries"}') == 1
         )
+        assert worker_metric(metrics, "ponder_worker_engine_up") == 0
         await delete_stream(js, subjects)
 
 
@@ -336,7 +343,15 @@ async def test_cancel_that_overtakes_a_queued_job_answers_it_without_generating(
     async with (
         stream_of(js, service) as subjects,
         ResultsInbox(nc, subjects) as inbox,
-        worker_process(service, nats_url=nats.url, vllm_url=dead_vllm_url(), log_dir=stack_log_dir),
+        worker_process(
+            service,
+            nats_url=nats.url,
+            vllm_url=dead_vllm_url(),
+            log_dir=stack_log_dir,
+            # One failed check does not mark the engine down; the next is minutes away, so the
+            # worker takes the job (the cancel answers it without the engine).
+            extra_args=["--engine-check-seconds", "600"],
+        ),
     ):
         job = new_job(service, inbox.subject, branches=2)
         cancel = CancelMessage(query_id=job.query_id)
@@ -587,6 +602,41 @@ async def test_cancel_mid_generation_returns_partial_results_and_frees_vllm(
     assert count == 1
     assert 0 <= seconds <= cancel_to_results
     await wait_until_queue_empty(js, subjects)
+
+
+@pytest.mark.vllm
+async def test_a_worker_takes_no_jobs_while_its_engine_is_down_and_runs_them_once_it_is_back(
+    served: tuple[ServiceConfig, WorkerProcess],
+    nc: NatsClient,
+    js: JetStreamContext,
+    vllm: VllmServer,
+) -> None:
+    service, worker = served
+    subjects = subjects_of(service)
+
+    async def engine_up() -> float:
+        _, metrics = await http_get(f"{worker.http_url}/metrics")
+        return worker_metric(metrics, "ponder_worker_engine_up")
+
+    async with ResultsInbox(nc, subjects) as inbox:
+        job = new_job(service, inbox.subject, branches=2, max_tokens=8)
+        with paused(vllm):  # a wedged engine: its /health does not answer
+            await poll_until(lambda: _equals(engine_up(), 0), within=SETTLE_SECONDS)
+            status, body = await http_get(f"{worker.http_url}/healthz")
+            assert status == 503 and "unhealthy" in body
+            await publish(js, subjects, job)
+            # Several fetch timeouts pass; a worker taking jobs would have pulled this one.
+            await asyncio.sleep(3.0)
+            consumer = await js.consumer_info(subjects.stream, subjects.consumer)
+            assert (consumer.num_pending, consumer.num_ack_pending) == (1, 0)
+        results = await inbox.collect(2, within=SETTLE_SECONDS)
+    assert [r.status for r in results] == [BranchStatus.COMPLETED] * 2
+    assert await engine_up() == 1
+    await wait_until_queue_empty(js, subjects)
+
+
+async def _equals(value: Awaitable[float], expected: float) -> bool:
+    return await value == expected
 
 
 @pytest.mark.vllm

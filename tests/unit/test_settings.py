@@ -69,6 +69,7 @@ SAMPLES: dict[str, tuple[str, object, str, object]] = {
     "vllm_url": ("http://env:1", "http://env:1", "http://cli:2", "http://cli:2"),
     "slots": ("3", 3, "5", 5),
     "drain_seconds": ("1.5", 1.5, "2.5", 2.5),
+    "engine_check_seconds": ("0.5", 0.5, "3", 3.0),
     "namespace": ("team-a, team-b", ["team-a", "team-b"], "team-c", ["team-c"]),
     "autoscale_interval_seconds": ("1", 1.0, "2", 2.0),
     "resync_seconds": ("10", 10.0, "20", 20.0),

@@ -42,3 +42,4 @@ TOKENS_BEFORE_FINAL_ANSWER = "ponder_tokens_before_final_answer"  # histogram
 QUERY_TOKENS_AFTER_ANSWER = "ponder_query_tokens_after_answer"  # histogram, overthinking
 CONFIDENCE_AT_STOP = "ponder_confidence_at_stop"  # histogram of the strategy's confidence
 WORKER_CANCEL_TO_FREE_SECONDS = "ponder_worker_cancel_to_free_seconds"  # cancel -> engine freed
+WORKER_ENGINE_UP = "ponder_worker_engine_up"  # 0 while the engine is down and no job is taken

@@ -28,6 +28,7 @@ from ponder.workers.cancellation import CancelRegistry
 from ponder.workers.config import WorkerSettings
 from ponder.workers.consumer import Consumer
 from ponder.workers.engine import Engine, VllmEngine
+from ponder.workers.engine_watch import EngineWatch
 from ponder.workers.liveness import SchedulerLiveness
 from ponder.workers.metrics import WorkerMetrics
 from ponder.workers.runner import JobRunner
@@ -112,6 +113,11 @@ async def worker_app(
         metrics.track_slots(settings.slots, lambda: slots.in_use)
         # A job of a cancelled query is worthless until the longest deadline has passed.
         cancels = CancelRegistry(remember_seconds=settings.service.slo.max_deadline_ms / 1000)
+        engine_watch = EngineWatch(
+            engine.health_problem,
+            interval_seconds=settings.engine_check_seconds,
+            on_change=lambda up: metrics.engine_up.set(1 if up else 0),
+        )
         runner = JobRunner(
             nc=nc,
             js=js,
@@ -120,6 +126,7 @@ async def worker_app(
             metrics=metrics,
             cancels=cancels,
             liveness=SchedulerLiveness(nc, subjects),
+            engine_watch=engine_watch,
         )
         consumer = Consumer(
             subscription=subscription,
@@ -129,6 +136,7 @@ async def worker_app(
             fetch_timeout_seconds=settings.fetch_timeout_seconds,
             drain_seconds=settings.drain_seconds,
             heartbeat_seconds=settings.heartbeat_seconds,
+            engine=engine_watch,
         )
 
         async def on_cancel(msg: Msg) -> None:

@@ -31,6 +31,7 @@ from ponder.api.settings import (
     service_config_from,
 )
 from ponder.api.subjects import ServiceSubjects
+from ponder.workers.engine_watch import CHECK_INTERVAL_SECONDS
 
 DEFAULT_DRAIN_SECONDS = 25.0
 """Kubernetes waits 30 s (terminationGracePeriodSeconds) before SIGKILL; 25 s leaves time to
@@ -54,6 +55,13 @@ DRAIN_SECONDS: Option[float] = Option(
     "Grace for in-flight jobs on SIGTERM before they are handed back",
     float,
 )
+ENGINE_CHECK_SECONDS: Option[float] = Option(
+    "--engine-check-seconds",
+    "PONDER_ENGINE_CHECK_SECONDS",
+    CHECK_INTERVAL_SECONDS,
+    "How often the engine's health is checked; no jobs are taken while it is down",
+    float,
+)
 
 OPTIONS: tuple[Option[Any], ...] = (
     CONFIG,
@@ -64,6 +72,7 @@ OPTIONS: tuple[Option[Any], ...] = (
     HTTP_HOST,
     PORT,
     DRAIN_SECONDS,
+    ENGINE_CHECK_SECONDS,
     ENSURE_STREAM,
     MAX_WORKERS,
     LOG_LEVEL,
@@ -93,6 +102,8 @@ class WorkerSettings:
     log_level: str = "info"
     retry_delay_seconds: float = 1.0
     """Delay before a job handed back after an engine outage is delivered again."""
+    engine_check_seconds: float = CHECK_INTERVAL_SECONDS
+    """How often the engine's health is checked (ponder.workers.engine_watch)."""
     fetch_timeout_seconds: float = 1.0
     """Longest a pull request waits for jobs; also the longest a stop waits for a fetch."""
 
@@ -142,6 +153,7 @@ def settings_from(
         http_host=HTTP_HOST.value(options, environ),
         http_port=PORT.value(options, environ),
         drain_seconds=DRAIN_SECONDS.value(options, environ),
+        engine_check_seconds=ENGINE_CHECK_SECONDS.value(options, environ),
         ensure_stream=ENSURE_STREAM.value(options, environ),
         max_workers=MAX_WORKERS.value(options, environ),
         log_level=LOG_LEVEL.value(options, environ),
@@ -150,6 +162,10 @@ def settings_from(
         raise ValueError(f"slots={settings.slots} must be at least 1")
     if settings.drain_seconds < 0:
         raise ValueError(f"drain_seconds={settings.drain_seconds} must not be negative")
+    if settings.engine_check_seconds <= 0:
+        raise ValueError(
+            f"engine_check_seconds={settings.engine_check_seconds} must be greater than 0"
+        )
     if settings.max_workers < 1:
         raise ValueError(f"max_workers={settings.max_workers} must be at least 1")
     return settings

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from ponder.api.wire import CancelMessage
 from ponder.workers.cancellation import CancelRegistry, cancel_matches
+from ponder.workers.engine_watch import EngineWatch
 from ponder.workers.generation import Generation
 from ponder.workers.outcomes import AbortReason
 from ponder.workers.runner import JobRunner, RunningJob, parse_job
@@ -42,6 +43,7 @@ class Consumer:
         fetch_timeout_seconds: float,
         drain_seconds: float,
         heartbeat_seconds: float,
+        engine: EngineWatch,
     ) -> None:
         self.subscription = subscription
         self.runner = runner
@@ -50,6 +52,7 @@ class Consumer:
         self.fetch_timeout_seconds = fetch_timeout_seconds
         self.drain_seconds = drain_seconds
         self.heartbeat_seconds = heartbeat_seconds
+        self.engine = engine
         self.running: dict[RunningJob, asyncio.Task[None]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -57,9 +60,11 @@ class Consumer:
         `drain_seconds` to finish, the rest are aborted and handed back to the stream."""
         async with asyncio.TaskGroup() as jobs:
             heartbeat = jobs.create_task(self._heartbeat())
+            watch = jobs.create_task(self.engine.run())
             await self._fetch_until(stop, jobs)
             await self._drain()
             heartbeat.cancel()
+            watch.cancel()
 
     def on_cancel(self, cancel: CancelMessage) -> None:
         """Remember `cancel` and abort the running jobs it names."""
@@ -96,6 +101,9 @@ class Consumer:
 
     async def _fetch_until(self, stop: asyncio.Event, jobs: asyncio.TaskGroup) -> None:
         while True:
+            # No jobs while the engine is down: they wait in the stream for the other workers.
+            if not await self.engine.wait_up(stop):
+                return
             batch = await self.slots.wait_for_batch(stop)
             if batch == 0:
                 return

@@ -49,6 +49,13 @@ class WorkerMetrics:
         self.slots = Gauge(
             names.WORKER_SLOTS, "Branches this worker runs at once", registry=self.registry
         )
+        self.engine_up = Gauge(
+            names.WORKER_ENGINE_UP,
+            "1 while this worker's engine answers its health check, 0 while it is down and the "
+            "worker takes no jobs",
+            registry=self.registry,
+        )
+        self.engine_up.set(1)
         self.jobs = Counter(
             names.WORKER_JOBS_TOTAL,
             "Fetched jobs by what became of them",

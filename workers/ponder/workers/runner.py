@@ -34,6 +34,7 @@ from ponder.workers import deadletters
 from ponder.workers.cancellation import CancelRegistry
 from ponder.workers.config import WorkerSettings
 from ponder.workers.engine import Engine
+from ponder.workers.engine_watch import EngineWatch
 from ponder.workers.generation import Generation
 from ponder.workers.liveness import SchedulerLiveness
 from ponder.workers.metrics import DeadLetterReason, JobOutcome, WorkerMetrics
@@ -103,6 +104,7 @@ class JobRunner:
         metrics: WorkerMetrics,
         cancels: CancelRegistry,
         liveness: SchedulerLiveness,
+        engine_watch: EngineWatch,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -111,6 +113,7 @@ class JobRunner:
         self.metrics = metrics
         self.cancels = cancels
         self.liveness = liveness
+        self.engine_watch = engine_watch
 
     async def run(self, running: RunningJob) -> None:
         """Run `running` to its end: results published (when any), message settled."""
@@ -213,6 +216,8 @@ class JobRunner:
             self.metrics.cancel_to_free_seconds.observe(max(0.0, freed_at - running.aborted_at))
         if outcome in (JobOutcome.FAILED, JobOutcome.RETRIED):
             log.warning("job %s %s: %s", job.job_id, outcome.value, error)
+        if outcome is JobOutcome.RETRIED:
+            self.engine_watch.suspect()  # the engine was unavailable: is it down?
         rejection = rejection_of(outcome, error)
         if rejection is not None:
             return outcome, generation_seconds, rejection, True

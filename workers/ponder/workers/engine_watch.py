@@ -1,0 +1,110 @@
+"""Whether this worker's engine is up; the pull loop takes no job while it is down.
+
+A dead or wedged vLLM would otherwise fail every job the worker fetched: each comes back
+after the retry delay and burns one of its deliveries until it is dead-lettered, while a
+worker with a live engine could have run it. So the worker checks its engine's `/health`
+every `interval_seconds`, and at once when an engine call finds the engine unavailable.
+`DOWN_AFTER_FAILED_CHECKS` failed checks in a row mark it down (one slow answer on a busy
+machine does not), or one that confirms a failed engine call; the first good answer marks it
+up again. While it is down the consumer stops
+fetching (`wait_up`), the jobs wait in the stream for the other workers (and count in the
+autoscaler's backlog), `/healthz` says why, and `ponder_worker_engine_up` is 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+DOWN_AFTER_FAILED_CHECKS = 2
+CHECK_INTERVAL_SECONDS = 2.0
+
+HealthCheck = Callable[[], Awaitable[str | None]]
+"""Returns None when the engine is healthy, else the reason."""
+
+
+@dataclass(frozen=True)
+class EngineState:
+    """What the checks so far say: up or down, failures in a row, the last problem."""
+
+    up: bool = True
+    failures: int = 0
+    problem: str | None = None
+
+
+def after_check(state: EngineState, problem: str | None, *, suspected: bool = False) -> EngineState:
+    """The state after one check that found `problem` (None: healthy); `suspected`: the check
+    was run because an engine call had just found the engine unavailable. Pure."""
+    if problem is None:
+        return EngineState()
+    failures = state.failures + 1
+    up = state.up and not suspected and failures < DOWN_AFTER_FAILED_CHECKS
+    return EngineState(up=up, failures=failures, problem=problem)
+
+
+class EngineWatch:
+    """The engine's state, kept by `run()`; `wait_up` holds the pull loop while it is down."""
+
+    def __init__(
+        self,
+        check: HealthCheck,
+        *,
+        interval_seconds: float = CHECK_INTERVAL_SECONDS,
+        on_change: Callable[[bool], None] | None = None,
+    ) -> None:
+        self._check = check
+        self.interval_seconds = interval_seconds
+        self._on_change = on_change
+        self.state = EngineState()
+        self._up = asyncio.Event()
+        self._up.set()
+        self._wake = asyncio.Event()
+
+    @property
+    def up(self) -> bool:
+        return self.state.up
+
+    def suspect(self) -> None:
+        """An engine call found the engine unavailable: check now rather than at the tick."""
+        self._wake.set()
+
+    async def wait_up(self, stop: asyncio.Event) -> bool:
+        """Return once the engine is up (True) or `stop` is set (False)."""
+        if self._up.is_set():
+            return True
+        up = asyncio.ensure_future(self._up.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({up, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            up.cancel()
+            stopped.cancel()
+        return self._up.is_set() and not stop.is_set()
+
+    async def check_once(self, *, suspected: bool = False) -> None:
+        """Run one check and record what it found."""
+        before = self.state
+        self.state = after_check(before, await self._check(), suspected=suspected)
+        if before.up and not self.state.up:
+            log.warning("engine down, taking no jobs: %s", self.state.problem)
+            self._up.clear()
+        elif self.state.up and not before.up:
+            log.info("engine back up, taking jobs again")
+            self._up.set()
+        if before.up != self.state.up and self._on_change is not None:
+            self._on_change(self.state.up)
+
+    async def run(self) -> None:
+        """Check every interval (or when suspected), forever."""
+        suspected = False
+        while True:
+            self._wake.clear()
+            await self.check_once(suspected=suspected)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.interval_seconds)
+            suspected = self._wake.is_set()
