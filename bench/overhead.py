@@ -65,6 +65,7 @@ from ponder.scheduler.load import LoadTracker
 from ponder.scheduler.planner import Plan, QueryRequest, plan_query
 from ponder.scheduler.runner import QueryRunner, RunnerDeps
 from ponder.scheduler.strategies import make_strategy
+from ponder.workers.engine import EngineHealth
 from ponder.workers.generation import Generation
 
 PROMPT = "Q:12+34-5 A:"
@@ -87,8 +88,8 @@ class InstantEngine:
             choice.completion_tokens = len(text)
             choice.finish_reason = "stop"
 
-    async def health_problem(self) -> str | None:
-        return None
+    async def health(self) -> EngineHealth:
+        return EngineHealth()
 
 
 @dataclass(frozen=True)

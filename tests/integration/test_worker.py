@@ -50,6 +50,7 @@ from ponder.local.nats import NatsServer
 from ponder.local.processes import free_port
 from ponder.local.vllm import VllmServer
 from ponder.local.worker import WorkerProcess, worker_process
+from ponder.workers.engine_watch import WEDGED_SECONDS
 from tests.integration.vllm_control import paused
 
 PROMPT = "Q:1+2 A:"
@@ -621,7 +622,9 @@ async def test_a_worker_takes_no_jobs_while_its_engine_is_down_and_runs_them_onc
     async with ResultsInbox(nc, subjects) as inbox:
         job = new_job(service, inbox.subject, branches=2, max_tokens=8)
         with paused(vllm):  # a wedged engine: its /health does not answer
-            await poll_until(lambda: _equals(engine_up(), 0), within=SETTLE_SECONDS)
+            # Silent for WEDGED_SECONDS (a busy engine answers late, so only then is it down).
+            silent = await poll_until(lambda: _equals(engine_up(), 0), within=2 * SETTLE_SECONDS)
+            assert silent >= WEDGED_SECONDS
             status, body = await http_get(f"{worker.http_url}/healthz")
             assert status == 503 and "unhealthy" in body
             await publish(js, subjects, job)

@@ -65,7 +65,7 @@ class Worker:
     async def health_problem(self) -> str | None:
         if not self.nc.is_connected:
             return "not connected to NATS"
-        return await self.engine.health_problem()
+        return (await self.engine.health()).problem
 
 
 async def _log_nats_error(error: Exception) -> None:
@@ -114,7 +114,7 @@ async def worker_app(
         # A job of a cancelled query is worthless until the longest deadline has passed.
         cancels = CancelRegistry(remember_seconds=settings.service.slo.max_deadline_ms / 1000)
         engine_watch = EngineWatch(
-            engine.health_problem,
+            engine.health,
             interval_seconds=settings.engine_check_seconds,
             on_change=lambda up: metrics.engine_up.set(1 if up else 0),
         )

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -55,9 +56,18 @@ class Engine(Protocol):
         """
         ...
 
-    async def health_problem(self) -> str | None:
-        """None when the engine can serve, else why not."""
+    async def health(self) -> EngineHealth:
+        """Whether the engine can serve, and if not why, and whether it just did not answer."""
         ...
+
+
+@dataclass(frozen=True)
+class EngineHealth:
+    """One health check: `problem` None when the engine can serve. `silent`: it neither
+    answered nor refused within the check's timeout (wedged, or only busy)."""
+
+    problem: str | None = None
+    silent: bool = False
 
 
 class VllmEngine:
@@ -204,15 +214,21 @@ class VllmEngine:
         except (aiohttp.ClientError, TimeoutError) as error:
             return f"# vLLM /metrics unreachable: {_describe(error)}\n".encode()
 
-    async def health_problem(self) -> str | None:
+    async def health(self) -> EngineHealth:
         timeout = aiohttp.ClientTimeout(total=HEALTH_TIMEOUT_SECONDS)
         try:
             async with self.session.get(self.base_url + "/health", timeout=timeout) as response:
                 if response.status == 200:
-                    return None
-                return f"vLLM /health answered {response.status}"
-        except (aiohttp.ClientError, TimeoutError) as error:
-            return f"vLLM at {self.base_url} unreachable: {_describe(error)}"
+                    return EngineHealth()
+                return EngineHealth(f"vLLM /health answered {response.status}")
+        except TimeoutError:
+            return EngineHealth(
+                f"vLLM at {self.base_url} did not answer /health within "
+                f"{HEALTH_TIMEOUT_SECONDS:g} s",
+                silent=True,
+            )
+        except aiohttp.ClientError as error:
+            return EngineHealth(f"vLLM at {self.base_url} unreachable: {_describe(error)}")
 
 
 def _http_error(status: int, body: str) -> Exception:
