@@ -102,3 +102,27 @@ The NATS URL the operator (and, through it, every scheduler and worker) connects
 {{- required "nats.externalUrl is required when nats.enabled is false (e.g. nats://nats.messaging.svc:4222)" .Values.nats.externalUrl }}
 {{- end }}
 {{- end }}
+
+{{/*
+The namespaceSelector of the PodMonitors: monitoring.podMonitors.namespaces, else the namespaces
+the operator watches, else every namespace.
+*/}}
+{{- define "ponder.podMonitors.namespaceSelector" -}}
+{{- $namespaces := .Values.monitoring.podMonitors.namespaces | default .Values.operator.watchNamespaces }}
+{{- if $namespaces -}}
+matchNames:
+  {{- toYaml $namespaces | nindent 2 }}
+{{- else -}}
+any: true
+{{- end }}
+{{- end }}
+
+{{/*
+Selector labels of the pods the operator renders for component `.component` (scheduler, worker);
+ponder.operator.render's selector_labels and MANAGED_BY.
+*/}}
+{{- define "ponder.renderedPodSelector" -}}
+app.kubernetes.io/name: ponder
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/managed-by: ponder-operator
+{{- end }}
