@@ -2,8 +2,9 @@
 
 A problem is a chain such as ``23+48-17``; its prompt is ``Q:23+48-17 A:`` and its worked
 solution ``23+48=71 71-17=54 #54``: one ``a±b=c`` step per operator, each starting from the
-previous result, then the final answer after ``#``. Running values never go below zero, so a
-``-`` is always an operator, never a sign.
+previous result, then the final answer after ``#``. The generator's running values never go
+below zero; the checks accept a chain that does (``17-99=-82 -82+5=-77 #-77``), where a
+leading ``-`` of a step is the sign of its running value.
 
 Everything here is pure: the generator is seeded, and the checks are used both by evaluation and
 by the HTTP step verifier (``models.arith.verifier_server``).
@@ -28,7 +29,7 @@ MAX_OPERAND = 99
 
 _QUESTION = re.compile(r"^\s*(?:Q:)?\s*(\d+(?:\s*[+-]\s*\d+)+)\s*(?:A:)?\s*$")
 _TERM = re.compile(r"([+-]?)\s*(\d+)")
-_STEP = re.compile(r"^(\d+)([+-])(\d+)=(\d+)$")
+_STEP = re.compile(r"^(-?\d+)([+-])(\d+)=(-?\d+)$")  # a running value may be negative
 _FINAL = re.compile(r"#\s*(-?\d+)")
 _INTEGER = re.compile(r"^\s*#?\s*(-?\d+)\s*$")
 

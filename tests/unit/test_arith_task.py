@@ -251,3 +251,20 @@ def test_validation_prompts_are_left_padded() -> None:
     assert input_ids[0].tolist()[-9:] == encode("Q:1+2 A:")
     assert attention_mask[0].tolist() == [0] * 5 + [1] * 9
     assert attention_mask[1].tolist() == [1] * 14
+
+
+@pytest.mark.parametrize(
+    ("question", "text", "score"),
+    [
+        ("17-99", "17-99=-82 #-82", 1.0),  # a correct negative step, and answer
+        ("17-99+5", "17-99=-82 -82+5=-77 #-77", 1.0),  # continuing from a negative value
+        ("17-99-5", "17-99=-82 -82-5=-87 #-87", 1.0),
+        ("17-99+90", "17-99=-82 -82+90=8 #8", 1.0),  # back above zero
+        ("17-99", "17-99=82 #82", 0.0),  # the sign is part of the value
+        ("17-99+5", "17-99=-82 82+5=87 #87", 1 / 3),  # the next step must start from -82
+    ],
+)
+def test_negative_running_values_are_checked_like_any_other(
+    question: str, text: str, score: float
+) -> None:
+    assert verify(question, text) == pytest.approx(score)
