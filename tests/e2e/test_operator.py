@@ -597,6 +597,22 @@ async def test_a_service_whose_nats_is_unreachable_holds_up_no_other(
     assert any(reason == "StreamLeftBehind" for reason, _ in left), left
 
 
+async def test_a_service_in_a_namespace_that_starts_with_a_digit_becomes_ready(
+    operator: OperatorProcess, kubectl: Kubectl
+) -> None:
+    # Kubernetes namespaces are DNS-1123 labels, digits first too; the service's config once
+    # demanded a letter, and such a service got no children, no condition and no Event.
+    namespace = f"0-{secrets.token_hex(4)}"
+    await kubectl("create", "namespace", namespace)
+    try:
+        await apply(kubectl, namespace, service("digits"))
+        await wait_ready(kubectl, namespace, "digits")
+        children = await children_of(kubectl, namespace, "digits")
+        assert {"Deployment/digits-workers", "Deployment/digits-scheduler"} <= set(children)
+    finally:
+        await kubectl("delete", "namespace", namespace, "--wait=false")
+
+
 # --- autoscaling on real NATS --------------------------------------------------------------------
 
 SCALING: dict[str, Any] = {

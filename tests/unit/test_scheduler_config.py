@@ -92,3 +92,15 @@ def test_a_bad_answer_pattern_stops_the_scheduler_at_load_with_the_reason(
     error = capsys.readouterr().err
     assert "cannot load ServiceConfig" in error
     assert "answer pattern 'Result: ([0-9]+' is not a valid regular expression" in error
+
+
+@pytest.mark.parametrize("namespace", ["default", "team-a", "1team", "2-team", "0", "a" * 63])
+def test_any_kubernetes_namespace_is_a_service_namespace(namespace: str) -> None:
+    config = ServiceConfig(namespace=namespace, name="svc", model="m")
+    assert config.namespace == namespace
+
+
+@pytest.mark.parametrize("namespace", ["", "-team", "team-", "Team", "team_a", "a" * 64])
+def test_what_no_kubernetes_namespace_can_be_is_refused(namespace: str) -> None:
+    with pytest.raises(ValueError, match="namespace"):
+        ServiceConfig(namespace=namespace, name="svc", model="m")

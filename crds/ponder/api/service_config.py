@@ -247,7 +247,9 @@ class ServiceConfig(BaseModel):
     """Everything a scheduler or worker of one ReasoningService needs to know."""
 
     model_config = ConfigDict(extra="forbid")
-    namespace: str = Field(default="default", pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    namespace: str = Field(
+        default="default", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63
+    )  # a DNS-1123 label, as Kubernetes namespaces are (digits first too)
     name: str = Field(pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$", max_length=40)
     nats_url: str = DEFAULT_NATS_URL
     model: str = Field(description="Served model name, as vLLM serves it and clients ask for it.")
