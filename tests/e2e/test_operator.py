@@ -613,6 +613,44 @@ async def test_a_service_in_a_namespace_that_starts_with_a_digit_becomes_ready(
         await kubectl("delete", "namespace", namespace, "--wait=false")
 
 
+async def test_children_the_api_server_refuses_are_reported_and_applied_once_allowed(
+    operator: OperatorProcess, kubectl: Kubectl, namespace: str
+) -> None:
+    # A quota of no Deployments in the namespace: the API server refuses both (403), as an
+    # admission policy or a bad manifest would. The operator once only logged that, every tick.
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "no-deployments"},
+        "spec": {"hard": {"count/deployments.apps": "0"}},
+    }
+    await apply(kubectl, namespace, quota)
+    await apply(kubectl, namespace, service("quota"))
+    reported = await eventually(
+        lambda: get_json(kubectl, "rsvc", "quota", "-n", namespace),
+        lambda obj: condition(obj, "Degraded").get("reason") == "ApplyFailed",
+        timeout_seconds=SETTLE_SECONDS,
+        what="Degraded=ApplyFailed",
+    )
+    degraded = condition(reported, "Degraded")
+    assert degraded["status"] == "True", degraded
+    assert "Deployment/quota-" in degraded["message"], degraded
+    assert "quota" in degraded["message"].split(":", 1)[1], degraded  # the API server's words
+    # The children it may create are there all the same ...
+    assert "ConfigMap/quota-config" in await children_of(kubectl, namespace, "quota")
+    # ... a Warning says so ...
+    await eventually(
+        lambda: warnings_about(kubectl, namespace, "quota"),
+        lambda found: any(reason == "ApplyFailed" for reason, _ in found),
+        timeout_seconds=SETTLE_SECONDS,
+        what="an ApplyFailed Warning",
+    )
+    # ... and once the quota is gone the next pass applies them.
+    await kubectl("delete", "resourcequota", "no-deployments", "-n", namespace)
+    ready = await wait_ready(kubectl, namespace, "quota")
+    assert condition(ready, "Degraded")["status"] == "False", ready
+
+
 # --- autoscaling on real NATS --------------------------------------------------------------------
 
 SCALING: dict[str, Any] = {

@@ -106,6 +106,17 @@ def conditions(status: ReasoningServiceStatus) -> dict[str, tuple[str, str]]:
             ("False", "AsExpected"),
         ),
         (
+            "the API server refused a Deployment",
+            replace(
+                HEALTHY,
+                workers=DeploymentState(),
+                apply_errors=("Deployment/math-workers: exceeded quota (403 Forbidden)",),
+            ),
+            ("False", "Creating"),
+            ("True", "Creating"),
+            ("True", "ApplyFailed"),
+        ),
+        (
             "more workers than the GPUs hold",
             replace(
                 HEALTHY,
@@ -314,3 +325,16 @@ def test_a_warning_on_each_transition_into_degraded(
     assert (found[0] if found else None) == warning
     if found is not None:
         assert found[1] == next(c.message for c in current.conditions if c.type == "Degraded")
+
+
+def test_a_refused_apply_says_what_the_api_server_said_and_how_many_more() -> None:
+    refused = (
+        "Deployment/math-workers: exceeded quota (403 Forbidden)",
+        "Deployment/math-scheduler: exceeded quota (403 Forbidden)",
+    )
+    status = compute_status(replace(HEALTHY, apply_errors=refused), None, NOW)
+    (degraded,) = [c for c in status.conditions if c.type == "Degraded"]
+    assert degraded.message == (
+        "the API server refused Deployment/math-workers: exceeded quota (403 Forbidden) "
+        "(and 1 more)"
+    )

@@ -75,6 +75,8 @@ class Children:
 
     workers: DeploymentState
     scheduler: DeploymentState
+    apply_errors: tuple[str, ...] = ()
+    """Children the API server refused: `Kind/name: its message`."""
 
 
 @dataclass(frozen=True)
@@ -213,11 +215,14 @@ def children_after(
     snapshot: Snapshot,
     applied_workers: Mapping[str, Any] | None,
     applied_scheduler: Mapping[str, Any] | None,
+    apply_errors: tuple[str, ...] = (),
 ) -> Children:
-    """The Deployments' state after the apply; a skipped apply (None) leaves what observe saw."""
+    """The Deployments' state after the apply; a skipped or refused apply (None) leaves what
+    observe saw."""
     return Children(
         workers=DeploymentState.from_manifest(applied_workers or snapshot.workers),
         scheduler=DeploymentState.from_manifest(applied_scheduler or snapshot.scheduler),
+        apply_errors=apply_errors,
     )
 
 
@@ -262,6 +267,7 @@ def status_of(
         unschedulable_workers=unschedulable_workers,
         stream_error=snapshot.stream_error,
         nats_unreachable=snapshot.nats_unreachable,
+        apply_errors=children.apply_errors,
         queue_depth=queue_depth_branches(snapshot),
         p95_latency_ms=stats.p95_latency_ms if stats else None,
         slo_attainment_percent=stats.slo_attainment_percent if stats else None,

@@ -254,22 +254,36 @@ async def apply(
     """Remember the plan's worker count and autoscaler state, then apply every child in order.
 
     Returns the Deployments as the API server holds them after the apply (as observed when an
-    unchanged child was skipped).
+    unchanged child was skipped or refused). A child the API server refuses (invalid, over a
+    quota, denied by an admission policy) does not stop the others: what it said goes into
+    status (Degraded, reason ApplyFailed, and its Warning Event), and the next pass tries again.
     """
     memory.desired_workers = plan.worker_replicas
     memory.autoscaler = plan.autoscaler
+    namespace = snapshot.service.metadata.namespace
     applied: dict[tuple[str, str], dict[str, Any] | None] = {}
+    refused: list[str] = []
     for child in plan.children:
-        manifest = child.manifest
-        applied[manifest["kind"], manifest["metadata"]["name"]] = await _apply_child(
-            runtime, memory, snapshot.service.metadata.namespace, child, logger
-        )
+        kind, name = child.manifest["kind"], child.manifest["metadata"]["name"]
+        try:
+            applied[kind, name] = await _apply_child(runtime, memory, namespace, child, logger)
+        except ApiError as error:
+            logger.warning("the API server refused %s %s/%s: %s", kind, namespace, name, error)
+            refused.append(f"{kind}/{name}: {_api_message(error)}")
     names = render.ChildNames(snapshot.service.metadata.name)
     return children_after(
         snapshot,
         applied.get(("Deployment", names.workers)),
         applied.get(("Deployment", names.scheduler)),
+        tuple(refused),
     )
+
+
+def _api_message(error: ApiError) -> str:
+    """What the API server said, bounded (a Condition's message is short by nature)."""
+    status = error.status
+    text = status.message or str(error)
+    return f"{text[:500]} ({status.code} {status.reason or ''})".replace(" )", ")")
 
 
 async def _apply_child(

@@ -118,6 +118,8 @@ class Observation:
     unschedulable_workers: tuple[UnschedulablePod, ...] = ()
     stream_error: str | None = None
     nats_unreachable: bool = False
+    apply_errors: tuple[str, ...] = ()
+    """Children the API server refused this pass: `Kind/name: its message`."""
     queue_depth: int | None = None
     p95_latency_ms: int | None = None
     slo_attainment_percent: int | None = None
@@ -193,6 +195,11 @@ def _progressing(observation: Observation, now: str) -> Condition:
 
 def _degraded(observation: Observation, now: str) -> Condition:
     generation = observation.generation
+    if observation.apply_errors:
+        first, *rest = observation.apply_errors
+        more = f" (and {len(rest)} more)" if rest else ""
+        message = f"the API server refused {first}{more}"
+        return _condition(DEGRADED, True, "ApplyFailed", message, generation, now)
     pending = observation.unschedulable_workers
     lacking_gpus = [pod for pod in pending if pod.lacks_gpus]
     if lacking_gpus:
