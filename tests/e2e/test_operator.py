@@ -66,6 +66,7 @@ class OperatorProcess:
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
     metrics_port: int = 0
+    liveness_port: int = 0
     _log: Any = field(default=None, repr=False)
 
     def _spawn(self, port: int) -> subprocess.Popen[bytes]:
@@ -97,7 +98,7 @@ class OperatorProcess:
 
     async def start(self) -> None:
         """Start the operator and wait for its liveness endpoint."""
-        port = free_port()
+        port = self.liveness_port = free_port()
         self.metrics_port = free_port()
         self.process = await asyncio.to_thread(self._spawn, port)
         self.starts += 1
@@ -302,6 +303,15 @@ async def test_sample_becomes_ready_with_owned_children_on_gpu_nodes(
     assert sample_of(text, "ponder_ready_replicas", series) == status["readyReplicas"] == 1
     assert sample_of(text, "ponder_autoscaler_slo_target_seconds", series) == 20.0
     assert sample_of(text, "ponder_reconcile_seconds_count", 'trigger="change"') >= 1
+
+    # Liveness runs the operator's own probe: no reconcile pass is stuck.
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{operator.liveness_port}/healthz") as response,
+    ):
+        assert response.status == 200
+        probes = await response.json()
+    assert set(probes["reconcile-loop"]) == {"oldest_pass_seconds"}, probes
 
 
 async def operator_metrics(operator: OperatorProcess) -> str:

@@ -13,6 +13,7 @@ import kopf
 from lightkube import ApiError
 
 from ponder.api import crd
+from ponder.operator.passes import stuck_problem
 from ponder.operator.reconcile import finalize, owning_service, reconcile, refresh
 from ponder.operator.render import MANAGED_BY
 from ponder.operator.runtime import OperatorConfig, Runtime
@@ -77,6 +78,17 @@ async def on_delete(body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> Non
     left = await finalize(_runtime(memo), body, logger)
     if left is not None:
         kopf.event(body, type="Warning", reason="StreamLeftBehind", message=left)
+
+
+async def on_probe(memo: Any, **_: Any) -> dict[str, float | None]:
+    """The liveness probe: fails (so the endpoint answers 500 and the kubelet restarts the
+    operator) when a reconcile pass has been in flight too long; else the oldest pass's age."""
+    runtime = _runtime(memo)
+    oldest = runtime.passes.oldest()
+    problem = stuck_problem(oldest, runtime.config.stuck_pass_seconds)
+    if problem is not None:
+        raise RuntimeError(f"the reconcile loop is stuck: {problem}")
+    return {"oldest_pass_seconds": None if oldest is None else round(oldest.seconds, 3)}
 
 
 def _status_of(body: kopf.Body) -> crd.ReasoningServiceStatus | None:
@@ -152,6 +164,7 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         id="child-changed",
         labels={"app.kubernetes.io/managed-by": MANAGED_BY},
     )(on_child_event)
+    kopf.on.probe(registry=registry, id="reconcile-loop")(on_probe)
     # A NATS that stays unreachable must not block deletion forever: after a minute of retries
     # the finalizer goes and the stream is left for NATS's max age to expire.
     kopf.on.delete(*RESOURCE, registry=registry, id="finalize", backoff=RETRY_SECONDS, retries=12)(

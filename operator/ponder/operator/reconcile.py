@@ -121,12 +121,17 @@ async def reconcile(
     the signals for status. A refused spec is reported in status, not raised.
     """
     service = read_service(plain(body))
-    memory = runtime.memory((service.metadata.namespace, service.metadata.name))
-    async with memory.lock, runtime.reconcile_slots:
-        if isinstance(service, RefusedService):
-            return await refuse(runtime, service)
-        with runtime.metrics.timed("timer" if autoscale else "change"):
-            return await _reconcile(runtime, memory, service, autoscale=autoscale, logger=logger)
+    key = (service.metadata.namespace, service.metadata.name)
+    memory = runtime.memory(key)
+    trigger = "timer" if autoscale else "change"
+    with runtime.passes.track(key, trigger):
+        async with memory.lock, runtime.reconcile_slots:
+            if isinstance(service, RefusedService):
+                return await refuse(runtime, service)
+            with runtime.metrics.timed(trigger):
+                return await _reconcile(
+                    runtime, memory, service, autoscale=autoscale, logger=logger
+                )
 
 
 async def _reconcile(
@@ -424,28 +429,34 @@ async def refresh(runtime: Runtime, namespace: str, name: str, logger: Logger) -
         return
     memory.refresh_queued = True
     try:
-        async with memory.lock:
-            # From here on a new change needs a new refresh: this one may have read too early.
-            memory.refresh_queued = False
-            try:
-                current = await runtime.kube.get(
-                    ReasoningServiceResource, name, namespace=namespace
-                )
-            except ApiError as error:
-                if error.status.code == 404:
-                    return
-                raise
-            body = current.to_dict()
-            if body.get("metadata", {}).get("deletionTimestamp"):
-                return
-            service = read_service(body)
-            async with runtime.reconcile_slots:
-                if isinstance(service, RefusedService):
-                    await refuse(runtime, service)
-                else:
-                    await _reconcile(runtime, memory, service, autoscale=False, logger=logger)
+        with runtime.passes.track((namespace, name), "refresh"):
+            await _refresh_locked(runtime, memory, namespace, name, logger)
     finally:
         memory.refresh_queued = False
+
+
+async def _refresh_locked(
+    runtime: Runtime, memory: ServiceMemory, namespace: str, name: str, logger: Logger
+) -> None:
+    """`refresh` once its turn came: under the service's lock, read it and reconcile it."""
+    async with memory.lock:
+        # From here on a new change needs a new refresh: this one may have read too early.
+        memory.refresh_queued = False
+        try:
+            current = await runtime.kube.get(ReasoningServiceResource, name, namespace=namespace)
+        except ApiError as error:
+            if error.status.code == 404:
+                return
+            raise
+        body = current.to_dict()
+        if body.get("metadata", {}).get("deletionTimestamp"):
+            return
+        service = read_service(body)
+        async with runtime.reconcile_slots:
+            if isinstance(service, RefusedService):
+                await refuse(runtime, service)
+            else:
+                await _reconcile(runtime, memory, service, autoscale=False, logger=logger)
 
 
 async def finalize(runtime: Runtime, body: Mapping[str, Any], logger: Logger) -> str | None:

@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 
 from ponder.api.service_config import DEFAULT_NATS_URL
 from ponder.operator.metrics import OperatorMetrics
+from ponder.operator.passes import STUCK_PASS_SECONDS, PassesInFlight
 from ponder.operator.policy import AutoscalerState
 from ponder.operator.signals import StatsBoard, stats_subscriber
 from ponder.operator.snapshot import ServiceKey
@@ -59,6 +60,8 @@ class OperatorConfig:
     resync_seconds: float = 300.0
     """Children unchanged since their last apply are re-applied at least this often anyway,
     undoing manual edits, without a server-side apply of every child at every tick."""
+    stuck_pass_seconds: float = STUCK_PASS_SECONDS
+    """A reconcile pass in flight this long means the loop is stuck: liveness fails."""
 
 
 @dataclass
@@ -180,6 +183,8 @@ class Runtime:
     reconcile_slots: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_RECONCILES)
     )
+    passes: PassesInFlight = field(default_factory=PassesInFlight)
+    """Reconcile passes in flight (the liveness probe reads the oldest)."""
     _services: dict[ServiceKey, ServiceMemory] = field(default_factory=dict)
 
     def memory(self, service: ServiceKey) -> ServiceMemory:
