@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
@@ -608,18 +607,3 @@ def test_every_panel_query_follows_the_namespace_service_and_strategy_variables(
             assert matched["name"] == "$service", f"{where}: {name} ignores $service"
             if "strategy" in exported[name]:
                 assert matched["strategy"] == "$strategy", f"{where}: {name} ignores $strategy"
-
-
-def test_the_docs_scrape_policy_admits_prometheus_to_the_rendered_worker_port() -> None:
-    """The NetworkPolicy docs/architecture.md offers for a Prometheus in another namespace."""
-    text = (CHART.parents[1] / "docs" / "architecture.md").read_text()
-    section = text.split("**Monitoring with the chart**", 1)[1]
-    policy = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
-    assert policy["kind"] == "NetworkPolicy"
-    worker_pod = rendered_pods()["worker"]
-    selector = policy["spec"]["podSelector"]["matchLabels"]
-    assert selector.items() <= worker_pod["metadata"]["labels"].items()
-    assert not selector.items() <= rendered_pods()["scheduler"]["metadata"]["labels"].items()
-    [rule] = policy["spec"]["ingress"]
-    assert rule["ports"] == [{"port": operator_render.WORKER_LOOP_PORT, "protocol": "TCP"}]
-    assert named_port(worker_pod, "metrics") == ("worker", rule["ports"][0]["port"])

@@ -97,6 +97,34 @@ def test_workers_accept_only_the_worker_loop_port_from_their_namespace(
     }
 
 
+@pytest.mark.parametrize(
+    ("selector", "peer"),
+    [
+        (
+            {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+        ),
+        ({}, {"namespaceSelector": {}}),
+    ],
+    ids=["monitoring", "every-namespace"],
+)
+def test_workers_also_admit_the_metrics_scrapers_namespaces_on_the_worker_loop_port_only(
+    selector: dict[str, Any], peer: dict[str, Any]
+) -> None:
+    spec = ReasoningServiceSpec.model_validate(
+        {
+            "model": {"name": "Qwen/Qwen2.5-1.5B-Instruct"},
+            "workers": {"metricsNamespaceSelector": selector},
+        }
+    )
+    policy = one(rendered(spec), "NetworkPolicy", "math-workers")
+    assert policy["spec"]["ingress"] == [
+        {"from": [{"podSelector": {}}, peer], "ports": [{"port": 8081, "protocol": "TCP"}]}
+    ]
+    scheduler = one(rendered(spec), "NetworkPolicy", "math-scheduler")
+    assert scheduler == one(rendered(spec_of()), "NetworkPolicy", "math-scheduler")
+
+
 def test_policies_select_the_pods_of_their_deployment_and_open_only_the_named_ports() -> None:
     children = rendered(spec_of())
     cases = [

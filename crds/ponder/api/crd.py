@@ -503,6 +503,13 @@ class WorkersSpec(_Spec):
             "Absent: the longest query deadline (spec.slo.maxDeadlineMilliseconds) plus 30 s."
         ),
     )
+    metrics_namespace_selector: NamespaceSelector | None = Field(
+        default=None,
+        description="Namespaces whose pods may also reach the worker loop's health and metrics "
+        "port (the NetworkPolicy the operator renders), e.g. Prometheus' for the chart's "
+        "PodMonitor. Absent: only pods of the service's own namespace. {}: pods of every "
+        "namespace. The engine's port stays closed either way.",
+    )
 
 
 class RequestLimitsSpec(_Spec):

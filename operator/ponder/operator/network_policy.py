@@ -6,8 +6,10 @@ Two policies, both Ingress only, each selecting one component's pods:
                                     spec.scheduler.clientNamespaceSelector selects (absent: from
                                     anywhere); nothing else
     NetworkPolicy `name-workers`    the worker loop's health and metrics port, from pods of the
-                                    service's namespace; nothing on the engine port, which only
-                                    the worker loop calls, over loopback inside the pod
+                                    service's namespace and of the namespaces
+                                    spec.workers.metricsNamespaceSelector selects (a
+                                    Prometheus'); nothing on the engine port, which only the
+                                    worker loop calls, over loopback inside the pod
 
 Kubelet probes come from the node, and traffic from the pod's own node is always allowed
 (Kubernetes docs, "Network Policies"), so no rule names a node address. Egress stays open: the
@@ -67,9 +69,17 @@ def scheduler_network_policy(
 
 
 def worker_network_policy(
-    metadata: Manifest, pod_labels: Mapping[str, str], worker_loop_port: int
+    metadata: Manifest,
+    pod_labels: Mapping[str, str],
+    worker_loop_port: int,
+    scrapers: NamespaceSelector | None = None,
 ) -> Manifest:
-    """Worker pods accept only `worker_loop_port` (health, metrics), from their own namespace."""
+    """Worker pods accept only `worker_loop_port` (health, metrics), from their own namespace
+    and from the namespaces `scrapers` selects."""
+    # An empty podSelector without a namespaceSelector: every pod of this namespace.
+    peers: list[Manifest] = [{"podSelector": {}}]
+    if scrapers is not None:
+        peers.append(namespace_peer(scrapers))
     return {
         "apiVersion": API_VERSION,
         "kind": "NetworkPolicy",
@@ -77,7 +87,6 @@ def worker_network_policy(
         "spec": {
             "podSelector": {"matchLabels": dict(pod_labels)},
             "policyTypes": ["Ingress"],
-            # An empty podSelector without a namespaceSelector: every pod of this namespace.
-            "ingress": [{"from": [{"podSelector": {}}], "ports": [_tcp(worker_loop_port)]}],
+            "ingress": [{"from": peers, "ports": [_tcp(worker_loop_port)]}],
         },
     }

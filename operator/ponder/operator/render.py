@@ -503,5 +503,6 @@ def render_children_of_config(
             _metadata(owner, names.workers, "worker"),
             selector_labels(owner.name, "worker"),
             WORKER_LOOP_PORT,
+            spec.workers.metrics_namespace_selector,
         ),
     ]
