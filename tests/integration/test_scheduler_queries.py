@@ -396,6 +396,10 @@ async def test_scheduler_publishes_its_load_and_latency_for_the_autoscaler(
     # What kubectl get rsvc -o wide shows, from the same window (semantics: unit tests).
     assert stats.tokens_per_query is not None and stats.tokens_per_query > 0
     assert stats.early_stop_rate is not None and 0.0 <= stats.early_stop_rate <= 1.0
+    # What the autoscaler's queueing estimate sizes the pool from: the slot time the real
+    # worker reported for the branches before, and a rate (0 once they left its 30 s window).
+    assert stats.branch_seconds is not None and stats.branch_seconds > 0
+    assert stats.branches_per_second is not None
 
 
 async def test_openapi_document_lists_exactly_the_served_routes(

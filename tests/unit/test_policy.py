@@ -1,5 +1,5 @@
-"""The autoscaling policy (pure): a table of decisions, a burst simulated tick by tick, and the
-pure parts of the signals it is fed."""
+"""The autoscaling policy (pure): a table of decisions, a burst simulated tick by tick, the SLO
+rule's queueing estimate, and the pure parts of the signals it is fed."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from ponder.api.crd import ReasoningServiceSpec
 from ponder.api.wire import SchedulerStats
+from ponder.operator.decide import signals_from
 from ponder.operator.policy import (
     AutoscalerState,
     PolicyConfig,
@@ -18,8 +19,10 @@ from ponder.operator.policy import (
     Signals,
     decide,
     held_replicas,
+    raw_recommendation,
 )
 from ponder.operator.signals import StatsBoard, service_of_stats_subject, summarize
+from ponder.operator.snapshot import Backlog
 
 NOW = 1_000_000.0
 CONFIG = PolicyConfig(
@@ -375,3 +378,193 @@ def test_a_decision_names_its_cause_in_one_word(
 ) -> None:
     decision = decide(config, signals, state)
     assert decision.changed and decision.cause == cause, decision
+
+
+# --- SLO attainment as the target: the queueing estimate -----------------------------------------
+
+# Eight slots per worker, run full (targetUtilizationPercent 100), so that Erlang C's headroom
+# shows: Little's law alone would carry 4 branches/s x 6 s = 24 busy slots on 3 workers.
+TIGHT = replace(
+    CONFIG,
+    max_replicas=20,
+    branches_per_worker=8,
+    slots_per_worker=8,
+    slo_target_ms=7_000,
+    slo_attainment=0.95,
+)
+
+
+def loaded(current: int, **fields: Any) -> Signals:
+    """A tick with 10 branches queued, 4 arriving per second, 6 s each, the SLO attained."""
+    values: dict[str, Any] = {
+        "pending_jobs": 10,
+        "slo_attainment_percent": 95,
+        "branches_per_second": 4.0,
+        "branch_seconds": 6.0,
+    }
+    values.update(fields)
+    return Signals(NOW, current, **values)
+
+
+@pytest.mark.parametrize(
+    ("case", "config", "signals", "workers", "cause"),
+    [
+        (
+            # 1 s of slack (7 s SLO, 6 s branches): 31 slots keep P(wait > 1 s) within 5 %.
+            "the queueing estimate sizes the pool for the attainment target",
+            TIGHT,
+            loaded(2),
+            4,
+            "attainment",
+        ),
+        (
+            # 20 % missed where 5 % may be: a quarter of the late share, 0.0125: 33 slots.
+            "attainment below target tightens the estimate by the observed misses",
+            TIGHT,
+            loaded(2, slo_attainment_percent=80),
+            5,
+            "attainment",
+        ),
+        (
+            "the estimate replaces one-more-worker: from 2 straight to what the rate needs",
+            TIGHT,
+            loaded(2, slo_attainment_percent=80, branches_per_second=8.0),
+            8,  # 48 busy slots: 60 slots at a late share of 0.0125
+            "attainment",
+        ),
+        (
+            # p95 6.5 s >= 90 % of 7 s: size for 6.3 s, 0.3 s of slack: 33 slots.
+            "p95 near the SLO sizes the pool for the near-SLO latency",
+            TIGHT,
+            loaded(2, slo_attainment_percent=None, p95_latency_ms=6_500),
+            5,
+            "latency",
+        ),
+        (
+            "a branch as long as the SLO has no slack: no branch may wait (34 slots)",
+            replace(TIGHT, slo_target_ms=6_000),
+            loaded(2, slo_attainment_percent=None),
+            5,
+            "attainment",
+        ),
+        (
+            "attainmentPercent 100 is sized as 99.9 (38 slots)",
+            replace(TIGHT, slo_attainment=1.0),
+            loaded(2, slo_attainment_percent=99),
+            5,
+            "attainment",
+        ),
+        (
+            "with ample slack Little's law at the target utilisation binds",
+            replace(TIGHT, slo_target_ms=30_000, branches_per_worker=5),
+            loaded(2),
+            5,  # 24 busy slots / 5 per worker; Erlang C wants only 25 slots, 4 workers
+            "attainment",
+        ),
+        ("demand beyond the estimate wins", TIGHT, loaded(2, pending_jobs=100), 13, "demand"),
+        (
+            "without a branch time yet a missed SLO adds one worker, as before",
+            TIGHT,
+            loaded(5, slo_attainment_percent=80, branch_seconds=None),
+            6,
+            "attainment",
+        ),
+        (
+            "without a branch time and no miss the demand rule alone",
+            TIGHT,
+            loaded(2, branch_seconds=None),
+            2,  # 10 queued branches at 8 each
+            "demand",
+        ),
+        (
+            "an idle service adds nothing for a rate or a miss it remembers",
+            TIGHT,
+            loaded(2, pending_jobs=0, slo_attainment_percent=80),
+            0,
+            "demand",
+        ),
+    ],
+)
+def test_the_queueing_estimate_sizes_the_pool_for_the_slo(
+    case: str, config: PolicyConfig, signals: Signals, workers: int, cause: str
+) -> None:
+    wanted, reasons, got_cause = raw_recommendation(config, signals)
+    assert (wanted, got_cause) == (workers, cause), f"{case}: {reasons}"
+
+
+def test_the_estimate_explains_itself() -> None:
+    decision = decide(TIGHT, loaded(2, slo_attainment_percent=80), AutoscalerState())
+    assert (decision.replicas, decision.cause) == (5, "attainment")
+    assert "SLO attainment 80% is below the 95% target" in decision.reason
+    assert "4 branches/s x 6 s = 24 busy slots need 5 workers" in decision.reason
+    assert "33 slots keep P(wait > 1 s) <= 0.0125" in decision.reason
+
+
+def test_a_lagging_attainment_window_does_not_grow_the_pool_tick_after_tick() -> None:
+    """The schedulers' window remembers a miss for a minute after the pool has grown enough: the
+    estimate, sized from the rate, holds the pool where it is, where one-more-worker would
+    have added a worker every tick."""
+    state, replicas = AutoscalerState(), 2
+    sized = []
+    for tick in range(6):
+        signals = replace(loaded(replicas, slo_attainment_percent=80), at=NOW + 15 * tick)
+        decision = decide(TIGHT, signals, state)
+        state, replicas = decision.state, decision.replicas
+        sized.append(replicas)
+    assert sized == [5] * 6
+    state, replicas = AutoscalerState(), 2
+    unsized = []
+    for tick in range(6):
+        signals = loaded(replicas, slo_attainment_percent=80, branch_seconds=None)
+        decision = decide(TIGHT, replace(signals, at=NOW + 15 * tick), state)
+        state, replicas = decision.state, decision.replicas
+        unsized.append(replicas)
+    assert unsized == [3, 4, 5, 6, 7, 8]
+
+
+def test_the_estimate_keeps_the_scale_down_window_and_the_step_limit() -> None:
+    # The rate fell: the estimate wants fewer workers, but only after the window.
+    held = decide(TIGHT, loaded(10, branches_per_second=1.0), history((100, 10)))
+    assert held.replicas == 10
+    # A tenfold rate asks for many more; one decision adds at most max(4, 100 % of 2).
+    step = decide(TIGHT, loaded(2, branches_per_second=40.0), AutoscalerState())
+    assert step.replicas == 6 and "limited to 4 workers per decision" in step.reason
+
+
+def test_policy_config_reads_the_slo_attainment_and_the_slots() -> None:
+    spec = ReasoningServiceSpec.model_validate(
+        {
+            "model": {"name": "m"},
+            "workers": {"slotsPerWorker": 16},
+            "slo": {"attainmentPercent": 99},
+        }
+    )
+    config = PolicyConfig.from_spec(spec)
+    assert (config.slots_per_worker, config.slo_attainment) == (16, 0.99)
+
+
+def test_scheduler_rates_add_up_and_branch_times_average_by_queries() -> None:
+    summary = summarize(
+        [
+            stats("a", queries_total=300, branches_per_second=3.0, branch_seconds=4.0),
+            stats("b", queries_total=100, branches_per_second=1.0, branch_seconds=8.0),
+            stats("c", queries_total=50),  # an older scheduler that reports neither
+        ]
+    )
+    assert summary is not None
+    assert summary.branches_per_second == pytest.approx(4.0)
+    assert summary.branch_seconds == pytest.approx(5.0)
+    none = summarize([stats("c")])
+    assert none is not None and none.branches_per_second is None and none.branch_seconds is None
+
+
+def test_the_policy_is_fed_the_schedulers_attainment_rate_and_branch_time() -> None:
+    summary = summarize(
+        [stats("a", slo_attainment=0.9, branches_per_second=2.5, branch_seconds=3.0)]
+    )
+    signals = signals_from(NOW, 3, Backlog(pending_jobs=4, ack_pending_jobs=6), summary)
+    assert (signals.slo_attainment_percent, signals.branches_per_second) == (90, 2.5)
+    assert signals.branch_seconds == 3.0
+    assert (signals.pending_jobs, signals.ack_pending_jobs, signals.current_replicas) == (4, 6, 3)
+    unread = signals_from(NOW, 3, None, None)
+    assert unread.slo_attainment_percent is None and unread.branches_per_second is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ponder.api.wire import BranchResult, BranchStatus
-from ponder.scheduler.load import WORKER_SEEN_SECONDS, LoadTracker
+from ponder.scheduler.load import WORKER_SEEN_SECONDS, LoadTracker, RateWindow
 from ponder.scheduler.stats import LatencyWindow, snapshot
 
 
@@ -82,7 +82,7 @@ def result(
 def test_load_tracker_counts_outstanding_branches_and_their_expected_tokens() -> None:
     load = LoadTracker()
     load.query_started()
-    load.branches_launched(8, max_tokens=100)
+    load.branches_launched(8, max_tokens=100, at=0.0)
     assert (load.queries_in_flight, load.branches_outstanding) == (1, 8)
     assert load.expected_branch_tokens() == 800
     load.observe(result("w1", tokens=20, seconds=0.2), now=0.0)
@@ -112,7 +112,7 @@ def test_load_tracker_learns_speed_and_workers_from_results() -> None:
 def test_stats_snapshot_reports_load_and_latency() -> None:
     load = LoadTracker()
     load.query_started()
-    load.branches_launched(4, max_tokens=50)
+    load.branches_launched(4, max_tokens=50, at=10.0)
     window = window_with([0.5, 2.0], at=10.0)
     stats = snapshot("s1", load, window, target_latency_seconds=1.0, at=123.0, monotonic_now=11.0)
     assert stats.scheduler_id == "s1"
@@ -121,6 +121,8 @@ def test_stats_snapshot_reports_load_and_latency() -> None:
     assert stats.p95_latency_seconds == 2.0
     assert stats.slo_attainment == 0.5
     assert stats.queries_total == 2
+    assert stats.branches_per_second == pytest.approx(4 / 30)  # 4 launched in a 30 s window
+    assert stats.branch_seconds is None  # no branch has reported yet
 
 
 def test_tokens_per_query_and_early_stops_are_over_the_window() -> None:
@@ -135,3 +137,34 @@ def test_tokens_per_query_and_early_stops_are_over_the_window() -> None:
     assert window.mean_tokens(now=12.0) == 150 and window.early_stop_rate(now=12.0) == 1.0
     stats = snapshot("s1", LoadTracker(), window, 30.0, at=1.0, monotonic_now=12.0)
     assert (stats.tokens_per_query, stats.early_stop_rate) == (150, 1.0)
+
+
+def test_rate_window_counts_the_events_of_its_window_over_its_length() -> None:
+    rate = RateWindow(window_seconds=10.0)
+    assert rate.rate(now=0.0) == 0.0
+    rate.record(8, at=0.0)
+    rate.record(0, at=1.0)  # nothing launched counts for nothing
+    rate.record(12, at=5.0)
+    assert rate.rate(now=5.0) == pytest.approx(2.0)
+    assert rate.rate(now=10.0) == pytest.approx(1.2)  # the first 8 have left (0, 10]
+    assert rate.rate(now=15.0) == 0.0
+    with pytest.raises(ValueError):
+        RateWindow(window_seconds=0.0)
+
+
+def test_load_tracker_learns_arrivals_and_how_long_a_branch_holds_its_slot() -> None:
+    load = LoadTracker()
+    load.branches_launched(30, max_tokens=100, at=0.0)
+    load.branches_launched(30, max_tokens=100, at=20.0)
+    assert load.arrivals.rate(now=20.0) == pytest.approx(2.0)
+    assert load.arrivals.rate(now=31.0) == pytest.approx(1.0)
+    load.observe(result("w1", tokens=100, seconds=4.0), now=21.0)
+    assert load.branch_seconds == pytest.approx(4.0)
+    # A branch cut short held its slot for as long as it ran; one that never started, not at all.
+    load.observe(result("w1", tokens=10, seconds=2.0, status=BranchStatus.CANCELLED), now=22.0)
+    load.observe(result("w1", tokens=0, seconds=0.0, status=BranchStatus.CANCELLED), now=22.0)
+    assert load.branch_seconds == pytest.approx(4.0 + 0.1 * (2.0 - 4.0))
+    assert load.seconds_per_token == pytest.approx(0.04)  # speed still from completed ones only
+    stats = snapshot("s1", load, LatencyWindow(), 30.0, at=1.0, monotonic_now=31.0)
+    assert stats.branches_per_second == pytest.approx(1.0)
+    assert stats.branch_seconds == pytest.approx(3.8)

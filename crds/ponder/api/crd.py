@@ -814,7 +814,14 @@ class SloSpec(_Spec):
         default=30_000, ge=10, le=3_600_000, description="Latency a query should finish within."
     )
     attainment_percent: int = Field(
-        default=95, ge=1, le=100, description="Share of queries that should meet the target."
+        default=95,
+        ge=1,
+        le=100,
+        description="Share of queries that should meet the target. The Builtin autoscaler "
+        "runs the workers a queueing estimate (Erlang C over worker slots, from the schedulers' "
+        "branch arrivals and branch times) says keep this share of branches from waiting past "
+        "the target, sized tighter while the schedulers' attainment over their last minute is "
+        "below it; 100 is sized as 99.9.",
     )
     max_deadline_milliseconds: int = Field(
         default=300_000, ge=10, le=3_600_000, description="Longest deadline a request may ask for."
@@ -840,7 +847,7 @@ class ScaleToZeroSpec(_Spec):
 
 
 class AutoscalingSpec(_Spec):
-    """How the worker count follows demand: queued branches, worker slots and p95 latency."""
+    """How the worker count follows demand: queued branches, slots, p95 latency, SLO attainment."""
 
     model_config = validations(
         cel(
@@ -854,8 +861,9 @@ class AutoscalingSpec(_Spec):
     mode: AutoscalingMode = Field(
         default=AutoscalingMode.BUILTIN,
         description=(
-            "Builtin: the operator scales workers on queue depth and latency. External: it "
-            "follows spec.workers.replicas (the scale subresource), for an HPA or KEDA."
+            "Builtin: the operator scales workers on queue depth, latency and SLO attainment. "
+            "External: it follows spec.workers.replicas (the scale subresource), for an HPA or "
+            "KEDA."
         ),
     )
     target_queue_per_worker: int | None = Field(
@@ -874,7 +882,9 @@ class AutoscalingSpec(_Spec):
         default=90,
         ge=10,
         le=1000,
-        description="Add a worker when p95 latency reaches this share of the SLO target.",
+        description="When p95 latency reaches this share of the SLO target, the queueing "
+        "estimate sizes the pool for this share of the target instead (one more worker while "
+        "the schedulers have reported no branch times yet).",
     )
     scale_up_stabilization_seconds: int = Field(
         default=0, ge=0, le=3600, description="A scale-up must be recommended this long."

@@ -276,7 +276,23 @@ class SchedulerStats(_Wire):
         le=1.0,
         description="Share of recent queries whose strategy stopped before its branch cap.",
     )
+    branches_per_second: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="Branches launched per second over the last `BRANCH_RATE_WINDOW_SECONDS` "
+        "(every wave of every query): the arrival rate of work at the pool's slots.",
+    )
+    branch_seconds: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="Mean seconds a recent branch held a worker slot (completed or cut short), "
+        "as its worker reported: the service time of one slot.",
+    )
 
+
+BRANCH_RATE_WINDOW_SECONDS = 30.0
+"""The window of `SchedulerStats.branches_per_second`: short enough that a load step shows
+within a few ticks, long enough to hold a few hundred branches at modest load."""
 
 STATS_INTERVAL_SECONDS = 2.0
 """How often a scheduler replica publishes its `SchedulerStats` unless told otherwise

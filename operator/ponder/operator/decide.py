@@ -36,7 +36,7 @@ from ponder.api.service_config import ServiceConfig
 from ponder.operator import policy, render
 from ponder.operator.policy import AutoscalerState, Decision, PolicyConfig, Signals
 from ponder.operator.service_config import served_model_name
-from ponder.operator.snapshot import Snapshot
+from ponder.operator.snapshot import Backlog, Snapshot, StatsSummary
 from ponder.operator.status import (
     DeploymentState,
     Observation,
@@ -155,9 +155,16 @@ def owner_of(service: ReasoningService) -> render.Owner:
 
 def signals_of(snapshot: Snapshot, current_replicas: int) -> Signals:
     """The policy's input from the snapshot; `current_replicas` is the count held so far."""
-    backlog, stats = snapshot.backlog, snapshot.stats
+    return signals_from(snapshot.at, current_replicas, snapshot.backlog, snapshot.stats)
+
+
+def signals_from(
+    at: float, current_replicas: int, backlog: Backlog | None, stats: StatsSummary | None
+) -> Signals:
+    """The policy's input from the stream's backlog and the schedulers' combined stats (either
+    None when unread): what `signals_of` reads from a snapshot, and a simulation from its own."""
     return Signals(
-        at=snapshot.at,
+        at=at,
         current_replicas=current_replicas,
         pending_jobs=backlog.pending_jobs if backlog else 0,
         ack_pending_jobs=backlog.ack_pending_jobs if backlog else 0,
@@ -165,6 +172,9 @@ def signals_of(snapshot: Snapshot, current_replicas: int) -> Signals:
         expected_branch_tokens=stats.expected_branch_tokens if stats else None,
         p95_latency_ms=stats.p95_latency_ms if stats else None,
         queries_in_flight=stats.queries_in_flight if stats else 0,
+        slo_attainment_percent=stats.slo_attainment_percent if stats else None,
+        branches_per_second=stats.branches_per_second if stats else None,
+        branch_seconds=stats.branch_seconds if stats else None,
     )
 
 

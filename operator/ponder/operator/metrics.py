@@ -2,10 +2,11 @@
 
 Per service (labels `namespace`, `name`): the workers the operator wants and those the
 Deployment runs and has ready; every scale decision, by direction and cause (demand, latency,
-bounds, idle); and the autoscaler's inputs as it last read them: branches queued or running,
-the stream's jobs (pending, being run), the tokens the outstanding branches are expected to
-generate, the schedulers' worst p95 latency against the SLO target, and SLO attainment. Per
-operator: reconcile duration and errors by trigger. A deleted service's series are removed.
+attainment, bounds, idle); and the autoscaler's inputs as it last read them: branches queued or
+running, the stream's jobs (pending, being run), the tokens the outstanding branches are
+expected to generate, the schedulers' worst p95 latency against the SLO target, and SLO
+attainment. Per operator: reconcile duration and errors by trigger. A deleted service's series
+are removed.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class OperatorMetrics:
         self.decisions = Counter(
             names.SCALE_DECISIONS_TOTAL,
             "Decisions that changed the worker count, by direction (up, down) and cause "
-            "(demand, latency, bounds, idle).",
+            "(demand, latency, attainment, bounds, idle).",
             [*SERVICE, "direction", "cause"],
             registry=r,
         )

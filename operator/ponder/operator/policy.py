@@ -4,11 +4,27 @@
     demand  = branches queued or running (JetStream pending + ack-pending jobs, or the schedulers'
               outstanding branches when they count more), weighted by the tokens they are expected
               to generate relative to a full branch (early stopping frees slots sooner)
-    desired = ceil(demand / (slots per worker x target utilisation))
-              raised by one worker while p95 latency is near the SLO,
+    desired = ceil(demand / (slots per worker x target utilisation)),
+              or, when more, the queueing estimate of the workers that the observed branch
+              arrival rate and branch service time need for spec.slo (queueing.py), tightened
+              while attainment is below spec.slo.attainmentPercent or p95 latency is near the
+              SLO (one more worker then, while no branch time has been observed yet),
               clamped to [minReplicas, maxReplicas],
               scale-up limited per decision, scale-down only after a stabilisation window,
               zero after an idle period when scale-to-zero is enabled.
+
+The queueing estimate treats the pool's slots as an M/M/c queue fed by the schedulers' branch
+arrivals: the fewest slots at which the probability that a branch waits longer than its latency
+slack (the SLO target less one branch's service time) is within 1 - attainmentPercent (Erlang
+C), and never fewer than Little's law gives at the target utilisation (arrival rate x service
+time / branches per worker). While the SLO is missed, the late share is divided by how far the
+observed misses exceed the allowed ones (the model under-counted them by that much), and while
+p95 is near the target the slack is measured to the near-SLO latency instead. Either way the
+estimate is a function of rates, not of the current pool, so a pool that has grown enough is
+not grown again while the schedulers' window still remembers the miss. It applies whenever the
+rates are observed, not only once the SLO is missed: `bench/autoscale_sim.py` measured the
+reactive form trailing every ramp (the demand rule shrinks the pool back once the window
+forgets the miss, and the next ramp misses again).
 
 The stabilisation follows the Kubernetes HPA (docs: "Horizontal Pod Autoscaling", stabilization
 window): every decision records its recommendation; scaling up goes to the lowest
@@ -22,10 +38,15 @@ import math
 from dataclasses import dataclass, field, replace
 
 from ponder.api.crd import AutoscalingMode, ReasoningServiceSpec
+from ponder.operator import queueing
 
 MIN_TOKEN_WEIGHT = 0.25
 """Expected-token weighting never discounts demand below a quarter: a branch holds its slot
 for its prompt and the scheduling overhead too, however early it stops."""
+
+MIN_WAIT_PROBABILITY = 0.001
+"""The queueing estimate sizes attainmentPercent 100 as 99.9: no finite pool makes every branch's
+wait certain under random arrivals."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +65,8 @@ class PolicyConfig:
     max_scale_up_percent: int
     scale_to_zero: bool
     idle_seconds: int
+    slots_per_worker: int = 32  # branches one worker runs at once (the queue's servers)
+    slo_attainment: float = 0.95  # share of queries that should meet the target
 
     @classmethod
     def from_spec(cls, spec: ReasoningServiceSpec) -> PolicyConfig:
@@ -64,6 +87,8 @@ class PolicyConfig:
             max_scale_up_percent=autoscaling.max_scale_up_percent,
             scale_to_zero=autoscaling.scale_to_zero.enabled,
             idle_seconds=autoscaling.scale_to_zero.idle_seconds,
+            slots_per_worker=spec.workers.slots_per_worker,
+            slo_attainment=spec.slo.attainment_percent / 100,
         )
 
 
@@ -79,6 +104,9 @@ class Signals:
     expected_branch_tokens: int | None = None  # tokens those branches are expected to generate
     p95_latency_ms: int | None = None  # worst p95 of the schedulers
     queries_in_flight: int = 0
+    slo_attainment_percent: int | None = None  # the schedulers' share of queries within the SLO
+    branches_per_second: float | None = None  # branches the schedulers launch per second
+    branch_seconds: float | None = None  # mean seconds a branch holds a worker slot
 
     @property
     def demand_branches(self) -> int:
@@ -118,7 +146,8 @@ class Decision:
     reason: str
     state: AutoscalerState = field(repr=False)
     cause: str = "demand"
-    """What set the count, in one word (a metric label): demand, latency, bounds or idle."""
+    """What set the count, in one word (a metric label): demand, latency, attainment, bounds or
+    idle."""
 
     @property
     def changed(self) -> bool:
@@ -138,9 +167,10 @@ def token_weight(signals: Signals, max_tokens_per_branch: int) -> float:
     return min(1.0, max(MIN_TOKEN_WEIGHT, expected_per_branch / max_tokens_per_branch))
 
 
-def raw_recommendation(config: PolicyConfig, signals: Signals) -> tuple[int, list[str]]:
-    """Workers the demand and the latency call for, before bounds and stabilisation; the
-    first reason is the demand's, a second one the latency's."""
+def raw_recommendation(config: PolicyConfig, signals: Signals) -> tuple[int, list[str], str]:
+    """Workers the demand and the SLO call for, before bounds and stabilisation, the reasons
+    (the demand's first, then the SLO's) and the cause: demand, or attainment (latency) when the
+    queueing estimate for the attainment target (under p95 pressure) raised the count."""
     weight = token_weight(signals, config.max_tokens_per_branch)
     demand = signals.demand_branches * weight
     wanted = math.ceil(demand / config.branches_per_worker - 1e-9)
@@ -150,18 +180,91 @@ def raw_recommendation(config: PolicyConfig, signals: Signals) -> tuple[int, lis
     ]
     if weight < 1.0:
         reasons[0] += f" (weighted {weight:.2f} for their expected tokens)"
-    near_slo_ms = config.slo_target_ms * config.scale_up_at_slo_fraction
-    if (
-        signals.p95_latency_ms is not None
-        and signals.p95_latency_ms >= near_slo_ms
-        and signals.active
-        and signals.current_replicas > 0
-    ):
-        wanted = max(wanted, signals.current_replicas + 1)
-        reasons.append(
-            f"p95 latency {signals.p95_latency_ms} ms is near the {config.slo_target_ms} ms SLO"
+    cause = "demand"
+    if not signals.active:
+        return wanted, reasons, cause
+    tail = tail_target(config, signals)
+    estimate = queueing_estimate(config, signals, tail)
+    if estimate is not None:
+        needed, how = estimate
+    elif tail.pressure is not None and signals.current_replicas > 0:
+        # Nothing to size the pool from yet (no branch has reported its slot time): as before
+        # the estimate existed, one more worker per decision.
+        needed = signals.current_replicas + 1
+        how = "one more worker (no arrivals or branch time observed to size the pool)"
+    else:
+        return wanted, reasons, cause
+    if needed > wanted:
+        wanted, cause = needed, tail.cause
+    reasons.append(f"{tail.pressure}: {how}" if tail.pressure else how)
+    return wanted, reasons, cause
+
+
+@dataclass(frozen=True)
+class TailTarget:
+    """What the queueing estimate sizes the pool for: no more than `late_share` of branches
+    finishing later than `latency_seconds` after they arrive."""
+
+    latency_seconds: float
+    late_share: float
+    cause: str  # attainment, or latency under p95 pressure
+    pressure: str | None = None
+    """Why the target is tighter than spec.slo asks (the SLO is missed or about to be)."""
+
+
+def tail_target(config: PolicyConfig, signals: Signals) -> TailTarget:
+    """spec.slo's target (the SLO latency, 1 - attainmentPercent late), tightened while it is
+    missed: attainment below target divides the late share by how far the observed misses
+    exceed the allowed ones (the model under-counted them by that much); p95 near the SLO sizes
+    for the near-SLO latency instead (the scaleUpAtSloPercent share of the target)."""
+    allowed = max(MIN_WAIT_PROBABILITY, 1.0 - config.slo_attainment)
+    target_percent = round(config.slo_attainment * 100)
+    attained = signals.slo_attainment_percent
+    if attained is not None and attained < target_percent:
+        observed = 1.0 - attained / 100
+        return TailTarget(
+            config.slo_target_ms / 1000,
+            max(MIN_WAIT_PROBABILITY, allowed * allowed / observed),
+            "attainment",
+            f"SLO attainment {attained}% is below the {target_percent}% target",
         )
-    return wanted, reasons
+    near_slo_ms = config.slo_target_ms * config.scale_up_at_slo_fraction
+    if signals.p95_latency_ms is not None and signals.p95_latency_ms >= near_slo_ms:
+        return TailTarget(
+            near_slo_ms / 1000,
+            allowed,
+            "latency",
+            f"p95 latency {signals.p95_latency_ms} ms is near the {config.slo_target_ms} ms SLO",
+        )
+    return TailTarget(config.slo_target_ms / 1000, allowed, "attainment")
+
+
+def queueing_estimate(
+    config: PolicyConfig, signals: Signals, tail: TailTarget
+) -> tuple[int, str] | None:
+    """The workers the observed branch arrivals need for `tail`, and how that was sized; None
+    until the schedulers report an arrival rate and a branch's slot time.
+
+    A branch may wait the target latency less its own service time (no wait at all when it is
+    longer): Erlang C gives the slots at which no more than the late share wait longer, and
+    Little's law at the target utilisation the slots that keep the pool no hotter than asked.
+    """
+    rate, service = signals.branches_per_second, signals.branch_seconds
+    if rate is None or service is None or rate <= 0 or service <= 0:
+        return None
+    slack = max(0.0, tail.latency_seconds - service)
+    slots_limit = config.max_replicas * config.slots_per_worker
+    slots = queueing.servers_for_wait(rate, service, slack, tail.late_share, slots_limit)
+    by_erlang = math.ceil(slots / config.slots_per_worker)
+    load = queueing.offered_load(rate, service)
+    by_little = math.ceil(load / config.branches_per_worker - 1e-9)
+    workers = max(by_erlang, by_little, 1)
+    how = (
+        f"{rate:.3g} branches/s x {service:.3g} s = {load:.3g} busy slots need {workers} workers"
+        f" (Erlang C: {slots} slots keep P(wait > {slack:.3g} s) <= {tail.late_share:.3g};"
+        f" Little's law at {config.branches_per_worker:g} branches each: {by_little})"
+    )
+    return workers, how
 
 
 def decide(config: PolicyConfig, signals: Signals, state: AutoscalerState) -> Decision:
@@ -170,8 +273,7 @@ def decide(config: PolicyConfig, signals: Signals, state: AutoscalerState) -> De
     last_active_at = signals.at if signals.active else state.last_active_at
     if last_active_at is None:
         last_active_at = signals.at  # the idle clock starts when the autoscaler first looks
-    wanted, reasons = raw_recommendation(config, signals)
-    cause = "latency" if len(reasons) > 1 else "demand"
+    wanted, reasons, cause = raw_recommendation(config, signals)
 
     idle_seconds = signals.at - last_active_at
     if config.scale_to_zero and not signals.active and idle_seconds >= config.idle_seconds:

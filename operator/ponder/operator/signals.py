@@ -38,6 +38,7 @@ def summarize(stats: list[SchedulerStats]) -> StatsSummary | None:
         return None
     p95s = [s.p95_latency_seconds for s in stats if s.p95_latency_seconds is not None]
     attainment = _weighted(stats, [s.slo_attainment for s in stats], 100)
+    rates = [s.branches_per_second for s in stats if s.branches_per_second is not None]
     return StatsSummary(
         schedulers=len(stats),
         branches_outstanding=sum(s.branches_outstanding for s in stats),
@@ -47,12 +48,20 @@ def summarize(stats: list[SchedulerStats]) -> StatsSummary | None:
         slo_attainment_percent=attainment,
         tokens_per_query=_weighted(stats, [s.tokens_per_query for s in stats], 1),
         early_stop_percent=_weighted(stats, [s.early_stop_rate for s in stats], 100),
+        branches_per_second=sum(rates) if rates else None,
+        branch_seconds=_mean_by_queries(stats, [s.branch_seconds for s in stats]),
     )
 
 
 def _weighted(stats: list[SchedulerStats], values: list[float | None], scale: int) -> int | None:
     """The replicas' values averaged by the queries each served, times `scale`, rounded; None
     when no replica has one."""
+    mean = _mean_by_queries(stats, values)
+    return None if mean is None else round(scale * mean)
+
+
+def _mean_by_queries(stats: list[SchedulerStats], values: list[float | None]) -> float | None:
+    """The replicas' values averaged by the queries each served; None when no replica has one."""
     known = [
         (value, max(each.queries_total, 1))
         for each, value in zip(stats, values, strict=True)
@@ -61,7 +70,7 @@ def _weighted(stats: list[SchedulerStats], values: list[float | None], scale: in
     if not known:
         return None
     weight = sum(w for _, w in known)
-    return round(scale * sum(v * w for v, w in known) / weight)
+    return sum(v * w for v, w in known) / weight
 
 
 def service_of_stats_subject(subject: str) -> ServiceKey | None:

@@ -42,6 +42,8 @@ class StatsSummary:
     slo_attainment_percent: int | None  # weighted by the queries each replica served
     tokens_per_query: int | None = None  # weighted the same way
     early_stop_percent: int | None = None  # weighted the same way
+    branches_per_second: float | None = None  # launched, summed over the replicas
+    branch_seconds: float | None = None  # slot time of a branch, weighted by the queries served
 
 
 @dataclass(frozen=True)

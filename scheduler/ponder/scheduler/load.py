@@ -1,15 +1,17 @@
 """What this scheduler replica observes about the pool, for the planner and the stats.
 
 Pure bookkeeping (the caller passes the clock): queries and branches in flight, how fast
-branches generate (an exponentially weighted mean of seconds per token and tokens per branch)
-and how many workers answered recently (`worker_id` of results).
+branches generate (an exponentially weighted mean of seconds per token and tokens per branch),
+how long a branch holds a worker slot and how many branches arrive per second (the autoscaler's
+queueing estimate), and how many workers answered recently (`worker_id` of results).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
-from ponder.api.wire import BranchResult, BranchStatus
+from ponder.api.wire import BRANCH_RATE_WINDOW_SECONDS, BranchResult, BranchStatus
 
 EWMA_WEIGHT = 0.1
 """Weight of the newest observation: ~the last 10-20 branches dominate the estimate."""
@@ -34,6 +36,31 @@ class LoadSnapshot:
     mean_completion_tokens: float | None = None
 
 
+class RateWindow:
+    """Events per second over the last `window_seconds`: what was recorded in
+    (now - window, now], over the whole window (a fresh window under-reads, never over-reads)."""
+
+    def __init__(self, window_seconds: float = BRANCH_RATE_WINDOW_SECONDS) -> None:
+        if window_seconds <= 0:
+            raise ValueError("window_seconds must be positive")
+        self.window_seconds = window_seconds
+        self._events: deque[tuple[float, int]] = deque()
+        self._count = 0
+
+    def record(self, count: int, at: float) -> None:
+        """`count` events at time `at` (seconds, any clock that never goes back)."""
+        if count > 0:
+            self._events.append((at, count))
+            self._count += count
+
+    def rate(self, now: float) -> float:
+        """Events per second of the window ending at `now`."""
+        horizon = now - self.window_seconds
+        while self._events and self._events[0][0] <= horizon:
+            self._count -= self._events.popleft()[1]
+        return self._count / self.window_seconds
+
+
 class LoadTracker:
     """Counters updated by the query runners; `snapshot()` feeds the planner."""
 
@@ -43,6 +70,10 @@ class LoadTracker:
         self._outstanding_token_caps = 0
         self.seconds_per_token: float | None = None
         self.mean_completion_tokens: float | None = None
+        self.branch_seconds: float | None = None
+        """Mean seconds a branch held its slot (EWMA over every branch that ran)."""
+        self.arrivals = RateWindow()
+        """Branches launched per second: the arrival rate at the pool's slots."""
         self._workers_seen: dict[str, float] = {}
 
     def query_started(self) -> None:
@@ -51,9 +82,11 @@ class LoadTracker:
     def query_finished(self) -> None:
         self.queries_in_flight = max(0, self.queries_in_flight - 1)
 
-    def branches_launched(self, count: int, max_tokens: int) -> None:
+    def branches_launched(self, count: int, max_tokens: int, at: float) -> None:
+        """`count` branches of up to `max_tokens` each launched at time `at`."""
         self.branches_outstanding += count
         self._outstanding_token_caps += count * max_tokens
+        self.arrivals.record(count, at)
 
     def branches_settled(self, count: int, max_tokens: int) -> None:
         """Branches that are no longer outstanding: reported, or given up on (cancelled)."""
@@ -61,9 +94,14 @@ class LoadTracker:
         self._outstanding_token_caps = max(0, self._outstanding_token_caps - count * max_tokens)
 
     def observe(self, result: BranchResult, now: float) -> None:
-        """Learn from one branch result: its worker is alive, and how fast and long it was."""
+        """Learn from one branch result: its worker is alive, how long it held its slot, and
+        (when it completed) how fast and long it was."""
         if result.worker_id:
             self._workers_seen[result.worker_id] = now
+        if result.generation_seconds > 0:
+            # A cancelled or expired branch held its slot too, for as long as it ran; one that
+            # never started (0 s) held none.
+            self.branch_seconds = _ewma(self.branch_seconds, result.generation_seconds)
         if result.status != BranchStatus.COMPLETED or result.completion_tokens == 0:
             return
         per_token = result.generation_seconds / result.completion_tokens

@@ -171,7 +171,7 @@ class QueryRunner:
                 self._requests[each] = request
             launched_ids.extend(ids)
             jobs.extend(build_jobs(context, request, first))
-            self.deps.load.branches_launched(request.n, request.max_tokens)
+            self.deps.load.branches_launched(request.n, request.max_tokens, time.monotonic())
         if not jobs:
             return
         self.outcome.launched += len(launched_ids)

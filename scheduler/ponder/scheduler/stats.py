@@ -112,6 +112,8 @@ def snapshot(
         queries_total=window.total,
         tokens_per_query=window.mean_tokens(monotonic_now),
         early_stop_rate=window.early_stop_rate(monotonic_now),
+        branches_per_second=load.arrivals.rate(monotonic_now),
+        branch_seconds=load.branch_seconds,
     )
 
 
