@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,9 @@ class Dataplane:
     workers: list[WorkerProcess]
     log_dir: Path | None
     _stack: contextlib.AsyncExitStack = field(repr=False)
+    vllm_process: subprocess.Popen[bytes] | None = None
+    """The `vllm serve` this plane started (its API server; the engine runs as its child),
+    None when it reuses one by URL."""
 
     @property
     def base_url(self) -> str:
@@ -143,6 +147,7 @@ async def local_dataplane(
     async with contextlib.AsyncExitStack() as stack:
         if nats_url is None:
             nats_url = (await stack.enter_async_context(nats_server(log_dir))).url
+        vllm_process = None
         if vllm_url is None:
             assert model_dir is not None
             server = await stack.enter_async_context(
@@ -155,6 +160,7 @@ async def local_dataplane(
                 )
             )
             vllm_url = server.base_url
+            vllm_process = server.process
         config = config.model_copy(update={"nats_url": nats_url})
         scheduler = await stack.enter_async_context(
             scheduler_process(
@@ -186,4 +192,5 @@ async def local_dataplane(
             workers=started,
             log_dir=log_dir,
             _stack=stack,
+            vllm_process=vllm_process,
         )
