@@ -56,16 +56,7 @@ def scheduler_network_policy(
     rule: Manifest = {"ports": [_tcp(api_port)]}
     if clients is not None:
         rule["from"] = [namespace_peer(clients)]
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "NetworkPolicy",
-        "metadata": metadata,
-        "spec": {
-            "podSelector": {"matchLabels": dict(pod_labels)},
-            "policyTypes": ["Ingress"],
-            "ingress": [rule],
-        },
-    }
+    return _ingress_policy(metadata, pod_labels, rule)
 
 
 def worker_network_policy(
@@ -80,6 +71,11 @@ def worker_network_policy(
     peers: list[Manifest] = [{"podSelector": {}}]
     if scrapers is not None:
         peers.append(namespace_peer(scrapers))
+    return _ingress_policy(metadata, pod_labels, {"from": peers, "ports": [_tcp(worker_loop_port)]})
+
+
+def _ingress_policy(metadata: Manifest, pod_labels: Mapping[str, str], rule: Manifest) -> Manifest:
+    """An Ingress-only NetworkPolicy of the pods `pod_labels` selects, admitting `rule` alone."""
     return {
         "apiVersion": API_VERSION,
         "kind": "NetworkPolicy",
@@ -87,6 +83,6 @@ def worker_network_policy(
         "spec": {
             "podSelector": {"matchLabels": dict(pod_labels)},
             "policyTypes": ["Ingress"],
-            "ingress": [{"from": peers, "ports": [_tcp(worker_loop_port)]}],
+            "ingress": [rule],
         },
     }
