@@ -31,6 +31,8 @@ pytestmark = pytest.mark.e2e
 
 CRD_NAME = "reasoningservices.ponder.dev"
 RSVC = "reasoningservices.ponder.dev"
+# kopf's peering CRDs ship in the chart's crds/ for operator.peering.enabled.
+PEERING_CRD_NAMES = ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev")
 
 # (verb, resource, subresource, namespace) the operator must be allowed: None = all namespaces.
 ALLOWED: list[tuple[str, str, str, str | None]] = [
@@ -75,7 +77,10 @@ DENIED: list[tuple[str, str, str, str | None]] = [
     ("delete", RSVC, "", "default"),
     ("patch", RSVC, "scale", "default"),
     ("create", "leases.coordination.k8s.io", "", "default"),  # no leader election
-    ("list", "clusterkopfpeerings.kopf.dev", "", None),  # --standalone, no peering
+    # Peering is off by default (standalone kopf, one replica); operator.peering.enabled grants
+    # the peering object (tests/unit/test_chart.py, tests/e2e/test_operator_failover.py).
+    ("list", "clusterkopfpeerings.kopf.dev", "", None),
+    ("patch", "kopfpeerings.kopf.dev", "", "default"),
     ("list", "namespaces", "", None),  # not needed cluster-wide
     ("create", "customresourcedefinitions.apiextensions.k8s.io", "", None),
     ("create", "clusterroles.rbac.authorization.k8s.io", "", None),
@@ -124,9 +129,10 @@ async def get_json(kubectl: Kubectl, *args: str) -> Any:
 async def test_install_establishes_the_crd_and_runs_operator_and_nats(
     ponder_release: ChartRelease, kubectl: Kubectl
 ) -> None:
-    crd = await get_json(kubectl, "crd", CRD_NAME)
-    conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
-    assert conditions["Established"] == "True"
+    for name in (CRD_NAME, *PEERING_CRD_NAMES):
+        crd = await get_json(kubectl, "crd", name)
+        conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
+        assert conditions["Established"] == "True", name
     await kubectl("get", "rsvc", "--all-namespaces")  # the short name and the kind resolve
     namespace = ponder_release.namespace
     deployment = await get_json(kubectl, "deployment", ponder_release.name, "-n", namespace)

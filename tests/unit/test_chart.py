@@ -51,6 +51,8 @@ EXPECTED_NAMESPACED_RULES: dict[tuple[str, str], set[str]] = {
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
+# With operator.peering.enabled: the peering object, read and patched (keep-alive records).
+PEERING_VERBS = {"get", "list", "watch", "patch"}
 # Verbs that hand out more power than they name.
 ESCALATING_VERBS = {"*", "escalate", "bind", "impersonate", "deletecollection"}
 
@@ -100,7 +102,14 @@ VALUE_SETS: dict[str, dict[str, str]] = {
     "external-nats": {"nats.enabled": "false", "nats.externalUrl": EXTERNAL_NATS},
     "watch-namespaces": {"operator.watchNamespaces": "{team-a,team-b}"},
     "no-persistence": {"nats.persistence.enabled": "false"},
+    "peering": {"replicaCount": "2", "operator.peering.enabled": "true"},
+    "peering-namespaces": {
+        "operator.peering.enabled": "true",
+        "operator.peering.lifetimeSeconds": "20",
+        "operator.watchNamespaces": "{team-a,team-b}",
+    },
 }
+PEERING_SETS = ("peering", "peering-namespaces")
 
 
 @pytest.fixture(scope="session")
@@ -185,6 +194,7 @@ def test_operator_serves_all_namespaces_against_the_chart_nats(
     # Standalone kopf must never run twice, not even during a rollout.
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert not [arg for arg in container["args"] if arg.startswith("--peering")]
 
 
 @pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
@@ -200,6 +210,13 @@ def test_operator_command_line_parses_to_the_chart_settings(
     watched = VALUE_SETS[value_set].get("operator.watchNamespaces", "{}")
     assert args.namespace == [ns for ns in watched.strip("{}").split(",") if ns]
     assert args.all_namespaces is (not args.namespace)
+    if value_set in PEERING_SETS:
+        assert args.peer is not None
+        assert args.peer.name == RELEASE  # the peering object the chart renders
+        lifetime = VALUE_SETS[value_set].get("operator.peering.lifetimeSeconds", "10")
+        assert args.peer.lifetime_seconds == int(lifetime)
+    else:
+        assert args.peer is None  # standalone
 
 
 def test_external_nats_replaces_the_chart_nats(rendered: dict[str, list[Manifest]]) -> None:
@@ -298,6 +315,50 @@ def test_network_policies_confine_the_operator_and_admit_only_ponder_clients_to_
     } in peers
 
 
+def test_peering_renders_two_replicas_rolling_one_cluster_peering_object(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    manifests = rendered["peering"]
+    deployment = one(manifests, "Deployment", RELEASE)
+    assert deployment["spec"]["replicas"] == 2
+    # A new pod starts as a standby, so rolling one at a time never runs two active operators.
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    peering = one(manifests, "ClusterKopfPeering", RELEASE)
+    assert peering["apiVersion"] == "kopf.dev/v1"
+    assert "namespace" not in peering["metadata"]
+    assert objects(manifests, "KopfPeering") == []
+    # kopf watches the liveness of its peers, not the kubelet: a standby answers /healthz too.
+    probe = operator_container(manifests)["livenessProbe"]
+    assert probe["httpGet"] == {"path": "/healthz", "port": "health"}
+
+
+def test_peering_of_watched_namespaces_renders_a_namespaced_object_in_each(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    manifests = rendered["peering-namespaces"]
+    assert objects(manifests, "ClusterKopfPeering") == []
+    peerings = objects(manifests, "KopfPeering")
+    assert sorted((p["metadata"]["namespace"], p["metadata"]["name"]) for p in peerings) == [
+        ("team-a", RELEASE),
+        ("team-b", RELEASE),
+    ]
+
+
+def test_peering_crds_ship_with_the_chart_for_both_scopes() -> None:
+    crds = list(yaml.safe_load_all((CHART / "crds" / "kopf.dev_peerings.yaml").read_text()))
+    scopes = {crd["spec"]["names"]["kind"]: crd["spec"]["scope"] for crd in crds}
+    assert scopes == {"ClusterKopfPeering": "Cluster", "KopfPeering": "Namespaced"}
+    for crd in crds:
+        assert crd["spec"]["group"] == "kopf.dev"  # what kopf >= 1.0 looks for first
+        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        # kopf writes the records into status with a plain patch: no status subresource.
+        assert schema["properties"]["status"]["x-kubernetes-preserve-unknown-fields"] is True
+        assert "subresources" not in crd["spec"]["versions"][0]
+
+
 # --- values and their schema ---------------------------------------------------------------------
 
 
@@ -305,7 +366,10 @@ def test_network_policies_confine_the_operator_and_admit_only_ponder_clients_to_
     ("values", "message"),
     [
         ({"replicaCount": "two"}, "at '/replicaCount': got string, want integer"),
-        ({"replicaCount": "2"}, "/replicaCount"),
+        ({"replicaCount": "-1"}, "/replicaCount"),
+        ({"replicaCount": "2"}, "replicaCount=2 needs operator.peering.enabled=true"),
+        ({"operator.peering.lifetimeSeconds": "2"}, "/operator/peering/lifetimeSeconds"),
+        ({"operator.peering.enabled": "yes"}, "/operator/peering/enabled"),
         ({"operator.logLevel": "verbose"}, "/operator/logLevel"),
         ({"nats.persistence.size": "lots"}, "/nats/persistence/size"),
         ({"image.pullPolicy": "Sometimes"}, "/image/pullPolicy"),
@@ -397,7 +461,9 @@ def test_rbac_has_no_wildcards_no_secrets_and_no_escalating_verbs(
             assert not any("*" in resource for resource in rule["resources"])
             assert not ESCALATING_VERBS & set(rule["verbs"])
             assert "secrets" not in rule["resources"]
-            assert not {"leases", "clusterkopfpeerings", "kopfpeerings"} & set(rule["resources"])
+            assert "leases" not in rule["resources"]  # no leader election
+            if value_set not in PEERING_SETS:  # standalone: no peering objects to touch
+                assert not {"clusterkopfpeerings", "kopfpeerings"} & set(rule["resources"])
 
 
 def test_rbac_grants_exactly_what_the_operator_uses_cluster_wide(
@@ -432,6 +498,28 @@ def test_watched_namespaces_get_role_bindings_instead_of_cluster_wide_access(
     # kopf matches --namespace against the namespaces it lists and watches.
     cluster_role = one(manifests, "ClusterRole", f"{RELEASE}-cluster")
     assert rules_table(cluster_role)[("", "namespaces")] == {"list", "watch"}
+
+
+def test_peering_grants_the_peering_object_in_the_scope_kopf_uses(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    cluster_wide = rendered["peering"]
+    cluster_rules = rules_table(one(cluster_wide, "ClusterRole", f"{RELEASE}-cluster"))
+    assert cluster_rules == {
+        **EXPECTED_CLUSTER_RULES,
+        ("kopf.dev", "clusterkopfpeerings"): PEERING_VERBS,
+    }
+    assert rules_table(one(cluster_wide, "ClusterRole", RELEASE)) == EXPECTED_NAMESPACED_RULES
+    # Watched namespaces: the KopfPeering in each, through the per-namespace RoleBindings.
+    scoped = rendered["peering-namespaces"]
+    scoped_cluster_rules = rules_table(one(scoped, "ClusterRole", f"{RELEASE}-cluster"))
+    assert ("kopf.dev", "clusterkopfpeerings") not in scoped_cluster_rules
+    assert rules_table(one(scoped, "ClusterRole", RELEASE)) == {
+        **EXPECTED_NAMESPACED_RULES,
+        ("kopf.dev", "kopfpeerings"): PEERING_VERBS,
+    }
+    bound = sorted(b["metadata"]["namespace"] for b in objects(scoped, "RoleBinding"))
+    assert bound == sorted(p["metadata"]["namespace"] for p in objects(scoped, "KopfPeering"))
 
 
 # --- CRD and NOTES -------------------------------------------------------------------------------

@@ -75,6 +75,9 @@ SAMPLES: dict[str, tuple[str, object, str, object]] = {
     "resync_seconds": ("10", 10.0, "20", 20.0),
     "liveness": ("", "", "http://0.0.0.0:9/healthz", "http://0.0.0.0:9/healthz"),
     "metrics_port": ("0", 0, "9100", 9100),
+    "peering": ("env-peers", "env-peers", "cli-peers", "cli-peers"),
+    "priority": ("-3", -3, "7", 7),
+    "peering_lifetime_seconds": ("15", 15, "20", 20),
 }
 """A value for every option that takes one; switches are on when set (see below)."""
 
@@ -142,6 +145,7 @@ def test_the_operator_defaults_watch_everything_on_the_local_nats() -> None:
     assert args.log_level == LOG_LEVEL.default
     assert args.liveness == operator_main.LIVENESS.default
     assert args.operator_id
+    assert args.peer is None  # standalone unless --peering names the peering object
 
 
 def test_all_namespaces_overrides_the_namespace_variable() -> None:

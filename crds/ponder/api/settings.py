@@ -222,7 +222,7 @@ OPERATOR_ID: Option[str] = Option(
     "--operator-id",
     "PONDER_OPERATOR_ID",
     None,
-    "This operator's name in its logs",
+    "This operator's name in its logs and its peering record",
     str,
     default_text="host-pid",
 )

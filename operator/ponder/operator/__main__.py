@@ -11,8 +11,9 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -27,6 +28,7 @@ from ponder.api.settings import (
 )
 from ponder.operator.handlers import build_registry, configure
 from ponder.operator.metrics import DEFAULT_METRICS_PORT, metrics_server
+from ponder.operator.peering import DEFAULT_LIFETIME_SECONDS, peering_of
 from ponder.operator.runtime import OperatorConfig, open_runtime
 
 _CONFIG_DEFAULTS = OperatorConfig()
@@ -69,6 +71,29 @@ METRICS_PORT: Option[int] = Option(
     "Port of the operator's Prometheus metrics (/metrics on every interface), 0 for none",
     int,
 )
+PEERING: Option[str] = Option(
+    "--peering",
+    "PONDER_PEERING",
+    None,
+    "Peering object shared with the other replicas: one is active, the rest stand by",
+    str,
+    default_text="none (standalone)",
+)
+PRIORITY: Option[int] = Option(
+    "--priority",
+    "PONDER_PEERING_PRIORITY",
+    None,
+    "Peering priority: the highest live one is active (with --peering)",
+    int,
+    default_text="earliest start highest",
+)
+PEERING_LIFETIME: Option[int] = Option(
+    "--peering-lifetime-seconds",
+    "PONDER_PEERING_LIFETIME_SECONDS",
+    DEFAULT_LIFETIME_SECONDS,
+    "A killed active replica's standby takes over within this (with --peering)",
+    int,
+)
 OPERATOR_NATS_URL = NATS_URL.with_default(_CONFIG_DEFAULTS.nats_url)
 
 OPTIONS: tuple[Option[Any], ...] = (
@@ -78,6 +103,9 @@ OPTIONS: tuple[Option[Any], ...] = (
     RESYNC,
     LIVENESS,
     METRICS_PORT,
+    PEERING,
+    PRIORITY,
+    PEERING_LIFETIME,
     LOG_LEVEL,
     OPERATOR_ID,
 )
@@ -102,9 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Namespace:
+def parse_args(
+    argv: Sequence[str], environ: Mapping[str, str], started_at_ns: int | None = None
+) -> argparse.Namespace:
     """The operator's settings: command line over `environ` over defaults; exits with usage on
-    bad input."""
+    bad input. `args.peer` is the `Peering` (None: standalone), its default priority from
+    `started_at_ns` (now when not given)."""
     parser = build_parser()
     args = parser.parse_args(list(argv))
     given = dict(vars(args))
@@ -118,6 +149,15 @@ def parse_args(argv: Sequence[str], environ: Mapping[str, str]) -> argparse.Name
     args.operator_id = args.operator_id or default_component_id()
     if args.autoscale_interval_seconds <= 0:
         parser.error("--autoscale-interval-seconds must be positive")
+    try:
+        args.peer = peering_of(
+            args.peering,
+            args.priority,
+            args.peering_lifetime_seconds,
+            time.time_ns() if started_at_ns is None else started_at_ns,
+        )
+    except ValueError as error:
+        parser.error(str(error))
     return args
 
 
@@ -129,7 +169,7 @@ async def run(args: argparse.Namespace) -> None:
         resync_seconds=args.resync_seconds,
     )
     settings = kopf.OperatorSettings()
-    configure(settings)
+    configure(settings, args.peer)
     async with (
         open_runtime(config) as runtime,
         metrics_server(runtime.metrics, "0.0.0.0", args.metrics_port),
@@ -140,7 +180,8 @@ async def run(args: argparse.Namespace) -> None:
             memo=kopf.Memo(runtime=runtime),
             clusterwide=not args.namespace,
             namespaces=args.namespace,
-            standalone=True,
+            # The peering record names this operator as its logs do (kopf's Identity is a str).
+            identity=cast(Any, args.operator_id),
             liveness_endpoint=args.liveness or None,
         )
 

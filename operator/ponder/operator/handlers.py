@@ -14,6 +14,7 @@ from lightkube import ApiError
 
 from ponder.api import crd
 from ponder.operator.passes import stuck_problem
+from ponder.operator.peering import Peering
 from ponder.operator.reconcile import finalize, owning_service, reconcile, refresh
 from ponder.operator.render import MANAGED_BY
 from ponder.operator.runtime import OperatorConfig, Runtime
@@ -114,8 +115,9 @@ def _warn_if_degraded(
         kopf.event(body, type="Warning", reason=warning[0], message=warning[1])
 
 
-def configure(settings: kopf.OperatorSettings) -> None:
-    """kopf settings: our finalizer, our annotations, Events only for warnings and decisions."""
+def configure(settings: kopf.OperatorSettings, peering: Peering | None = None) -> None:
+    """kopf settings: our finalizer, our annotations, Events only for warnings and decisions;
+    standalone without `peering`, else one peer of several (peering.py)."""
     settings.persistence.finalizer = FINALIZER
     # Keep kopf's bookkeeping in annotations: status is ours and its schema has no `kopf` field.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
@@ -127,12 +129,26 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.posting.enabled = True
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = "ponder-operator"
-    # One operator replica (the chart runs one); no peering objects to manage or grant.
-    settings.peering.standalone = True
+    configure_peering(settings, peering)
     # The resources are known; no need to watch CustomResourceDefinitions.
     settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     settings.networking.error_backoffs = [1, 2, 5, 10]
+
+
+def configure_peering(settings: kopf.OperatorSettings, peering: Peering | None) -> None:
+    """Standalone (one replica: no peering object to read or grant), or a peer that stays paused
+    until it has read the peering object and found no live peer of a higher priority."""
+    if peering is None:
+        settings.peering.standalone = True
+        return
+    settings.peering.standalone = False
+    # Mandatory: a replica starts paused, and stays paused while the peering object is missing,
+    # instead of running standalone beside the active one.
+    settings.peering.mandatory = True
+    settings.peering.name = peering.name
+    settings.peering.priority = peering.priority
+    settings.peering.lifetime = peering.lifetime_seconds
 
 
 def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
