@@ -60,6 +60,7 @@ SAMPLES: dict[str, tuple[str, object, str, object]] = {
     "host": ("10.0.0.1", "10.0.0.1", "127.0.0.2", "127.0.0.2"),
     "port": ("9001", 9001, "9002", 9002),
     "nats_url": ("nats://env:1", "nats://env:1", "nats://cli:2", "nats://cli:2"),
+    "nats_creds": ("/env/a.creds", Path("/env/a.creds"), "/cli/b.creds", Path("/cli/b.creds")),
     "scheduler_id": ("env-id", "env-id", "cli-id", "cli-id"),
     "worker_id": ("env-id", "env-id", "cli-id", "cli-id"),
     "operator_id": ("env-id", "env-id", "cli-id", "cli-id"),

@@ -174,6 +174,15 @@ NATS_URL: Option[str] = Option(
     "NATS server URL; the operator's is for services without spec.nats.url",
     str,
 )
+NATS_CREDS: Option[Path] = Option(
+    "--nats-creds",
+    "PONDER_NATS_CREDS",
+    None,
+    "NATS user credentials (.creds file) when the NATS server requires them: this service's, "
+    "for this program's role",
+    Path,
+    default_text="none",
+)
 HTTP_HOST: Option[str] = Option(
     "--host", "PONDER_HTTP_HOST", DEFAULT_HTTP_HOST, "HTTP bind address", str
 )

@@ -63,6 +63,24 @@ class ServiceSubjects:
         return bool(replica) and not any(c in replica for c in ".*> \t\r\n")
 
     @property
+    def results_wildcard(self) -> str:
+        """Every results inbox of this service's schedulers."""
+        return f"{self.prefix}.results.*"
+
+    @property
+    def alive_wildcard(self) -> str:
+        """Every liveness subject of this service's schedulers."""
+        return f"{self.prefix}.alive.*"
+
+    @property
+    def inbox_prefix(self) -> str:
+        """Prefix of the reply inboxes this service's programs create (JetStream publish
+        acknowledgements, the jobs a pull delivers, liveness answers): per service, so that
+        NATS permissions keep one service's replies from another (`ponder.api.nats_permissions`).
+        """
+        return f"_INBOX.{self.namespace}.{self.name}"
+
+    @property
     def cancel(self) -> str:
         """Core NATS subject of query cancellations."""
         return f"{self.prefix}.cancel"

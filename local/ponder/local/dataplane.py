@@ -18,17 +18,23 @@ import contextlib
 import os
 import signal
 import subprocess
+import tempfile
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nats
+
+from ponder.api.jetstream import ensure_stream
 from ponder.api.service_config import ServiceConfig
 from ponder.api.subjects import ServiceSubjects
-from ponder.local.nats import nats_server
+from ponder.local.nats import NatsAuth, nats_server
 from ponder.local.scheduler import SchedulerProcess, scheduler_process
 from ponder.local.vllm import vllm_server
 from ponder.local.worker import WorkerProcess, worker_process
+from ponder.operator.nats_trust import SCHEDULER_CREDS, WORKER_CREDS
 
 DEFAULT_SERVED_NAME = "ponder-arith"
 DEFAULT_MAX_MODEL_LEN = 256
@@ -48,6 +54,8 @@ class Dataplane:
     vllm_process: subprocess.Popen[bytes] | None = None
     """The `vllm serve` this plane started (its API server; the engine runs as its child),
     None when it reuses one by URL."""
+    worker_extra_args: tuple[str, ...] = ()
+    """What every worker's command line adds (its NATS credentials, with authentication on)."""
 
     @property
     def base_url(self) -> str:
@@ -81,6 +89,7 @@ class Dataplane:
                 vllm_url=self.vllm_url,
                 worker_id=old.worker_id,
                 log_dir=self.log_dir,
+                extra_args=self.worker_extra_args,
             )
         )
         self.workers[index] = worker
@@ -129,6 +138,7 @@ async def local_dataplane(
     vllm_args: Sequence[str] = (),
     scheduler_id: str = "scheduler-1",
     log_dir: Path | None = None,
+    nats_auth: NatsAuth | None = None,
 ) -> AsyncIterator[Dataplane]:
     """Start what is missing (NATS unless `nats_url`, vLLM on `model_dir` unless `vllm_url`),
     then the scheduler (it creates the stream) and `workers` workers; ready on entry.
@@ -137,6 +147,10 @@ async def local_dataplane(
     vLLM's), else one built from `name`, `served_name`, `max_model_len` and
     `config_overrides`. Its `nats_url` is replaced by the NATS in use. `vllm_args` go to the
     vLLM this starts.
+
+    With `nats_auth` (a NATS server that requires credentials, given by `nats_url`) the plane
+    runs as the operator runs it: the stream is set up with the operator's credentials, and
+    the scheduler and workers get only their service's own (`ponder.api.nats_permissions`).
     """
     if vllm_url is None and model_dir is None:
         raise ValueError("give model_dir (to start vLLM) or vllm_url (to reuse one)")
@@ -162,14 +176,21 @@ async def local_dataplane(
             vllm_url = server.base_url
             vllm_process = server.process
         config = config.model_copy(update={"nats_url": nats_url})
+        scheduler_extra: tuple[str, ...] = ()
+        worker_extra: tuple[str, ...] = ()
+        if nats_auth is not None:
+            scheduler_extra, worker_extra = await _service_credentials(
+                stack, nats_auth, config, max_workers=max(workers, 1)
+            )
         scheduler = await stack.enter_async_context(
             scheduler_process(
                 config,
                 scheduler_id=scheduler_id,
-                ensure_stream=True,
+                ensure_stream=nats_auth is None,
                 max_workers=max(workers, 1),
                 stats_interval_seconds=1.0,
                 log_dir=log_dir,
+                extra_args=scheduler_extra,
             )
         )
         started = [
@@ -180,6 +201,7 @@ async def local_dataplane(
                     vllm_url=vllm_url,
                     worker_id=f"worker-{index + 1}",
                     log_dir=log_dir,
+                    extra_args=worker_extra,
                 )
             )
             for index in range(workers)
@@ -193,4 +215,26 @@ async def local_dataplane(
             log_dir=log_dir,
             _stack=stack,
             vllm_process=vllm_process,
+            worker_extra_args=worker_extra,
         )
+
+
+async def _service_credentials(
+    stack: contextlib.AsyncExitStack, auth: NatsAuth, config: ServiceConfig, *, max_workers: int
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What the operator does for a service on an authenticating NATS: its stream and consumer,
+    set up with the operator's credentials, and a credentials file per role. Returns the
+    scheduler's and the workers' extra arguments."""
+    subjects = ServiceSubjects(config.namespace, config.name)
+    admin = await nats.connect(config.nats_url, user_credentials=str(auth.admin_creds))
+    try:
+        await ensure_stream(admin.jetstream(), subjects, config, max_workers)
+    finally:
+        await admin.close()
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ponder-creds-")))
+    paths = {}
+    for key, text in auth.trust.service_creds(subjects, int(time.time())).items():
+        paths[key] = folder / key
+        paths[key].write_text(text)
+    scheduler, worker = paths[SCHEDULER_CREDS], paths[WORKER_CREDS]
+    return ("--nats-creds", str(scheduler)), ("--nats-creds", str(worker))

@@ -12,6 +12,7 @@ import argparse
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ponder.api.service_config import ServiceConfig
@@ -24,6 +25,7 @@ from ponder.api.settings import (
     HTTP_PORT,
     LOG_LEVEL,
     MAX_WORKERS,
+    NATS_CREDS,
     NATS_URL,
     SCHEDULER_ID,
     Option,
@@ -55,6 +57,7 @@ OPTIONS: tuple[Option[Any], ...] = (
     HTTP_HOST,
     PORT,
     SCHEDULER_NATS_URL,
+    NATS_CREDS,
     SCHEDULER_ID,
     ENSURE_STREAM,
     MAX_WORKERS,
@@ -74,6 +77,8 @@ class SchedulerSettings:
     """Names this replica's results inbox `results.<scheduler_id>`: unique per replica."""
     host: str = DEFAULT_HTTP_HOST
     port: int = DEFAULT_PORT
+    nats_creds: Path | None = None
+    """This service's scheduler credentials, when NATS requires them."""
     ensure_stream: bool = False
     """Create or update the stream and consumer at start (local runs; the operator does it in
     Kubernetes)."""
@@ -128,6 +133,7 @@ def settings_from(
         scheduler_id=subject_token(scheduler_id) if scheduler_id else default_scheduler_id(),
         host=HTTP_HOST.value(options, environ),
         port=PORT.value(options, environ),
+        nats_creds=NATS_CREDS.given(options, environ),
         ensure_stream=ENSURE_STREAM.value(options, environ),
         max_workers=MAX_WORKERS.value(options, environ),
         stats_interval_seconds=STATS_INTERVAL.value(options, environ),

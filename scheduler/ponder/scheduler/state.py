@@ -66,6 +66,8 @@ async def start_state(
         name=f"ponder-scheduler-{settings.scheduler_id}",
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
+        user_credentials=str(settings.nats_creds) if settings.nats_creds else None,
+        inbox_prefix=subjects.inbox_prefix,
     )
     stack.push_async_callback(nc.close)
     if settings.ensure_stream:

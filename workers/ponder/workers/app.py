@@ -99,6 +99,8 @@ async def worker_app(
             disconnected_cb=on_disconnected,
             reconnected_cb=on_reconnected,
             drain_timeout=DRAIN_TIMEOUT_SECONDS,
+            user_credentials=str(settings.nats_creds) if settings.nats_creds else None,
+            inbox_prefix=subjects.inbox_prefix,
         )
         stack.push_async_callback(nc.close)
         js = nc.jetstream()

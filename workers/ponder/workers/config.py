@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ponder.api.service_config import ServiceConfig
@@ -23,6 +24,7 @@ from ponder.api.settings import (
     HTTP_PORT,
     LOG_LEVEL,
     MAX_WORKERS,
+    NATS_CREDS,
     NATS_URL,
     WORKER_ID,
     Option,
@@ -66,6 +68,7 @@ ENGINE_CHECK_SECONDS: Option[float] = Option(
 OPTIONS: tuple[Option[Any], ...] = (
     CONFIG,
     WORKER_NATS_URL,
+    NATS_CREDS,
     VLLM_URL,
     WORKER_ID,
     SLOTS,
@@ -93,6 +96,8 @@ class WorkerSettings:
     overridden."""
     http_host: str = DEFAULT_HTTP_HOST
     http_port: int = DEFAULT_PORT
+    nats_creds: Path | None = None
+    """This service's worker credentials, when NATS requires them."""
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
     ensure_stream: bool = False
     """Create or update the stream and consumer at start (local runs; the operator does it in
@@ -152,6 +157,7 @@ def settings_from(
         slots=service.slots_per_worker if slots is None else slots,
         http_host=HTTP_HOST.value(options, environ),
         http_port=PORT.value(options, environ),
+        nats_creds=NATS_CREDS.given(options, environ),
         drain_seconds=DRAIN_SECONDS.value(options, environ),
         engine_check_seconds=ENGINE_CHECK_SECONDS.value(options, environ),
         ensure_stream=ENSURE_STREAM.value(options, environ),
