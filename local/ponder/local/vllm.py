@@ -22,8 +22,9 @@ import aiohttp
 from ponder.local.http_ready import wait_http_ok
 from ponder.local.processes import PYTHON, free_port, running
 
-READY_TIMEOUT_SECONDS = 240.0
-WARMUP_TIMEOUT_SECONDS = 120.0
+READY_TIMEOUT_SECONDS = 600.0
+"""Only a hang exceeds it: on a 2-core machine loaded by other vLLMs a start took over 240 s."""
+WARMUP_TIMEOUT_SECONDS = 300.0
 
 # Small KV cache (GiB) and OpenMP threads bound automatically: the tiny model needs little, and
 # the machine is shared with the rest of the stack. Telemetry off: there is no internet.
