@@ -103,6 +103,10 @@ bench-autoscale-sim: $(VENV_STAMP) ## Simulated bursty day: Ponder's autoscaler 
 bench-latency: $(VENV_STAMP) ## How fast a deadline or a cancel stops work (worker, vLLM, scheduler) vs the targets
 	$(PY) -m bench.stop_latency $(BENCH_ARGS)
 
+.PHONY: bench-streaming
+bench-streaming: $(VENV_STAMP) ## Streamed queries: time to first byte and to the first answer token against total latency
+	$(PY) -m bench.streaming $(BENCH_ARGS)
+
 .PHONY: bench-soak
 bench-soak: $(VENV_STAMP) ## Soak at 80% of capacity (MINUTES=30): scheduler and worker RSS and fds must grow < 10% after minute 5
 	$(PY) -m bench.soak --minutes $(or $(MINUTES),30) $(BENCH_ARGS)

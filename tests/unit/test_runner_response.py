@@ -26,8 +26,8 @@ from ponder.scheduler.response import (
     no_answer_error,
     ponder_info,
     stream_events,
-    text_pieces,
 )
+from ponder.scheduler.sse import text_pieces
 from ponder.scheduler.strategies.base import BranchRequest, FinalAnswer, PlannedQuery, ScoredBranch
 
 QUERY = PlannedQuery(

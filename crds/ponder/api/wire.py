@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, field_validator
 
 from ponder.api.service_config import MAX_ANSWER_PATTERN_LENGTH, AnswerProbe, ExtractorKind
 
@@ -163,12 +163,20 @@ class BranchJob(_Wire):
         description="Stop each branch once its probed answers agree (needs `answer`); each "
         "branch then runs as its own engine request, so that one can stop alone.",
     )
+    partials: bool = Field(
+        default=False,
+        description="Publish `BranchPartial` messages with the text so far while generating, "
+        "at most one per branch every `PARTIAL_INTERVAL_SECONDS` (the scheduler streams an "
+        "answer live from them). Never with `probe`: an early exit rewrites the text's tail.",
+    )
 
     def model_post_init(self, _context: object) -> None:
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("a job carries exactly one of prompt or messages")
         if self.probe is not None and self.answer is None:
             raise ValueError("an answer probe needs an answer reading")
+        if self.probe is not None and self.partials:
+            raise ValueError("a job with an answer probe publishes no partial text")
 
 
 class BranchStatus(StrEnum):
@@ -244,6 +252,42 @@ class BranchResults(_Wire):
                     f"result of branch {result.branch_id} belongs to job {result.job_id} of "
                     f"query {result.query_id}, not to job {self.job_id} of query {self.query_id}"
                 )
+
+
+PARTIAL_INTERVAL_SECONDS = 0.05
+"""Least time between two `BranchPartial` messages of one branch: a streamed answer's tokens
+reach the scheduler in pieces at most this far apart, at no more than 20 messages a second."""
+
+
+class BranchPartial(_Wire):
+    """Text a branch of a `partials` job generated since its last partial, on the scheduler's
+    inbox while it generates. Core NATS keeps one connection's messages in order but may drop
+    one: `offset` (characters of the branch's text before `text`) lets the scheduler tell a gap
+    and stop using partials of that branch. The final `BranchResults` carries the whole text, so
+    a lost partial loses nothing but liveness."""
+
+    kind: Literal["partial"] = "partial"
+    query_id: str
+    job_id: str
+    branch_id: str
+    offset: int = Field(ge=0)
+    text: str = Field(min_length=1)
+
+
+def _inbox_kind(message: Any) -> str:
+    """`BranchResults` carry no `kind` (they predate partials); a partial says so."""
+    kind = message.get("kind") if isinstance(message, dict) else getattr(message, "kind", None)
+    return "partial" if kind == "partial" else "results"
+
+
+InboxMessage = Annotated[
+    Annotated[BranchResults, Tag("results")] | Annotated[BranchPartial, Tag("partial")],
+    Discriminator(_inbox_kind),
+]
+"""What arrives on a scheduler's results inbox."""
+
+INBOX_MESSAGE: TypeAdapter[BranchResults | BranchPartial] = TypeAdapter(InboxMessage)
+"""Parses one inbox message: `INBOX_MESSAGE.validate_json(data)`."""
 
 
 class CancelMessage(_Wire):

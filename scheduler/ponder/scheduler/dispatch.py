@@ -6,9 +6,11 @@ One `Dispatcher` per scheduler replica shares one NATS connection among all quer
 - results arrive on this replica's core NATS inbox `results.<scheduler-id>`, one
   `BranchResults` message per job, and are routed to the `QueryCollector` of their query. A
   redelivered job reports its branches again: the first terminal result of a branch wins, later
-  ones are counted and dropped;
+  ones are counted and dropped; a job that streams its text sends `BranchPartial`s on the
+  same inbox while it generates, routed to the collector's text watcher of that branch;
 - cancels go to the core NATS cancel subject, which every worker listens to.
-A message on the inbox that is not a valid `BranchResults` is logged and counted, never raised.
+A message on the inbox that is neither a valid `BranchResults` nor a `BranchPartial` is logged
+and counted, never raised.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -25,7 +27,13 @@ from nats.js import JetStreamContext
 from pydantic import ValidationError
 
 from ponder.api.subjects import ServiceSubjects
-from ponder.api.wire import BranchJob, BranchResult, BranchResults, CancelMessage
+from ponder.api.wire import (
+    INBOX_MESSAGE,
+    BranchJob,
+    BranchPartial,
+    BranchResult,
+    CancelMessage,
+)
 from ponder.scheduler.metrics import SchedulerMetrics
 
 log = logging.getLogger(__name__)
@@ -60,6 +68,7 @@ class QueryCollector:
         self._reported: set[str] = set()
         self._arrived: list[BranchResult] = []
         self._wakeup = asyncio.Event()
+        self._watchers: dict[str, tuple[Callable[[str], None], int]] = {}  # -> (on_text, offset)
         self.duplicates = 0
 
     def expect(self, branch_ids: Iterable[str]) -> None:
@@ -91,8 +100,27 @@ class QueryCollector:
             self.duplicates += 1
             return False
         self._reported.add(result.branch_id)
+        self._watchers.pop(result.branch_id, None)
         self._arrived.append(result)
         return True
+
+    def watch_text(self, branch_id: str, on_text: Callable[[str], None]) -> None:
+        """Call `on_text` with each piece of text branch `branch_id` generates, in order, while
+        it runs (its job must ask for partials). A gap (a lost partial) ends the watch."""
+        self._watchers[branch_id] = (on_text, 0)
+
+    def offer_partial(self, partial: BranchPartial) -> None:
+        """Hand a partial to its branch's watcher, if it is the next piece of its text and the
+        branch has not reported."""
+        watched = self._watchers.get(partial.branch_id)
+        if watched is None or partial.branch_id in self._reported:
+            return
+        on_text, offset = watched
+        if partial.offset != offset:
+            del self._watchers[partial.branch_id]  # a gap: the result will carry the text
+            return
+        self._watchers[partial.branch_id] = (on_text, offset + len(partial.text))
+        on_text(partial.text)
 
     def drain(self) -> list[BranchResult]:
         """Every result that arrived and was not taken yet, in arrival order."""
@@ -209,13 +237,17 @@ class Dispatcher:
 
     async def _on_result(self, msg: Msg) -> None:
         try:
-            batch = BranchResults.model_validate_json(msg.data)
+            batch = INBOX_MESSAGE.validate_json(msg.data)
         except ValidationError as error:
             log.warning("dropping malformed results on %s: %s", msg.subject, _first_error(error))
             if self.metrics is not None:
                 self.metrics.results_malformed.inc()
             return
         collector = self._collectors.get(batch.query_id)
+        if isinstance(batch, BranchPartial):
+            if collector is not None:  # a partial after the answer is only moot
+                collector.offer_partial(batch)
+            return
         if collector is None:
             # The query already answered (a cancelled branch reporting back after the usage
             # settle time, a redelivery): its tokens were spent all the same.

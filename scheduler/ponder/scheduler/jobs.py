@@ -36,6 +36,7 @@ class JobContext:
     branches_per_job: int
     ignore_eos: bool = False
     logprobs: bool = False  # every branch returns logprobs (a logprob verifier scores them)
+    partials: bool = False  # a streaming client: jobs of `streams_answer` requests send text
 
 
 def branch_id(query_id: str, index: int) -> str:
@@ -84,9 +85,18 @@ def build_jobs(context: JobContext, request: BranchRequest, first_index: int) ->
                 deadline_at=context.deadline_at,
                 answer=answer,
                 probe=query.probe,
+                partials=streams_text(context, request),
             )
         )
     return jobs
+
+
+def streams_text(context: JobContext, request: BranchRequest) -> bool:
+    """Whether the job of `request` sends its text while it generates: a streaming client, a
+    branch whose text is the answer, and no answer probe (an early exit rewrites the tail)."""
+    return (
+        context.partials and request.streams_answer and request.n == 1 and not context.query.probe
+    )
 
 
 def _prompt_of(

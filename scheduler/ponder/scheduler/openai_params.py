@@ -53,7 +53,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("seed", BOTH, Handling.USED, "branch i samples with seed + i"),
     Parameter("n", BOTH, Handling.USED, "must be 1: ask for ponder.branches"),
     Parameter("best_of", (COMPLETIONS,), Handling.USED, "strategy best-of-n over that many"),
-    Parameter("stream", BOTH, Handling.USED, "server-sent events once the query has answered"),
+    Parameter("stream", BOTH, Handling.USED, "server-sent events as the query runs (Streaming)"),
     Parameter("stream_options", BOTH, Handling.USED, "include_usage adds the usage chunk"),
     Parameter("ponder", BOTH, Handling.USED, "Ponder's options (see above)"),
     Parameter("ignore_eos", BOTH, Handling.USED, "vLLM extension, every branch's"),

@@ -1,18 +1,14 @@
 """A finished query -> OpenAI response bodies, SSE chunks and error bodies (pure).
 
-Streaming (`stream: true`) sends the final answer in OpenAI's chunk format once the query has
-answered: a role chunk (chat), content chunks, a chunk with `finish_reason` and the `ponder`
-object, a usage chunk with empty `choices` when `stream_options.include_usage`, then
-`data: [DONE]`. Waiting for the answer before the first byte keeps errors honest: a query
-without an answer is a 504 JSON error, not a broken stream.
+Streaming (`stream: true`) renders through `sse.py`: the runner's events as they happen, then
+`stream_closing` (the finishing and usage chunks, or the in-stream error of a query left
+without an answer). A query that ends before anything streamed (refused by the queue, say)
+answers as without streaming: a JSON error with its status, or `stream_events`.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Iterator
-from typing import Any
 
 from ponder.api.service_config import EarlyExit
 from ponder.api.wire import BranchStatus, Endpoint
@@ -31,11 +27,9 @@ from ponder.scheduler.api_models import (
 )
 from ponder.scheduler.outcome import NoAnswerReason, QueryOutcome
 from ponder.scheduler.planner import PlanError
+from ponder.scheduler.sse import ChunkRenderer
 from ponder.scheduler.strategies.base import FinalAnswer
 from ponder.scheduler.ttc import read_ttc
-
-WORDS_PER_CHUNK = 8
-_WORD = re.compile(r"\s*\S+\s*|\s+")
 
 NO_ANSWER_STATUS = {
     NoAnswerReason.DEADLINE: 504,
@@ -149,47 +143,35 @@ def completion_response(outcome: QueryOutcome, model: str, created: int) -> Comp
     )
 
 
+def stream_renderer(outcome: QueryOutcome, model: str, created: int) -> ChunkRenderer:
+    """The chunk renderer of `outcome`'s streamed response."""
+    endpoint = outcome.plan.query.endpoint
+    return ChunkRenderer(
+        endpoint, response_id(endpoint, outcome.plan.query.query_id), model, created
+    )
+
+
+def stream_closing(
+    renderer: ChunkRenderer, outcome: QueryOutcome, include_usage: bool
+) -> list[str]:
+    """How the stream of `outcome` ends: its finishing (and usage) chunks, or the in-stream
+    error of a query without an answer; `[DONE]` last."""
+    if outcome.answer is None:
+        return renderer.error(no_answer_error(outcome)[1])
+    usage = usage_of(outcome) if include_usage else None
+    return renderer.closing(outcome.answer.finish_reason, ponder_info(outcome), usage)
+
+
 def stream_events(
     outcome: QueryOutcome, model: str, created: int, include_usage: bool
 ) -> Iterator[str]:
-    """The SSE events (`data: ...\\n\\n`) of an answered query, `[DONE]` last."""
-    endpoint = outcome.plan.query.endpoint
+    """The SSE events (`data: ...\\n\\n`) of an answered query with nothing streamed live,
+    `[DONE]` last."""
     answer = _answer(outcome)
-    chat = endpoint is Endpoint.CHAT
-    base: dict[str, Any] = {
-        "id": response_id(endpoint, outcome.plan.query.query_id),
-        "object": "chat.completion.chunk" if chat else "text_completion",
-        "created": created,
-        "model": model,
-    }
-
-    def choice(text: str | None, finish_reason: str | None, role: bool = False) -> dict[str, Any]:
-        if chat:
-            delta: dict[str, Any] = {"role": "assistant"} if role else {}
-            if text is not None:
-                delta["content"] = text
-            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
-
-    if chat:
-        yield _event({**base, "choices": [choice("", None, role=True)]})
-    for piece in text_pieces(answer.text):
-        yield _event({**base, "choices": [choice(piece, None)]})
-    final: dict[str, Any] = {
-        **base,
-        "choices": [choice(None if chat else "", answer.finish_reason)],
-        "ponder": ponder_info(outcome).model_dump(mode="json"),
-    }
-    yield _event(final)
-    if include_usage:
-        yield _event({**base, "choices": [], "usage": usage_of(outcome).model_dump()})
-    yield "data: [DONE]\n\n"
-
-
-def text_pieces(text: str, words_per_chunk: int = WORDS_PER_CHUNK) -> list[str]:
-    """`text` cut into chunks of a few words whose concatenation is exactly `text`."""
-    words = _WORD.findall(text)
-    return ["".join(words[i : i + words_per_chunk]) for i in range(0, len(words), words_per_chunk)]
+    renderer = stream_renderer(outcome, model, created)
+    yield from renderer.opening()
+    yield from renderer.text(answer.text)
+    yield from stream_closing(renderer, outcome, include_usage)
 
 
 def error_body(
@@ -231,7 +213,3 @@ def _answer(outcome: QueryOutcome) -> FinalAnswer:
     if outcome.answer is None:
         raise ValueError("the query has no answer; render no_answer_error instead")
     return outcome.answer
-
-
-def _event(payload: dict[str, Any]) -> str:
-    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"

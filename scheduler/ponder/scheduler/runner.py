@@ -10,12 +10,19 @@ error, the client going away), and the runner waits up to `usage_settle_seconds`
 cancelled branches to report what they generated, so that `usage` counts every token spent
 (what reports later is counted in `ponder_late_tokens_total`). Every other wait is bounded by
 the plan's deadline; every task this module starts is owned by a task group inside the query.
+
+A streaming client gets `progress` events (`progress.py`) as they happen: each launch once its
+jobs are queued, each branch result, each change of the leading answer, and the answer's text,
+live from the branch that answers where the strategy marks one (`streams_answer`), else as soon
+as the strategy finishes, before the cancelled branches settle. Nothing is emitted before the
+first launch is queued, so a query the queue refuses still answers with its error status.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -24,11 +31,20 @@ from dataclasses import dataclass
 from ponder.api.answers import extract_answer
 from ponder.api.wire import BranchResult, BranchStatus
 from ponder.scheduler.dispatch import Dispatcher, DispatchError, JobTooLarge, QueryCollector
-from ponder.scheduler.jobs import JobContext, branch_id, build_jobs
+from ponder.scheduler.jobs import JobContext, branch_id, build_jobs, streams_text
 from ponder.scheduler.load import LoadTracker
 from ponder.scheduler.metrics import BranchEvent, SchedulerMetrics
 from ponder.scheduler.outcome import NoAnswerReason, QueryOutcome, engine_rejection
 from ponder.scheduler.planner import Plan
+from ponder.scheduler.progress import (
+    AnswerStream,
+    Leader,
+    ProgressEvent,
+    ProgressSink,
+    WaveLaunched,
+    branch_finished,
+    leader_changed,
+)
 from ponder.scheduler.strategies.base import (
     BranchRequest,
     FinalAnswer,
@@ -75,15 +91,28 @@ class QueryRunner:
     """One query's run; use once."""
 
     def __init__(
-        self, plan: Plan, strategy: Strategy, deps: RunnerDeps, *, ignore_eos: bool = False
+        self,
+        plan: Plan,
+        strategy: Strategy,
+        deps: RunnerDeps,
+        *,
+        ignore_eos: bool = False,
+        progress: ProgressSink | None = None,
     ) -> None:
         self.plan = plan
         self.query = plan.query
         self.strategy = strategy
         self.deps = deps
         self.ignore_eos = ignore_eos
+        self.progress = progress
+        self._emitting = False  # from the first queued launch on
+        self._launching = False  # a launch waits for its PubAcks
+        self._held: list[ProgressEvent] = []
+        self._answer_text = AnswerStream()
+        self._leader: Leader | None = None
         self._requests: dict[str, BranchRequest] = {}  # branch id -> the request that launched it
         self._fed = 0  # branches handed to the strategy
+        self._finished = 0  # branch results reported as progress
         self._dispatch_error: DispatchError | None = None
         self._deadline_loop = 0.0
         self.outcome = QueryOutcome(plan=plan, answer=None)
@@ -102,6 +131,7 @@ class QueryRunner:
             branches_per_job=self.plan.branches_per_job,
             ignore_eos=self.ignore_eos,
             logprobs=self.deps.verifier is not None and self.deps.verifier.needs_logprobs,
+            partials=self.progress is not None,
         )
         outcome = self.outcome
         answered_after = deadline_seconds
@@ -117,9 +147,13 @@ class QueryRunner:
                     outcome.deadline_exceeded = True
                     answer = self.strategy.best_so_far()
                 outcome.answer = answer
+                if answer is not None:
+                    # Out before the cancelled branches settle: only `usage` waits for them.
+                    self._launching = False  # a launch the deadline cut holds nothing back
+                    self._emit(*self._answer_text.finish(answer.text))
             finally:
                 # Results that arrived but were not handed to the strategy still count.
-                outcome.branches.extend(self._receive(collector.drain()))
+                outcome.branches.extend(self._reported(self._receive(collector.drain())))
                 answered_after = loop.time() - started
                 await self._cancel_outstanding(collector, outcome)
                 await self._collect_cancelled(collector, outcome)
@@ -147,11 +181,14 @@ class QueryRunner:
             self.outcome.branches.extend(received)
             scored = await self._score(received)
             self.outcome.branches[first:] = scored
-            for branch in scored:
+            for index, branch in enumerate(scored):
                 self._fed += 1
+                self._reported([branch])
                 decision = self.strategy.on_branch(branch)
+                self._lead(decision.answer if isinstance(decision, Finish) else None)
                 if isinstance(decision, Finish):
                     self.outcome.finished_by_strategy = True
+                    self._reported(scored[index + 1 :])  # booked, never handed over
                     return decision.answer
                 if isinstance(decision, Launch):
                     await self._launch(decision.requests, collector, context)
@@ -162,6 +199,7 @@ class QueryRunner:
     ) -> None:
         jobs = []
         launched_ids: list[str] = []
+        launched: list[tuple[list[str], BranchRequest]] = []
         for request in requests:
             if request.n < 1:
                 continue
@@ -170,12 +208,24 @@ class QueryRunner:
             for each in ids:
                 self._requests[each] = request
             launched_ids.extend(ids)
+            launched.append((ids, request))
             jobs.extend(build_jobs(context, request, first))
             self.deps.load.branches_launched(request.n, request.max_tokens, time.monotonic())
         if not jobs:
             return
         self.outcome.launched += len(launched_ids)
         self.outcome.waves += 1
+        streamed = [
+            (ids[0], request)
+            for ids, request in launched
+            if self.progress is not None and streams_text(context, request)
+        ]
+        # Events of this launch wait for its PubAcks (held in `_held`): a fast worker's first
+        # text may beat them, and nothing goes out before the first launch is queued.
+        self._launching = True
+        for each, request in streamed:
+            collector.watch_text(each, functools.partial(self._live_text, each))
+            self._emit(*self._answer_text.start(each, request.continuation))
         if self.deps.metrics is not None:
             self.deps.metrics.count_branches(BranchEvent.LAUNCHED, len(launched_ids))
         collector.expect(launched_ids)
@@ -187,6 +237,8 @@ class QueryRunner:
         except DispatchError as error:
             log.warning("query %s: %s (%r)", self.query.query_id, error, error.__cause__)
             self._dispatch_error = error
+            self._launching = False
+            self._emit()  # what an earlier launch started goes on
             # The branches fail here and now, so the strategy can still decide without them.
             for job in jobs:
                 for each in job.branch_ids:
@@ -199,6 +251,46 @@ class QueryRunner:
                             error=str(error),
                         )
                     )
+            return
+        self._launching = False
+        self._emitting = True
+        self._held.insert(
+            0, WaveLaunched(self.outcome.waves, len(launched_ids), self.outcome.launched)
+        )
+        self._emit()
+
+    def _emit(self, *events: ProgressEvent) -> None:
+        """Send `events` to the progress sink, or hold them (with what is held) until the
+        launch under way is queued."""
+        if self.progress is None:
+            return
+        self._held.extend(events)
+        if self._emitting and not self._launching:
+            held, self._held = self._held, []
+            for event in held:
+                self.progress(event)
+
+    def _reported(self, branches: list[ScoredBranch]) -> list[ScoredBranch]:
+        """`branches`, each emitted as a finished branch (the settled ones too)."""
+        for branch in branches:
+            self._finished += 1
+            self._emit(branch_finished(branch, self._finished, self.outcome.launched))
+        return branches
+
+    def _live_text(self, branch: str, text: str) -> None:
+        self._emit(*self._answer_text.on_text(branch, text))
+
+    def _lead(self, final: FinalAnswer | None) -> None:
+        """Emit the strategy's leading answer when it changed (`final`: it just finished)."""
+        if not self._emitting:
+            return
+        best = final or self.strategy.best_so_far()
+        if best is None:
+            return
+        leader = Leader(best.answer, best.confidence, dict(best.votes))
+        if leader_changed(self._leader, leader):
+            self._leader = leader
+            self._emit(leader)
 
     def _receive(
         self, results: list[BranchResult], *, cancelled: bool = False
@@ -287,8 +379,9 @@ class QueryRunner:
                 async with asyncio.timeout(settle):
                     while collector.outstanding:
                         results = await collector.next_batch()
-                        outcome.branches.extend(self._receive(results, cancelled=True))
-        outcome.branches.extend(self._receive(collector.drain(), cancelled=True))
+                        received = self._receive(results, cancelled=True)
+                        outcome.branches.extend(self._reported(received))
+        outcome.branches.extend(self._reported(self._receive(collector.drain(), cancelled=True)))
         outcome.unreported = len(collector.outstanding)
 
     def _why_no_answer(self) -> tuple[str, str]:

@@ -39,6 +39,7 @@ from ponder.workers.generation import Generation
 from ponder.workers.liveness import SchedulerLiveness
 from ponder.workers.metrics import DeadLetterReason, JobOutcome, WorkerMetrics
 from ponder.workers.outcomes import DISPOSITIONS, AbortReason, Settle, outcome_of, rejection_of
+from ponder.workers.partials import publishing
 from ponder.workers.results import branch_results, failed_results, salvage_identity
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,10 @@ class JobRunner:
         try:
             async with asyncio.timeout_at(loop.time() + job.deadline_at - time.time()) as deadline:
                 running.deadline = deadline
-                await self.engine.generate(job, running.generation)
+                # A `partials` job's text so far goes out while it generates, on this same
+                # connection, so the results below follow every partial.
+                async with publishing(job, running.generation, self.nc.publish):
+                    await self.engine.generate(job, running.generation)
         except Exception as failure:
             # The deadline's own TimeoutError only says the engine was stopped (by the
             # deadline, or by an abort: `abort_reason` says which); anything else is the

@@ -109,6 +109,10 @@ class BranchRequest:
     stop: tuple[str, ...] | None = None  # None: the query's stop strings
     score: ScoreMode = ScoreMode.NONE
     logprobs: bool = False
+    streams_answer: bool = False
+    """If this branch (n=1) completes, the query answers with its `full_text`: the runner
+    streams that text live to a streaming client (the single branch, budget forcing's forced
+    answer, refine's last revision)."""
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,7 @@ class BudgetForcing(Strategy):
                 max_tokens=self.answer_tokens,
                 tag=f"{ANSWER}-{self.waits}",
                 continuation=append_text(text, self.config.answer_prompt),
+                streams_answer=True,  # a forced answer that completes is the query's answer
             )
         )
 

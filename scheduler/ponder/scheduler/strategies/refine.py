@@ -158,6 +158,9 @@ class Refine(Strategy):
                 tag=f"{phase}-{round_}",
                 prompt_override=prompt_override,
                 score=ScoreMode.FINAL if score and self.query.has_verifier else ScoreMode.NONE,
+                # Without a verifier the first revision is the answer; with one, any attempt
+                # may score best, so none is known to be the answer while it generates.
+                streams_answer=phase == REVISE and not self.query.has_verifier,
             )
         )
         if request is not None:

@@ -35,7 +35,12 @@ class Single(Strategy):
 
     def begin(self) -> list[BranchRequest]:
         request = self.ledger.launch(
-            BranchRequest(n=1, max_tokens=self.query.max_tokens_per_branch, tag="single")
+            BranchRequest(
+                n=1,
+                max_tokens=self.query.max_tokens_per_branch,
+                tag="single",
+                streams_answer=True,
+            )
         )
         return [request] if request else []
 
