@@ -67,6 +67,7 @@ class OperatorProcess:
     starts: int = 0
     metrics_port: int = 0
     liveness_port: int = 0
+    extra_args: tuple[str, ...] = ()
     _log: Any = field(default=None, repr=False)
 
     def _spawn(self, port: int) -> subprocess.Popen[bytes]:
@@ -83,6 +84,7 @@ class OperatorProcess:
                 f"http://127.0.0.1:{port}/healthz",
                 "--metrics-port",
                 str(self.metrics_port),
+                *self.extra_args,
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,

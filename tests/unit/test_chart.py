@@ -108,8 +108,10 @@ VALUE_SETS: dict[str, dict[str, str]] = {
         "operator.peering.lifetimeSeconds": "20",
         "operator.watchNamespaces": "{team-a,team-b}",
     },
+    "nats-auth": {"nats.auth.enabled": "true", "nats.persistence.enabled": "false"},
 }
 PEERING_SETS = ("peering", "peering-namespaces")
+NATS_AUTH_SETS = ("nats-auth",)
 
 
 @pytest.fixture(scope="session")
@@ -440,6 +442,33 @@ def test_values_yaml_satisfies_its_own_schema() -> None:
 # --- RBAC ----------------------------------------------------------------------------------------
 
 
+TRUST_SECRET = f"{RELEASE}-nats-trust"
+
+
+def test_nats_auth_runs_nats_in_operator_mode_on_the_operator_trust(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    manifests = rendered["nats-auth"]
+    args = operator_container(manifests)["args"]
+    assert f"--nats-trust-secret={NAMESPACE}/{TRUST_SECRET}" in args
+    nats = one(manifests, "StatefulSet", f"{RELEASE}-nats")["spec"]["template"]["spec"]
+    (container,) = nats["containers"]
+    assert "--config=/etc/nats-trust/trust.conf" in container["args"]
+    trust = next(v for v in nats["volumes"] if v["name"] == "trust")
+    assert trust["secret"] == {"secretName": f"{TRUST_SECRET}-server"}
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "trust")
+    assert mount == {"name": "trust", "mountPath": "/etc/nats-trust", "readOnly": True}
+    role = one(manifests, "Role", TRUST_SECRET)
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert ("", "secrets") in rules_table(one(manifests, "ClusterRole", RELEASE))
+
+
+def test_without_nats_auth_nothing_mentions_the_trust(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    assert "nats-trust" not in str(rendered["defaults"])
+
+
 def rules_table(role: Manifest) -> dict[tuple[str, str], set[str]]:
     table: dict[tuple[str, str], set[str]] = {}
     for rule in role["rules"]:
@@ -460,7 +489,12 @@ def test_rbac_has_no_wildcards_no_secrets_and_no_escalating_verbs(
             assert "*" not in rule["apiGroups"], role["metadata"]["name"]
             assert not any("*" in resource for resource in rule["resources"])
             assert not ESCALATING_VERBS & set(rule["verbs"])
-            assert "secrets" not in rule["resources"]
+            if "secrets" in rule["resources"]:
+                # With NATS credentials only: create anywhere it watches, read one by name.
+                assert value_set in NATS_AUTH_SETS, role["metadata"]["name"]
+                assert rule["verbs"] == ["create"] or (
+                    rule["verbs"] == ["get"] and rule["resourceNames"] == [TRUST_SECRET]
+                )
             assert "leases" not in rule["resources"]  # no leader election
             if value_set not in PEERING_SETS:  # standalone: no peering objects to touch
                 assert not {"clusterkopfpeerings", "kopfpeerings"} & set(rule["resources"])

@@ -92,6 +92,12 @@ Name of the NATS StatefulSet and of its headless Service.
 {{- printf "%s-nats" (include "ponder.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{- /* The Secret with the NATS trust (the operator's, seeds included) when nats.auth.enabled;
+its "-server" companion holds what the NATS server includes. */}}
+{{- define "ponder.nats.trustSecret" -}}
+{{- printf "%s-trust" (include "ponder.nats.fullname" .) }}
+{{- end }}
+
 {{/*
 The NATS URL the operator (and, through it, every scheduler and worker) connects to.
 */}}

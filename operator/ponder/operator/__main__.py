@@ -28,6 +28,7 @@ from ponder.api.settings import (
 )
 from ponder.operator.handlers import build_registry, configure
 from ponder.operator.metrics import DEFAULT_METRICS_PORT, metrics_server
+from ponder.operator.nats_credentials import parse_secret_ref
 from ponder.operator.peering import DEFAULT_LIFETIME_SECONDS, peering_of
 from ponder.operator.runtime import OperatorConfig, open_runtime
 
@@ -94,11 +95,21 @@ PEERING_LIFETIME: Option[int] = Option(
     "A killed active replica's standby takes over within this (with --peering)",
     int,
 )
+NATS_TRUST_SECRET: Option[str] = Option(
+    "--nats-trust-secret",
+    "PONDER_NATS_TRUST_SECRET",
+    None,
+    "namespace/name of the Secret with the NATS trust (created when absent): NATS requires "
+    "credentials and each service gets its own",
+    str,
+    default_text="none (NATS without credentials)",
+)
 OPERATOR_NATS_URL = NATS_URL.with_default(_CONFIG_DEFAULTS.nats_url)
 
 OPTIONS: tuple[Option[Any], ...] = (
     NAMESPACES,
     OPERATOR_NATS_URL,
+    NATS_TRUST_SECRET,
     AUTOSCALE_INTERVAL,
     RESYNC,
     LIVENESS,
@@ -149,6 +160,11 @@ def parse_args(
     args.operator_id = args.operator_id or default_component_id()
     if args.autoscale_interval_seconds <= 0:
         parser.error("--autoscale-interval-seconds must be positive")
+    if args.nats_trust_secret:
+        try:
+            parse_secret_ref(args.nats_trust_secret)
+        except ValueError as error:
+            parser.error(f"--nats-trust-secret: {error}")
     try:
         args.peer = peering_of(
             args.peering,
@@ -167,6 +183,7 @@ async def run(args: argparse.Namespace) -> None:
         nats_url=args.nats_url,
         autoscale_interval_seconds=args.autoscale_interval_seconds,
         resync_seconds=args.resync_seconds,
+        nats_trust_secret=args.nats_trust_secret,
     )
     settings = kopf.OperatorSettings()
     configure(settings, args.peer)

@@ -209,7 +209,10 @@ def decide(snapshot: Snapshot, config: ServiceConfig, *, autoscale: bool) -> Pla
         names.scheduler: snapshot.scheduler is not None,
     }
     children = []
-    for manifest in render.render_children_of_config(owner, spec, replicas, config):
+    rendered = render.render_children_of_config(
+        owner, spec, replicas, config, snapshot.nats_credentials
+    )
+    for manifest in rendered:
         name = manifest["metadata"]["name"]
         existed = seen.get(name) if manifest["kind"] == "Deployment" else None
         children.append(DesiredChild(manifest=manifest, existed=existed))

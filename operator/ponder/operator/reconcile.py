@@ -62,6 +62,7 @@ from ponder.operator.decide import (
     status_of,
     workers_short,
 )
+from ponder.operator.nats_credentials import ensure_service_credentials
 from ponder.operator.policy import Decision
 from ponder.operator.runtime import (
     FIELD_MANAGER,
@@ -176,6 +177,11 @@ async def observe(
     names = render.ChildNames(meta.name)
     workers = await _get_deployment(runtime, meta.namespace, names.workers)
     scheduler = await _get_deployment(runtime, meta.namespace, names.scheduler)
+    if runtime.trust is not None and memory.nats_credentials is None:
+        # Before the pods that mount it are applied (they would wait for it anyway).
+        owner = render.Owner(meta.namespace, meta.name, meta.uid)
+        trust = runtime.trust
+        memory.nats_credentials = await ensure_service_credentials(runtime.kube, trust, owner)
     stream_error, unreachable = await _ensure_stream(
         runtime, memory, key, config, service.spec.workers.max_replicas
     )
@@ -193,6 +199,7 @@ async def observe(
         at=time.time(),
         remembered_workers=memory.desired_workers,
         autoscaler=memory.autoscaler,
+        nats_credentials=memory.nats_credentials,
     )
 
 

@@ -22,7 +22,8 @@ from typing import Any
 from ponder.api import crd
 from ponder.api.crd import ReasoningServiceSpec, ResourceRequirements, Toleration
 from ponder.api.service_config import ServiceConfig
-from ponder.api.settings import SCHEDULER_ID, WORKER_ID
+from ponder.api.settings import NATS_CREDS, SCHEDULER_ID, WORKER_ID
+from ponder.operator.nats_trust import SCHEDULER_CREDS, WORKER_CREDS
 from ponder.operator.network_policy import scheduler_network_policy, worker_network_policy
 from ponder.operator.service_config import (
     KEYS_DIR,
@@ -36,6 +37,8 @@ Manifest = dict[str, Any]
 CONFIG_DIR = "/etc/ponder"
 CONFIG_FILE = "service.json"
 CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_FILE}"
+NATS_CREDS_DIR = "/etc/ponder-nats"
+"""Where a pod mounts its role's NATS credentials (`ponder.operator.nats_credentials`)."""
 ENGINE_PORT = 8000
 WORKER_LOOP_PORT = 8081
 SCHEDULER_PORT = 8000
@@ -236,6 +239,18 @@ _TMP_MOUNT: Manifest = {"name": "tmp", "mountPath": "/tmp"}
 _TMP_VOLUME: Manifest = {"name": "tmp", "emptyDir": {}}
 
 
+def _nats_credentials(secret: str, key: str) -> tuple[Manifest, Manifest, Manifest]:
+    """Volume, mount and environment for one role's NATS credentials: only `key` of the
+    service's credentials Secret, so a scheduler pod never holds the workers' and back."""
+    volume = {
+        "name": "nats-creds",
+        "secret": {"secretName": secret, "items": [{"key": key, "path": key}]},
+    }
+    mount = {"name": "nats-creds", "mountPath": NATS_CREDS_DIR, "readOnly": True}
+    env = {"name": NATS_CREDS.env, "value": f"{NATS_CREDS_DIR}/{key}"}
+    return volume, mount, env
+
+
 def _pod_name_env(variable: str) -> Manifest:
     """An environment variable holding the pod's name (a unique worker or scheduler id)."""
     return {"name": variable, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
@@ -323,17 +338,23 @@ def _worker_loop_container(spec: ReasoningServiceSpec) -> Manifest:
 
 
 def worker_deployment(
-    owner: Owner, spec: ReasoningServiceSpec, replicas: int, config: ServiceConfig
+    owner: Owner,
+    spec: ReasoningServiceSpec,
+    replicas: int,
+    config: ServiceConfig,
+    nats_credentials: str | None = None,
 ) -> Manifest:
-    """The GPU worker pool with `replicas` pods."""
+    """The GPU worker pool with `replicas` pods; with `nats_credentials` (a Secret) the worker
+    loop connects with the workers' credentials from it."""
     names = ChildNames(owner.name)
+    worker_loop = _worker_loop_container(spec)
     pod_spec: Manifest = {
         "terminationGracePeriodSeconds": termination_grace_seconds(spec),
         # Neither container calls the Kubernetes API.
         "automountServiceAccountToken": False,
         "securityContext": POD_SECURITY,
         "tolerations": _tolerations(spec.workers.tolerations),
-        "containers": [_engine_container(spec), _worker_loop_container(spec)],
+        "containers": [_engine_container(spec), worker_loop],
         "volumes": [
             {"name": "dshm", "emptyDir": {"medium": "Memory"}},
             {"name": "engine-home", "emptyDir": {}},
@@ -342,6 +363,11 @@ def worker_deployment(
             _TMP_VOLUME,
         ],
     }
+    if nats_credentials is not None:
+        volume, mount, env = _nats_credentials(nats_credentials, WORKER_CREDS)
+        pod_spec["volumes"].append(volume)
+        worker_loop["volumeMounts"].append(mount)
+        worker_loop["env"].append(env)
     if spec.workers.node_selector:
         pod_spec["nodeSelector"] = dict(spec.workers.node_selector)
     return {
@@ -381,9 +407,13 @@ def worker_disruption_budget(owner: Owner) -> Manifest:
 
 
 def scheduler_deployment(
-    owner: Owner, spec: ReasoningServiceSpec, config: ServiceConfig
+    owner: Owner,
+    spec: ReasoningServiceSpec,
+    config: ServiceConfig,
+    nats_credentials: str | None = None,
 ) -> Manifest:
-    """The scheduler pods (`python -m ponder.scheduler`)."""
+    """The scheduler pods (`python -m ponder.scheduler`); with `nats_credentials` (a Secret)
+    they connect with the schedulers' credentials from it."""
     names = ChildNames(owner.name)
     resources = _resources(spec.scheduler.resources) or DEFAULT_SCHEDULER_RESOURCES
     container: Manifest = {
@@ -431,6 +461,11 @@ def scheduler_deployment(
                 },
             }
         )
+    if nats_credentials is not None:
+        volume, mount, env = _nats_credentials(nats_credentials, SCHEDULER_CREDS)
+        volumes.append(volume)
+        container["volumeMounts"].append(mount)
+        container["env"].append(env)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -482,15 +517,20 @@ def render_children(
 
 
 def render_children_of_config(
-    owner: Owner, spec: ReasoningServiceSpec, worker_replicas: int, config: ServiceConfig
+    owner: Owner,
+    spec: ReasoningServiceSpec,
+    worker_replicas: int,
+    config: ServiceConfig,
+    nats_credentials: str | None = None,
 ) -> list[Manifest]:
-    """`render_children` for a caller that has built the service's ServiceConfig already."""
+    """`render_children` for a caller that has built the service's ServiceConfig already;
+    `nats_credentials`: the Secret of the service's NATS credentials, when NATS requires them."""
     names = ChildNames(owner.name)
     return [
         config_map(owner, config),
-        scheduler_deployment(owner, spec, config),
+        scheduler_deployment(owner, spec, config, nats_credentials),
         scheduler_service(owner, spec),
-        worker_deployment(owner, spec, worker_replicas, config),
+        worker_deployment(owner, spec, worker_replicas, config, nats_credentials),
         worker_disruption_budget(owner),
         # Last: a cluster whose RBAC predates them still gets every other child.
         scheduler_network_policy(

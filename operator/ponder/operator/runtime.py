@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lightkube import AsyncClient
 from nats.aio.client import Client as NatsClient
@@ -20,6 +22,8 @@ from nats.js import JetStreamContext
 
 from ponder.api.service_config import DEFAULT_NATS_URL
 from ponder.operator.metrics import OperatorMetrics
+from ponder.operator.nats_credentials import load_or_create_trust, parse_secret_ref
+from ponder.operator.nats_trust import NatsTrust
 from ponder.operator.passes import STUCK_PASS_SECONDS, PassesInFlight
 from ponder.operator.policy import AutoscalerState
 from ponder.operator.signals import StatsBoard, stats_subscriber
@@ -62,6 +66,9 @@ class OperatorConfig:
     undoing manual edits, without a server-side apply of every child at every tick."""
     stuck_pass_seconds: float = STUCK_PASS_SECONDS
     """A reconcile pass in flight this long means the loop is stuck: liveness fails."""
+    nats_trust_secret: str | None = None
+    """`namespace/name` of the Secret with the NATS trust: NATS requires credentials, and the
+    operator issues each service its own (`nats_credentials`). None: NATS requires none."""
 
 
 @dataclass
@@ -75,6 +82,8 @@ class NatsPool:
     """
 
     on_connect: Callable[[NatsClient], Awaitable[Subscription]]
+    user_credentials: Path | None = None
+    """The operator's own NATS credentials, when NATS requires them."""
     first_connect_seconds: float = NATS_FIRST_CONNECT_SECONDS
     retry_after_seconds: float = NATS_RETRY_AFTER_SECONDS
     _clients: dict[str, NatsClient] = field(default_factory=dict)
@@ -104,6 +113,9 @@ class NatsPool:
                     name="ponder-operator",
                     connect_timeout=NATS_CONNECT_TIMEOUT_SECONDS,
                     max_reconnect_attempts=-1,
+                    user_credentials=(
+                        str(self.user_credentials) if self.user_credentials else None
+                    ),
                 )
         except Exception as error:  # refused, unknown host, no answer in time
             with contextlib.suppress(Exception):
@@ -167,6 +179,8 @@ class ServiceMemory:
     """The last successful ensure of the job stream (None: none, or it failed since)."""
     unschedulable_workers: tuple[UnschedulablePod, ...] = ()
     """Worker pods found Pending at the last timer tick (pods are listed only then)."""
+    nats_credentials: str | None = None
+    """The Secret of the service's NATS credentials, once this process made sure it exists."""
     refresh_queued: bool = False
     """A refresh after a child's change waits for the lock; more changes need no other."""
 
@@ -185,6 +199,8 @@ class Runtime:
     )
     passes: PassesInFlight = field(default_factory=PassesInFlight)
     """Reconcile passes in flight (the liveness probe reads the oldest)."""
+    trust: NatsTrust | None = None
+    """The NATS trust services' credentials are issued from; None when NATS requires none."""
     _services: dict[ServiceKey, ServiceMemory] = field(default_factory=dict)
 
     def memory(self, service: ServiceKey) -> ServiceMemory:
@@ -205,10 +221,17 @@ class Runtime:
 async def open_runtime(config: OperatorConfig) -> AsyncIterator[Runtime]:
     """The runtime for one operator process; clients are closed on exit."""
     board = StatsBoard()
-    pool = NatsPool(on_connect=stats_subscriber(board))
     kube = AsyncClient(field_manager=FIELD_MANAGER)
-    try:
-        yield Runtime(config=config, kube=kube, nats=pool, stats=board)
-    finally:
-        await pool.close()
-        await kube.close()
+    with tempfile.TemporaryDirectory(prefix="ponder-operator-") as scratch:
+        trust, credentials = None, None
+        if config.nats_trust_secret is not None:
+            namespace, name = parse_secret_ref(config.nats_trust_secret)
+            trust = await load_or_create_trust(kube, namespace, name)
+            credentials = Path(scratch) / "operator.creds"
+            credentials.write_text(trust.admin_creds(int(time.time())))
+        pool = NatsPool(on_connect=stats_subscriber(board), user_credentials=credentials)
+        try:
+            yield Runtime(config=config, kube=kube, nats=pool, stats=board, trust=trust)
+        finally:
+            await pool.close()
+            await kube.close()

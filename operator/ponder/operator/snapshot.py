@@ -69,6 +69,8 @@ class Snapshot:
     """What the autoscaling policy remembers of this service between ticks."""
     nats_unreachable: bool = False
     """The stream is unavailable because its NATS server could not be reached at all."""
+    nats_credentials: str | None = None
+    """The Secret of the service's NATS credentials; None when NATS requires none."""
 
     @property
     def key(self) -> ServiceKey:
