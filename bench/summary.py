@@ -55,6 +55,8 @@ class QueryRecord:
     tokens_after_answer: int = 0  # generated after the branches' answers settled
     early_exits: int = 0  # branches stopped by their answer probe
     probe_tokens: int = 0  # what the answer probes generated (part of completion_tokens)
+    probes: int = 0  # answer probes run for the branches
+    capped_branches: int = 0  # branches that stopped at max_tokens (finish_reason "length")
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,8 @@ def ponder_record(
         tokens_after_answer=int(ponder.get("tokens_after_answer", 0)),
         early_exits=int(ponder.get("early_exits", 0)),
         probe_tokens=sum(int(b.get("probe_tokens", 0)) for b in ponder.get("branches", [])),
+        probes=sum(int(b.get("probes", 0)) for b in ponder.get("branches", [])),
+        capped_branches=sum(b.get("finish_reason") == "length" for b in ponder.get("branches", [])),
     )
 
 

@@ -20,7 +20,12 @@ ANSWER_INSTRUCTION = "Answer with just the number."
 
 EXPLAIN_INSTRUCTION = "Explain your answer."
 """The other style: the model states its answer, then talks on about it (the overthinking
-benchmark asks both ways)."""
+benchmark asks every way)."""
+
+CHECK_INSTRUCTION = "Solve it step by step, then check your answer."
+"""The overthinking case users meet: asked to work the problem and then check it, the model
+reaches an answer early and goes on "checking" for a hundred tokens or more, often arguing
+itself out of a right answer, sometimes looping until `max_tokens`."""
 
 DEMO_SEED = 20_250_613
 """The questions `make demo MODEL=smollm2` asks."""

@@ -9,6 +9,7 @@ import pytest
 from models.smollm2.questions import (
     ANSWER_INSTRUCTION,
     BENCH_SEED,
+    CHECK_INSTRUCTION,
     DEMO_SEED,
     EXPLAIN_INSTRUCTION,
     WordQuestion,
@@ -98,4 +99,7 @@ def test_negative_count_is_refused() -> None:
 def test_a_question_can_be_asked_with_another_instruction() -> None:
     question = word_questions(1, BENCH_SEED)[0]
     assert question.prompt(EXPLAIN_INSTRUCTION) == f"{question.question} Explain your answer."
+    assert question.prompt(CHECK_INSTRUCTION) == (
+        f"{question.question} Solve it step by step, then check your answer."
+    )
     assert question.prompt() == f"{question.question} {ANSWER_INSTRUCTION}"
