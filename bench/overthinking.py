@@ -22,8 +22,9 @@ Prints, per arm: accuracy, generated tokens per query (`usage`, probes included)
 generated after the answers had settled (`ponder.tokens_after_answer`), probe tokens and tokens
 per probe, the share of branches the probe stopped and of those cut at the cap, p50 latency,
 errors and queries cut short (shrunk or at their deadline); then, per style and branch count,
-the early exit's token cut and accuracy change, next to the "hindsight cut": what stopping every branch exactly
-where its answer settled would have saved, the most any early exit could cut there. Writes
+the early exit's token cut and accuracy change, next to the "hindsight cut": what stopping
+every branch exactly where its answer settled would have saved, the most any early exit could
+cut there. Writes
 `results.json` and `table.txt` under `out/bench/overthinking/`. The figures are measured, never
 asserted; the target (a cut of at least 40% at no lower accuracy) is printed as met or not.
 """
