@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,12 @@ SUMMARY_COLUMNS = (
     "saved/q",
     "errors",
 )
+
+
+def load_line() -> str:
+    """How busy the (shared) machine was, for a benchmark's header and its JSON."""
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} CPUs"
 
 
 def fmt(value: object, digits: int = 2) -> str:

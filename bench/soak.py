@@ -44,7 +44,7 @@ from pathlib import Path
 from bench.clients import PonderClient, StrategySpec
 from bench.process_usage import tree_usage
 from bench.ramp import arrival_offsets
-from bench.report import fmt, write_json, write_text
+from bench.report import fmt, load_line, write_json, write_text
 from bench.soak_stats import (
     GROWTH_LIMIT,
     Finished,
@@ -62,7 +62,6 @@ from bench.soak_stats import (
     window_stats,
 )
 from bench.stack import MODEL_DIR, REPO_ROOT, BenchSettings, bench_stack, run_main
-from bench.stop_latency import load_line
 from models.arith.task import Problem, iter_problems
 from ponder.local.stack import LocalStack
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 import time
 import uuid
@@ -44,7 +43,7 @@ import nats
 from nats.aio.client import Client as NatsClient
 
 from bench.clients import metric_total, timed_completion, vllm_generated_tokens, vllm_metrics
-from bench.report import format_table, write_json
+from bench.report import format_table, load_line, write_json
 from bench.stack import MODEL_DIR, REPO_ROOT, run_main
 from bench.summary import percentile
 from ponder.api.jetstream import delete_stream, ensure_stream
@@ -412,11 +411,6 @@ def _prepare(model_dir: Path, log_dir: Path) -> None:
     if not (model_dir / "config.json").exists():
         raise SystemExit(f"no model at {model_dir}: train it with `python -m models.arith.train`")
     log_dir.mkdir(parents=True, exist_ok=True)
-
-
-def load_line() -> str:
-    one, five, _ = os.getloadavg()
-    return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} CPUs"
 
 
 async def main_async(argv: Sequence[str]) -> int:

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -32,7 +31,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.report import format_table, write_json
+from bench.report import format_table, load_line, write_json
 from bench.stack import MODEL_DIR, REPO_ROOT, run_main
 from bench.summary import percentile
 from ponder.local.dataplane import Dataplane, local_dataplane
@@ -221,8 +220,7 @@ async def main_async(argv: Sequence[str]) -> int:
         )
         marks = await measure(plane, args.repeats)
     figures = [scenario_figures(name, runs) for name, runs in marks.items()]
-    one, five, _ = os.getloadavg()
-    load = f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} CPUs"
+    load = load_line()
     print(f"\nStreamed queries, p50 of {args.repeats} runs each ({load})\n")
     print(figures_table(figures))
     json_path = write_json(
