@@ -107,6 +107,10 @@ bench-latency: $(VENV_STAMP) ## How fast a deadline or a cancel stops work (work
 bench-streaming: $(VENV_STAMP) ## Streamed queries: time to first byte and to the first answer token against total latency
 	$(PY) -m bench.streaming $(BENCH_ARGS)
 
+.PHONY: bench-priority
+bench-priority: $(VENV_STAMP) ## Priority classes on a real nats-server: one prioritized consumer vs a subject per class
+	$(PY) -m bench.priority_queues $(BENCH_ARGS)
+
 .PHONY: bench-soak
 bench-soak: $(VENV_STAMP) ## Soak at 80% of capacity (MINUTES=30): scheduler and worker RSS and fds must grow < 10% after minute 5
 	$(PY) -m bench.soak --minutes $(or $(MINUTES),30) $(BENCH_ARGS)

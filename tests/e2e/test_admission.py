@@ -326,6 +326,27 @@ REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
         for url in ("nats://:4222", "nats:///jobs", "tls://user:pass@:4222")
     ],
     ("NATS URL nats://", {"nats": {"url": "nats://"}}, "spec.nats.url", "spec.nats.url in body"),
+    *[
+        (
+            f"tracing endpoint {url!r}",
+            {"tracing": {"endpoint": url}},
+            "spec.tracing.endpoint",
+            "spec.tracing.endpoint must be a URL with a host",
+        )
+        for url in ("http://:4318", "https:///v1/traces")
+    ],
+    (
+        "tracing endpoint without a scheme",
+        {"tracing": {"endpoint": "otel-collector:4318"}},
+        "spec.tracing.endpoint",
+        "spec.tracing.endpoint in body should match",
+    ),
+    (
+        "tracing at 101 percent",
+        {"tracing": {"endpoint": "http://otel:4318", "samplePercent": 101}},
+        "spec.tracing.samplePercent",
+        "spec.tracing.samplePercent in body should be less than or equal to 100",
+    ),
     (
         "NATS URL with a space",
         {"nats": {"url": "nats://nats ponder:4222"}},
@@ -561,6 +582,17 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
                 "strategy": {
                     "beam": {"width": 64, "expansions": 64},
                     "allowed": ["AdaptiveConsistency", "SelfConsistency"],
+                }
+            }
+        ),
+    ),
+    (
+        "tracing to a collector, a tenth sampled",
+        service(
+            {
+                "tracing": {
+                    "endpoint": "http://otel-collector.observability:4318",
+                    "samplePercent": 10,
                 }
             }
         ),

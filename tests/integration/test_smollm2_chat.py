@@ -35,6 +35,7 @@ from ponder.local.nats import NatsServer
 from ponder.local.vllm import vllm_server
 from ponder.scheduler.strategies.adaptive_consistency import leader_is_majority_probability
 from tests.cluster.eventually import eventually
+from tests.report import report as shared_report
 
 pytestmark = [pytest.mark.vllm, pytest.mark.chat_model]
 
@@ -57,15 +58,7 @@ class ChatPlane:
 
 
 def report(config: pytest.Config, line: str) -> None:
-    """Write a figure to the terminal, even without `-s`."""
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None:
-        return
-    # Captured output shows only for failed tests; these figures are for every run.
-    suspended = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
-    with suspended:
-        reporter.write_line(f"[smollm2] {line}")
+    shared_report(config, "smollm2", line)
 
 
 @pytest_asyncio.fixture(scope="module")

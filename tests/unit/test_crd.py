@@ -122,6 +122,7 @@ def test_every_spec_field_is_documented(schema: dict[str, Any]) -> None:
         ("spec.autoscaling.scaleDownStabilizationSeconds", 300),
         ("spec.autoscaling.scaleToZero.enabled", False),
         ("spec.autoscaling.scaleToZero.idleSeconds", 600),
+        ("spec.autoscaling.scaleToZero.holdSeconds", 600),
     ],
 )
 def test_schema_defaults(schema: dict[str, Any], path: str, default: object) -> None:
@@ -177,6 +178,7 @@ def test_optional_fields_have_no_default(schema: dict[str, Any], path: str) -> N
         ("spec.slo.attainmentPercent", 1, 100),
         ("spec.autoscaling.targetUtilizationPercent", 10, 100),
         ("spec.autoscaling.scaleToZero.idleSeconds", 30, 86400),
+        ("spec.autoscaling.scaleToZero.holdSeconds", 0, 3600),
     ],
 )
 def test_schema_bounds(schema: dict[str, Any], path: str, minimum: int, maximum: int) -> None:

@@ -6,6 +6,7 @@ import pytest
 from nats.js.api import AckPolicy, DiscardPolicy, RetentionPolicy, StorageType
 
 from ponder.api.jetstream import consumer_config, stream_config
+from ponder.api.priority import Priority
 from ponder.api.service_config import ServiceConfig
 from ponder.api.subjects import ServiceSubjects
 
@@ -24,7 +25,9 @@ def test_stream_is_a_file_backed_work_queue_of_jobs_and_dead_letters() -> None:
     assert config.retention is RetentionPolicy.WORK_QUEUE
     assert config.storage is StorageType.FILE
     assert config.subjects == [
+        "ponder.team-a.math-solver.jobs.critical",
         "ponder.team-a.math-solver.jobs",
+        "ponder.team-a.math-solver.jobs.sheddable",
         "ponder.team-a.math-solver.deadletter",
     ]
 
@@ -59,6 +62,24 @@ def test_consumer_is_the_durable_explicit_ack_pull_consumer_of_the_jobs_subject(
     assert config.filter_subject == "ponder.team-a.math-solver.jobs"
     assert config.ack_policy is AckPolicy.EXPLICIT
     assert config.deliver_subject is None  # pull, not push
+
+
+@pytest.mark.parametrize(
+    ("priority", "consumer", "subject"),
+    [
+        (Priority.CRITICAL, "workers-critical", "ponder.team-a.math-solver.jobs.critical"),
+        (Priority.STANDARD, "workers", "ponder.team-a.math-solver.jobs"),
+        (Priority.SHEDDABLE, "workers-sheddable", "ponder.team-a.math-solver.jobs.sheddable"),
+    ],
+)
+def test_each_priority_class_has_its_own_consumer_of_its_own_subject(
+    priority: Priority, consumer: str, subject: str
+) -> None:
+    config = consumer_config(service(), max_workers=4, priority=priority)
+    assert (config.durable_name, config.filter_subject) == (consumer, subject)
+    assert config.max_ack_pending == consumer_config(service(), max_workers=4).max_ack_pending
+    # A work-queue stream refuses consumers whose subjects overlap; these are literals.
+    assert "*" not in subject and ">" not in subject
 
 
 @pytest.mark.parametrize("max_deliver", [1, 3, 20])

@@ -18,6 +18,7 @@ from ponder.api.nats_permissions import (
     scheduler_permissions,
     worker_permissions,
 )
+from ponder.api.priority import Priority
 from ponder.api.subjects import ServiceSubjects
 from ponder.operator.nats_jwt import KeyKind, NKey, decode_claims, encode_jwt
 from ponder.operator.nats_trust import SCHEDULER_CREDS, WORKER_CREDS, NatsTrust
@@ -65,6 +66,9 @@ def verify(token: str, public: str) -> bool:
     ("subject", "scheduler", "worker"),
     [
         (A.jobs, True, False),
+        (A.jobs_of(Priority.CRITICAL), True, False),
+        (A.jobs_of(Priority.SHEDDABLE), True, False),
+        (f"{A.jobs}.urgent", False, False),  # a class that does not exist
         (A.cancel, True, False),
         (A.stats, True, False),
         (A.results("scheduler-1"), False, True),
@@ -72,13 +76,21 @@ def verify(token: str, public: str) -> bool:
         (A.deadletter, False, True),
         (f"$JS.ACK.{A.stream}.workers.1.2.3.4.5.6", False, True),
         (f"$JS.API.CONSUMER.MSG.NEXT.{A.stream}.workers", False, True),
+        (f"$JS.API.CONSUMER.MSG.NEXT.{A.stream}.workers-critical", False, True),
+        (f"$JS.API.CONSUMER.MSG.NEXT.{A.stream}.workers-sheddable", False, True),
+        (f"$JS.ACK.{A.stream}.workers-critical.1.2.3.4.5.6", False, True),
+        (f"$JS.ACK.{A.stream}.workers-sheddable.1.2.3.4.5.6", False, True),
         (f"$JS.API.STREAM.INFO.{A.stream}", True, False),
+        (f"$JS.API.CONSUMER.LIST.{A.stream}", True, False),
+        (f"$JS.API.CONSUMER.LIST.{B.stream}", False, False),
         # Nobody of a service may change streams: an update could add another's subjects.
         (f"$JS.API.STREAM.UPDATE.{A.stream}", False, False),
         (f"$JS.API.STREAM.DELETE.{A.stream}", False, False),
         (f"$JS.API.CONSUMER.CREATE.{A.stream}.workers", False, False),
         # Another service's subjects, and the wildcard of them all.
         (B.jobs, False, False),
+        (B.jobs_of(Priority.CRITICAL), False, False),
+        (f"$JS.API.CONSUMER.MSG.NEXT.{B.stream}.workers-critical", False, False),
         (B.cancel, False, False),
         (B.stats, False, False),
         (B.results("scheduler-1"), False, False),
@@ -102,12 +114,15 @@ def test_each_role_publishes_only_its_own_service_subjects(
         (A.alive("scheduler-1"), True, False),
         (A.cancel, False, True),
         (A.max_deliveries_advisory(), False, True),
+        (A.max_deliveries_advisory(Priority.CRITICAL), False, True),
+        (A.max_deliveries_advisory(Priority.SHEDDABLE), False, True),
         (f"{A.inbox_prefix}.abc123", True, True),
         (B.results("scheduler-1"), False, False),
         (B.cancel, False, False),
         (f"{B.inbox_prefix}.abc123", False, False),
         ("_INBOX.abc123", False, False),
         (B.max_deliveries_advisory(), False, False),
+        (B.max_deliveries_advisory(Priority.CRITICAL), False, False),
     ],
 )
 def test_each_role_reads_only_its_own_service_subjects(

@@ -844,6 +844,16 @@ class ScaleToZeroSpec(_Spec):
     idle_seconds: int = Field(
         default=600, ge=30, le=86_400, description="No queued or running branch for this long."
     )
+    hold_seconds: int = Field(
+        default=600,
+        ge=0,
+        le=3600,
+        description="How much longer than its deadline a query that finds no worker taking "
+        "jobs may wait for one: its jobs stay queued in JetStream while the autoscaler starts "
+        "a worker (or KEDA does, in External mode), and it is answered once one runs them. At "
+        "least a worker pod's start (for GPU pods, minutes); 0: no hold, the query ends at its "
+        "deadline. Applies while the pool may be at zero (minReplicas 0).",
+    )
 
 
 class AutoscalingSpec(_Spec):
@@ -961,6 +971,36 @@ class AuthSpec(_Spec):
     )
 
 
+class TracingSpec(_Spec):
+    """OpenTelemetry traces of the service's queries: a span per query and per wave (the
+    scheduler), per branch job and per vLLM request (the worker loop), and vLLM's own, one
+    trace per query, exported over OTLP/HTTP. Off unless `endpoint` is set."""
+
+    model_config = validations(
+        cel(
+            _url_with_host_rule("endpoint"),
+            "spec.tracing.endpoint must be a URL with a host, e.g. "
+            "http://otel-collector.observability:4318",
+            field_path=".endpoint",
+        ),
+    )
+
+    endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        max_length=1024,
+        description="The OTLP/HTTP collector's base URL (spans go to its /v1/traces), e.g. "
+        "http://otel-collector.observability:4318. Absent: no traces.",
+    )
+    sample_percent: int = Field(
+        default=100,
+        ge=0,
+        le=100,
+        description="Percent of the queries that arrive without a trace of their own to "
+        "trace; a client's traceparent is followed as it says (parent-based sampling).",
+    )
+
+
 class ReasoningServiceSpec(_Spec):
     """Desired state of a ReasoningService: a model served with test-time compute."""
 
@@ -1001,6 +1041,7 @@ class ReasoningServiceSpec(_Spec):
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
     nats: NatsSpec = Field(default_factory=NatsSpec)
     auth: AuthSpec = Field(default_factory=AuthSpec)
+    tracing: TracingSpec = Field(default_factory=TracingSpec)
 
 
 # --------------------------------------------------------------------------------------- status

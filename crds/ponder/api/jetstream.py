@@ -25,6 +25,7 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
+from ponder.api.priority import PRIORITY_ORDER, Priority
 from ponder.api.service_config import ServiceConfig
 from ponder.api.subjects import ServiceSubjects
 
@@ -84,8 +85,11 @@ def stream_config(
     )
 
 
-def consumer_config(config: ServiceConfig, max_workers: int) -> ConsumerConfig:
-    """The durable pull consumer `workers` that every worker of the pool shares.
+def consumer_config(
+    config: ServiceConfig, max_workers: int, priority: Priority = Priority.STANDARD
+) -> ConsumerConfig:
+    """The durable pull consumer of one priority class's jobs that every worker of the pool
+    shares: `workers` (Standard), `workers-critical`, `workers-sheddable`.
 
     `max_workers` is the most worker pods the pool may run (the autoscaler's upper bound).
     """
@@ -93,11 +97,14 @@ def consumer_config(config: ServiceConfig, max_workers: int) -> ConsumerConfig:
         raise ValueError(f"max_workers={max_workers} must be at least 1")
     subjects = ServiceSubjects(config.namespace, config.name)
     pool_slots = config.slots_per_worker * max_workers
+    consumer = subjects.consumer_of(priority)
     return ConsumerConfig(
-        name=subjects.consumer,
-        durable_name=subjects.consumer,
-        description="Ponder workers (pull, one slot per branch)",
-        filter_subject=subjects.jobs,
+        name=consumer,
+        durable_name=consumer,
+        description=f"Ponder workers, {priority.value} jobs (pull, one slot per branch)",
+        # One consumer per class, over subjects that do not overlap (a work-queue stream
+        # requires it); workers ask Critical's first (docs/architecture.md, "Priority classes").
+        filter_subject=subjects.jobs_of(priority),
         deliver_policy=DeliverPolicy.ALL,
         replay_policy=ReplayPolicy.INSTANT,
         # Explicit acks: a job leaves the queue only after its worker published the results.
@@ -114,7 +121,7 @@ def consumer_config(config: ServiceConfig, max_workers: int) -> ConsumerConfig:
         # no more than `slots_per_worker * max_workers` jobs can be running in the whole pool;
         # at that bound the server stops handing out jobs that no worker could start, and a
         # pool with free slots is never held back by it. Each worker fetches no more than its
-        # own free slots (ponder.workers.slots).
+        # own free slots (ponder.workers.slots). Per class: any class may fill the pool.
         max_ack_pending=pool_slots,
         # Every worker keeps at most one pull request open.
         max_waiting=max(MIN_MAX_WAITING, 2 * max_workers),
@@ -124,7 +131,8 @@ def consumer_config(config: ServiceConfig, max_workers: int) -> ConsumerConfig:
 async def ensure_stream(
     js: JetStreamContext, subjects: ServiceSubjects, config: ServiceConfig, max_workers: int
 ) -> None:
-    """Create the stream and the workers' consumer, or update them to these settings.
+    """Create the stream and the workers' consumers (one per priority class), or update them
+    to these settings.
 
     Idempotent: safe to call on every reconcile and from several processes at once.
     """
@@ -137,7 +145,8 @@ async def ensure_stream(
         await js.update_stream(wanted)
     # CONSUMER.CREATE with an existing name updates the editable fields (ack wait, max
     # deliver, max ack pending) and succeeds unchanged when they already match.
-    await js.add_consumer(subjects.stream, consumer_config(config, max_workers))
+    for priority in PRIORITY_ORDER:
+        await js.add_consumer(subjects.stream, consumer_config(config, max_workers, priority))
 
 
 async def delete_stream(js: JetStreamContext, subjects: ServiceSubjects) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ponder.api.priority import PRIORITY_ORDER
 from ponder.api.subjects import ServiceSubjects
 
 
@@ -33,16 +34,18 @@ def _js_api(*calls: str) -> tuple[str, ...]:
 
 
 def scheduler_permissions(subjects: ServiceSubjects) -> SubjectPermissions:
-    """A scheduler publishes its service's jobs (JetStream, acknowledged to its inbox),
-    cancels and stats; reads its results inbox, answers liveness requests and reads the
-    stream's info (readiness). It may not create, change or delete streams."""
+    """A scheduler publishes its service's jobs of every priority class (JetStream,
+    acknowledged to its inbox),
+    cancels and stats; reads its results inbox, answers liveness requests, and reads the
+    stream's info (readiness) and its consumers' (whether the pool is cold). It may not
+    create, change or delete streams."""
     stream = subjects.stream
     return SubjectPermissions(
         publish=(
-            subjects.jobs,
+            *subjects.job_subjects,
             subjects.cancel,
             subjects.stats,
-            *_js_api(f"STREAM.INFO.{stream}"),
+            *_js_api(f"STREAM.INFO.{stream}", f"CONSUMER.LIST.{stream}"),
         ),
         subscribe=(
             subjects.results_wildcard,
@@ -54,20 +57,27 @@ def scheduler_permissions(subjects: ServiceSubjects) -> SubjectPermissions:
 
 
 def worker_permissions(subjects: ServiceSubjects) -> SubjectPermissions:
-    """A worker pulls from its service's consumer and acknowledges what it pulled, publishes
-    results to its service's scheduler inboxes (and nowhere else, whatever a job names), asks
-    those schedulers whether they live, hears cancels, dead-letters into its own stream, and
-    handles the consumer's max-deliveries advisories (reading and deleting the message named)."""
-    stream, consumer = subjects.stream, subjects.consumer
+    """A worker pulls from its service's consumers (one per priority class) and acknowledges
+    what it pulled, publishes results to its service's scheduler inboxes (and nowhere else,
+    whatever a job names), asks those schedulers whether they live, hears cancels,
+    dead-letters into its own stream, and handles its consumers' max-deliveries advisories
+    (reading and deleting the message named)."""
+    stream = subjects.stream
+    per_consumer = [
+        (
+            f"$JS.ACK.{stream}.{consumer}.>",
+            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
+            f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
+        )
+        for consumer in subjects.consumers
+    ]
     return SubjectPermissions(
         publish=(
             subjects.results_wildcard,
             subjects.alive_wildcard,
             subjects.deadletter,
-            f"$JS.ACK.{stream}.{consumer}.>",
+            *(subject for each in per_consumer for subject in each),
             *_js_api(
-                f"CONSUMER.MSG.NEXT.{stream}.{consumer}",
-                f"CONSUMER.INFO.{stream}.{consumer}",
                 f"STREAM.MSG.GET.{stream}",
                 f"DIRECT.GET.{stream}",
                 f"STREAM.MSG.DELETE.{stream}",
@@ -75,7 +85,7 @@ def worker_permissions(subjects: ServiceSubjects) -> SubjectPermissions:
         ),
         subscribe=(
             subjects.cancel,
-            subjects.max_deliveries_advisory(),
+            *(subjects.max_deliveries_advisory(priority) for priority in PRIORITY_ORDER),
             f"{subjects.inbox_prefix}.>",
         ),
     )

@@ -192,6 +192,13 @@ class SloConfig(BaseModel):
         description="After an answer, how long to wait for the branches it cancelled to report "
         "the tokens they spent, so that `usage` counts them (0: answer without waiting).",
     )
+    cold_start_hold_ms: int = Field(
+        default=0,
+        ge=0,
+        le=3_600_000,
+        description="How much longer than its deadline a query that finds no worker taking jobs "
+        "(the pool scaled to zero) may wait for one, its jobs queued meanwhile (0: no hold).",
+    )
 
 
 MIB = 1024 * 1024

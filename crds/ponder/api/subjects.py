@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ponder.api.priority import PRIORITY_ORDER, Priority
+
 WORKERS_CONSUMER = "workers"
-"""Durable name of the pull consumer that all workers of a pool share."""
+"""Durable name of the pull consumer of Standard jobs that all workers of a pool share; each
+other class's consumer is `workers-<class>` (`ServiceSubjects.consumer_of`)."""
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,20 @@ class ServiceSubjects:
 
     @property
     def jobs(self) -> str:
-        """JetStream subject of branch jobs (work-queue stream)."""
+        """JetStream subject of Standard branch jobs (work-queue stream)."""
         return f"{self.prefix}.jobs"
+
+    def jobs_of(self, priority: Priority) -> str:
+        """JetStream subject of one class's jobs: `jobs` for Standard (the subject a service
+        had before classes), `jobs.critical` and `jobs.sheddable` for the others."""
+        if priority is Priority.STANDARD:
+            return self.jobs
+        return f"{self.jobs}.{priority.value.lower()}"
+
+    @property
+    def job_subjects(self) -> list[str]:
+        """Every class's jobs subject, Critical first."""
+        return [self.jobs_of(priority) for priority in PRIORITY_ORDER]
 
     @property
     def deadletter(self) -> str:
@@ -97,12 +112,26 @@ class ServiceSubjects:
 
     @property
     def stream_subjects(self) -> list[str]:
-        return [self.jobs, self.deadletter]
+        return [*self.job_subjects, self.deadletter]
 
     @property
     def consumer(self) -> str:
+        """The consumer of Standard jobs."""
         return WORKERS_CONSUMER
 
-    def max_deliveries_advisory(self) -> str:
-        """Advisory JetStream publishes when a job reached the consumer's MaxDeliver."""
-        return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.{self.consumer}"
+    def consumer_of(self, priority: Priority) -> str:
+        """The workers' consumer of one class's jobs: `workers` for Standard,
+        `workers-critical` and `workers-sheddable` for the others."""
+        if priority is Priority.STANDARD:
+            return WORKERS_CONSUMER
+        return f"{WORKERS_CONSUMER}-{priority.value.lower()}"
+
+    @property
+    def consumers(self) -> list[str]:
+        """Every class's consumer, Critical first."""
+        return [self.consumer_of(priority) for priority in PRIORITY_ORDER]
+
+    def max_deliveries_advisory(self, priority: Priority = Priority.STANDARD) -> str:
+        """Advisory JetStream publishes when a job reached its consumer's MaxDeliver."""
+        consumer = self.consumer_of(priority)
+        return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.{consumer}"

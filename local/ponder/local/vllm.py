@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import os
 import subprocess
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import aiohttp
 
+from ponder.api import tracing
 from ponder.local.http_ready import wait_http_ok
 from ponder.local.processes import PYTHON, free_port, running
 
@@ -113,6 +115,35 @@ def vllm_args(
     ]
 
 
+TRACES_FLAG = "--otlp-traces-endpoint"
+
+
+def tracing_setup(
+    env: Mapping[str, str], extra_args: Sequence[str]
+) -> tuple[list[str], dict[str, str]]:
+    """vLLM's flag and variables for the OTLP traces `env` asks the other programs for
+    (`ponder.api.tracing`): its `--otlp-traces-endpoint` (unless `extra_args` set one), the
+    protocol the others use (vLLM's own default is gRPC, theirs HTTP) and a service name."""
+    if not tracing.tracing_requested(env) or "otlp" not in (
+        env.get("OTEL_TRACES_EXPORTER") or "otlp"
+    ):
+        return [], {}
+    variables = {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": tracing.otlp_protocol(env)}
+    if not env.get("OTEL_SERVICE_NAME"):
+        variables["OTEL_SERVICE_NAME"] = "vllm"
+    if TRACES_FLAG in extra_args:
+        return [], variables
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if not endpoint:
+        base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318").rstrip("/")
+        endpoint = (
+            base
+            if variables["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] == "grpc"
+            else (f"{base}/v1/traces")
+        )
+    return [TRACES_FLAG, endpoint], variables
+
+
 def vllm_installed() -> bool:
     """Whether this interpreter can run `vllm.entrypoints.openai.api_server`."""
     return importlib.util.find_spec("vllm") is not None
@@ -142,10 +173,11 @@ async def vllm_server(
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     log_path = (log_dir / f"vllm-{port}.log") if log_dir else None
-    args = vllm_args(model_dir, served_name, port, max_model_len, extra_args)
+    traces_args, traces_env = tracing_setup(os.environ, extra_args)
+    args = vllm_args(model_dir, served_name, port, max_model_len, [*traces_args, *extra_args])
     started_at = time.monotonic()
     async with (
-        running(args, log_path=log_path, env=CPU_ENV) as process,
+        running(args, log_path=log_path, env={**CPU_ENV, **traces_env}) as process,
         aiohttp.ClientSession() as session,
     ):
         await wait_http_ok(

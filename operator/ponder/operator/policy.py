@@ -288,6 +288,9 @@ def decide(config: PolicyConfig, signals: Signals, state: AutoscalerState) -> De
     floor = config.min_replicas
     if signals.active:
         floor = max(floor, 1)  # demand never waits on zero workers
+    elif config.scale_to_zero and current > 0:
+        # Only the idle period takes the last worker away, not the shorter scale-down window.
+        floor = max(floor, 1)
     recommended = min(max(wanted, floor), config.max_replicas)
     if recommended != wanted:
         bound = "minReplicas" if recommended > wanted else "maxReplicas"

@@ -256,6 +256,28 @@ def _pod_name_env(variable: str) -> Manifest:
     return {"name": variable, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
 
 
+ENGINE_SERVICE_NAME = "vllm"
+"""`service.name` of the engine's spans (vLLM names itself nothing)."""
+
+
+def tracing_env(spec: ReasoningServiceSpec, service_name: str | None = None) -> list[Manifest]:
+    """The standard OTEL_* variables that turn a container's traces on (`spec.tracing`):
+    OTLP/HTTP to the collector, parent-based ratio sampling; none when tracing is off.
+    `service_name` names the container's spans (the scheduler and worker name their own)."""
+    tracing = spec.tracing
+    if tracing.endpoint is None:
+        return []
+    env = [
+        {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": tracing.endpoint.rstrip("/")},
+        {"name": "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "value": "http/protobuf"},
+        {"name": "OTEL_TRACES_SAMPLER", "value": "parentbased_traceidratio"},
+        {"name": "OTEL_TRACES_SAMPLER_ARG", "value": f"{tracing.sample_percent / 100:g}"},
+    ]
+    if service_name is not None:
+        env.append({"name": "OTEL_SERVICE_NAME", "value": service_name})
+    return env
+
+
 def engine_args(spec: ReasoningServiceSpec) -> list[str]:
     """`vllm serve` arguments: the model, the served name, the port, parallelism, extras."""
     model = spec.model.name or spec.model.path or ""
@@ -274,6 +296,9 @@ def engine_args(spec: ReasoningServiceSpec) -> list[str]:
     ]
     if spec.model.max_model_len is not None:
         args += ["--max-model-len", str(spec.model.max_model_len)]
+    if spec.tracing.endpoint is not None:
+        # vLLM continues the worker's trace (its traceparent) with a span per request.
+        args += ["--otlp-traces-endpoint", spec.tracing.endpoint.rstrip("/") + "/v1/traces"]
     return args + list(spec.model.extra_args)
 
 
@@ -297,7 +322,10 @@ def _engine_container(spec: ReasoningServiceSpec) -> Manifest:
         "readinessProbe": {**health, "periodSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {**health, "periodSeconds": 10, "failureThreshold": 6},
         "lifecycle": {"preStop": {"exec": {"command": ["python3", "-c", ENGINE_DRAIN_SCRIPT]}}},
-        "env": [{"name": "HOME", "value": ENGINE_HOME}],
+        "env": [
+            {"name": "HOME", "value": ENGINE_HOME},
+            *tracing_env(spec, ENGINE_SERVICE_NAME),
+        ],
         "securityContext": ENGINE_SECURITY,
         "volumeMounts": [
             {"name": "dshm", "mountPath": SHM_PATH},
@@ -327,7 +355,7 @@ def _worker_loop_container(spec: ReasoningServiceSpec) -> Manifest:
             "--drain-seconds",
             str(drain_seconds),
         ],
-        "env": [_pod_name_env(WORKER_ID.env)],
+        "env": [_pod_name_env(WORKER_ID.env), *tracing_env(spec)],
         "ports": [{"name": "metrics", "containerPort": WORKER_LOOP_PORT, "protocol": "TCP"}],
         "resources": WORKER_LOOP_RESOURCES,
         "readinessProbe": {**health, "periodSeconds": 5, "failureThreshold": 3},
@@ -429,7 +457,7 @@ def scheduler_deployment(
             "--port",
             str(SCHEDULER_PORT),
         ],
-        "env": [_pod_name_env(SCHEDULER_ID.env)],
+        "env": [_pod_name_env(SCHEDULER_ID.env), *tracing_env(spec)],
         "ports": [{"name": "http", "containerPort": SCHEDULER_PORT, "protocol": "TCP"}],
         "resources": resources,
         # Ready once NATS is connected and the job stream exists; alive while it serves HTTP.

@@ -65,6 +65,15 @@ def served_model_name(spec: ReasoningServiceSpec) -> str:
     return spec.model.served_name or spec.model.name or spec.model.path or "model"
 
 
+def cold_start_hold_ms(spec: ReasoningServiceSpec) -> int:
+    """How long a query that finds no worker may wait for one past its deadline: the spec's
+    scaleToZero.holdSeconds while the pool may be at zero (minReplicas 0, whoever scales it),
+    else 0, since a pool that should have workers and has none is an outage, not a cold start."""
+    if spec.workers.min_replicas > 0:
+        return 0
+    return spec.autoscaling.scale_to_zero.hold_seconds * 1000
+
+
 def service_config_from_spec(
     namespace: str, name: str, spec: ReasoningServiceSpec, nats_url: str
 ) -> ServiceConfig:
@@ -126,6 +135,7 @@ def service_config_from_spec(
             attainment=spec.slo.attainment_percent / 100,
             max_deadline_ms=spec.slo.max_deadline_milliseconds,
             usage_settle_ms=spec.slo.usage_settle_milliseconds,
+            cold_start_hold_ms=cold_start_hold_ms(spec),
         ),
         api=ApiLimits(
             max_body_bytes=limits.max_body_bytes,

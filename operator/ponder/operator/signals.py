@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
+from ponder.api.priority import PRIORITY_ORDER
 from ponder.api.subjects import ServiceSubjects
 from ponder.api.wire import SchedulerStats
 from ponder.operator.snapshot import Backlog, ServiceKey, StatsSummary
@@ -131,21 +132,26 @@ def stats_subscriber(board: StatsBoard) -> Callable[[NatsClient], Awaitable[Subs
 async def read_backlog(js: JetStreamContext, subjects: ServiceSubjects) -> Backlog | None:
     """The jobs queue of one service from the JetStream API; None when the stream is missing.
 
-    With the workers' consumer: its pending (not yet delivered) and ack-pending (delivered, not
-    yet acknowledged) counts. Before any consumer exists, every job on the jobs subject is
-    pending (a work-queue stream keeps a job until it is acknowledged).
+    Summed over the workers' consumers, one per priority class: their pending (not yet
+    delivered) and ack-pending (delivered, not yet acknowledged) counts. A class whose consumer
+    does not exist yet (a stream set up before classes, not reconciled since) counts the jobs
+    on its subject as pending (a work-queue stream keeps a job until it is acknowledged).
     """
-    try:
-        info = await js.consumer_info(subjects.stream, subjects.consumer)
-    except NotFoundError:
-        pass
-    else:
-        return Backlog(
-            pending_jobs=int(info.num_pending or 0), ack_pending_jobs=int(info.num_ack_pending or 0)
-        )
-    try:
-        stream = await js.stream_info(subjects.stream, subjects_filter=subjects.jobs)
-    except NotFoundError:
-        return None
-    per_subject = stream.state.subjects or {}
-    return Backlog(pending_jobs=int(per_subject.get(subjects.jobs, 0)), ack_pending_jobs=0)
+    pending = ack_pending = 0
+    missing: list[str] = []
+    for priority in PRIORITY_ORDER:
+        try:
+            info = await js.consumer_info(subjects.stream, subjects.consumer_of(priority))
+        except NotFoundError:
+            missing.append(subjects.jobs_of(priority))
+            continue
+        pending += int(info.num_pending or 0)
+        ack_pending += int(info.num_ack_pending or 0)
+    if missing:
+        try:
+            stream = await js.stream_info(subjects.stream, subjects_filter=f"{subjects.prefix}.>")
+        except NotFoundError:
+            return None
+        per_subject = stream.state.subjects or {}
+        pending += sum(int(per_subject.get(subject, 0)) for subject in missing)
+    return Backlog(pending_jobs=pending, ack_pending_jobs=ack_pending)

@@ -191,6 +191,16 @@ class PlanInfo(BaseModel):
     budget_tokens: int
     max_tokens_per_branch: int
     deadline_ms: int
+    priority: str = Field(
+        default="Standard",
+        description="The query's priority class (Critical, Standard, Sheddable): its API "
+        "key's, or lower as the x-gateway-inference-objective header asked.",
+    )
+    cold_start_hold_ms: int = Field(
+        default=0,
+        description="The pool had no worker taking jobs: how much longer than deadline_ms the "
+        "query could wait for one to start.",
+    )
     shrunk: bool = False
     shrink_reason: str | None = None
     early_exit: str = Field(default="none", description="The branches' early exit: none, ...")

@@ -22,6 +22,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from ponder.api import tracing
 from ponder.api.service_config import ServiceConfig
 from ponder.api.wire import ChatMessage, Endpoint
 from ponder.scheduler.access import Access, AccessGate
@@ -82,6 +83,16 @@ def create_app(config: ServiceConfig, settings: SchedulerSettings | None = None)
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            provider = tracing.configure_tracing(
+                "ponder-scheduler",
+                {
+                    "service.namespace": config.namespace,
+                    "service.instance.id": settings.scheduler_id,
+                    "ponder.service": config.name,
+                },
+            )
+            if provider is not None:
+                stack.callback(provider.shutdown)  # exports the spans still batched
             await stack.enter_async_context(gate.running())
             state = await start_state(config, settings, metrics, stack)
             app.state.ponder = state

@@ -6,6 +6,7 @@ A service with `spec.auth.type: ApiKeys` names a Secret holding a YAML document 
       - key: sk-team-a-0123456789abcdef   # or keySha256: <hex digest of the key>
         tenant: team-a
         services: [math]                  # absent: every service that mounts this Secret
+        priority: Critical                # Critical, Standard (absent) or Sheddable
         limits:
           requestsPerSecond: 5            # absent: unlimited
           concurrentQueries: 8
@@ -18,6 +19,10 @@ give this service is a 403; a key over a limit is a 429 with `Retry-After`, refu
 anything is queued. Tokens per minute counts what the key's queries generated in the last 60 s
 (their `usage`, cancelled branches included), so a query is admitted while the key is under its
 budget and charged what it really spent when it ends.
+
+A key's `priority` is its queries' class (`ponder.api.priority`). Behind a Gateway API
+InferencePool the `x-gateway-inference-objective` header names one too (`query_priority`): it may
+lower a key's class, never raise it above the key's own.
 """
 
 from __future__ import annotations
@@ -31,15 +36,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from ponder.api.priority import Priority, at_most, parse_priority
 from ponder.scheduler.request_bounds import Refusal
 
 TOKEN_WINDOW_SECONDS = 60.0
 MIN_KEY_CHARS = 16
 _BEARER = re.compile(r"^\s*Bearer\s+(\S+)\s*$", re.IGNORECASE)
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
+OBJECTIVE_HEADER = "x-gateway-inference-objective"
+"""The header a Gateway API InferencePool's endpoint picker sets to the request's
+InferenceObjective; Ponder reads a priority class name from it (`query_priority`)."""
 
 
 class _Document(BaseModel):
@@ -57,7 +66,17 @@ class KeyEntry(_Document):
     key_sha256: str | None = Field(default=None, pattern=_DIGEST.pattern)
     tenant: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
     services: list[str] | None = None
+    priority: Priority = Priority.STANDARD
     limits: KeyLimits = Field(default_factory=KeyLimits)
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority_class(cls, value: object) -> object:
+        if isinstance(value, str) and (parsed := parse_priority(value)) is not None:
+            return parsed  # any case: `critical`, `CRITICAL`
+        if isinstance(value, str):
+            raise ValueError(f"{value!r} is no priority class; use Critical, Standard or Sheddable")
+        return value
 
     @model_validator(mode="after")
     def _one_key(self) -> KeyEntry:
@@ -76,12 +95,13 @@ class KeysDocument(_Document):
 
 @dataclass(frozen=True)
 class Grant:
-    """What one key may do: its tenant, services (None: all) and limits."""
+    """What one key may do: its tenant, services (None: all), limits and priority class."""
 
     key_id: str  # the first 12 hex digits of the key's digest: safe to log
     tenant: str
     services: frozenset[str] | None
     limits: KeyLimits
+    priority: Priority = Priority.STANDARD
 
 
 @dataclass(frozen=True)
@@ -125,8 +145,20 @@ def parse_keys(text: str) -> KeyTable:
             tenant=entry.tenant,
             services=frozenset(entry.services) if entry.services is not None else None,
             limits=entry.limits,
+            priority=entry.priority,
         )
     return KeyTable(grants=grants)
+
+
+def query_priority(grant: Grant | None, objective: str | None) -> Priority:
+    """A query's class: the one the `x-gateway-inference-objective` header names (any case),
+    but never above its key's class (a key's client, or a gateway in front of it, may lower its
+    priority, not raise it); the key's class without such a header; Standard on an open service
+    without one. A header naming no class (an InferenceObjective's own name) counts as absent."""
+    asked = parse_priority(objective)
+    if grant is None:
+        return asked or Priority.STANDARD
+    return grant.priority if asked is None else at_most(asked, grant.priority)
 
 
 def authenticate(authorization: str | None, table: KeyTable, service: str) -> Grant | Refusal:

@@ -24,8 +24,11 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
+from opentelemetry.context import Context
 from pydantic import ValidationError
 
+from ponder.api import tracing
+from ponder.api.priority import Priority
 from ponder.api.subjects import ServiceSubjects
 from ponder.api.wire import (
     INBOX_MESSAGE,
@@ -196,8 +199,16 @@ class Dispatcher:
             if self.metrics is not None and collector.duplicates:
                 self.metrics.branches_redelivered.inc(collector.duplicates)
 
-    async def publish_jobs(self, jobs: Sequence[BranchJob], timeout_seconds: float) -> None:
-        """Queue `jobs` on JetStream, all at once, and wait for every PubAck.
+    async def publish_jobs(
+        self,
+        jobs: Sequence[BranchJob],
+        timeout_seconds: float,
+        trace_context: Context | None = None,
+        priority: Priority = Priority.STANDARD,
+    ) -> None:
+        """Queue `jobs` on JetStream, all at once, on their priority class's subject, and wait
+        for every PubAck; each message's headers carry `trace_context` (W3C `traceparent`)
+        while tracing is on.
 
         Raises DispatchError when any was not stored within `timeout_seconds`, JobTooLarge
         (before publishing any) when one is larger than the server takes.
@@ -211,10 +222,14 @@ class Dispatcher:
                 "job queue takes in one message (NATS max_payload, less headers): shorten the "
                 "prompt or the messages"
             )
+        traced: dict[str, str] = {}
+        tracing.inject(traced, trace_context)
         try:
             acks = [
                 await self.js.publish_async(
-                    self.subjects.jobs, payload, headers={MSG_ID_HEADER: job.job_id}
+                    self.subjects.jobs_of(priority),
+                    payload,
+                    headers={**traced, MSG_ID_HEADER: job.job_id},
                 )
                 for job, payload in zip(jobs, payloads, strict=True)
             ]

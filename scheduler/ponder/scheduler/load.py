@@ -28,12 +28,15 @@ class LoadSnapshot:
     `workers`: worker processes that reported recently; with `ServiceConfig.slots_per_worker`
     it gives the pool's slots. `seconds_per_token` and `mean_completion_tokens`: observed
     generation speed per branch and branch length, which estimate a branch's duration.
+    `cold`: no worker is taking jobs (the pool is at zero, or starting), as the workers'
+    consumer says (`pool.PoolWatch`); what was observed of the pool before says nothing then.
     """
 
     branches_outstanding: int = 0
     workers: int | None = None
     seconds_per_token: float | None = None
     mean_completion_tokens: float | None = None
+    cold: bool = False
 
 
 class RateWindow:

@@ -16,7 +16,16 @@ branches finish after about `ceil((outstanding + B) / slots)` rounds of `branch_
 that would not fit the deadline (with `DEADLINE_HEADROOM`), the planner grants fewer branches
 (and smaller waves) instead of queueing them past the deadline or the SLO; the plan records that
 it shrank. Without observations (cold start) it does not shrink: it cannot know better than the
-request.
+request. Nor while the pool is cold (`LoadSnapshot.cold`: no worker takes jobs, the pool scaled
+to zero): the query waits for a worker instead, up to `spec.autoscaling.scaleToZero.holdSeconds`
+past its deadline (`Plan.hold_ms`), and is planned as the request asks.
+
+Priority classes (`ponder.api.priority`; docs/architecture.md, "Priority classes"): the load
+fit above is Standard's. A Sheddable query fits its branches into a smaller share of its deadline
+(`LOAD_HEADROOM`), so it shrinks at a lower load, and `shed_load` refuses it (a 503 with
+`Retry-After`, nothing queued) once the branches outstanding already fill every slot for that
+share: none of its branches could even start in time. A Critical query is never shrunk or
+refused for load: its jobs are taken before the others.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+from ponder.api.priority import Priority
 from ponder.api.service_config import AnswerProbe, EarlyExit, ServiceConfig, VerifierKind
 from ponder.api.strategy import StrategyName
 from ponder.api.wire import MAX_STOP_STRINGS, ChatMessage, Endpoint, EngineSampling
@@ -34,6 +44,16 @@ from ponder.scheduler.strategies.base import LaunchMode, PlannedQuery, Shrinkabl
 
 DEADLINE_HEADROOM = 0.8
 """Share of the deadline the expected completion may use; the rest absorbs estimate error."""
+
+SHEDDABLE_HEADROOM = 0.4
+"""A Sheddable query's share: it shrinks at half the load a Standard one does."""
+
+LOAD_HEADROOM: dict[Priority, float | None] = {
+    Priority.CRITICAL: None,  # never shrunk for load
+    Priority.STANDARD: DEADLINE_HEADROOM,
+    Priority.SHEDDABLE: SHEDDABLE_HEADROOM,
+}
+"""Share of the deadline each class's branches must fit in, behind the load observed."""
 
 
 @dataclass(frozen=True)
@@ -54,16 +74,21 @@ class QueryRequest:
     n: int | None = None
     engine: EngineSampling = field(default_factory=EngineSampling)
     """Sampling options passed to vLLM for every branch as given (penalties, top_k, ...)."""
+    priority: Priority = Priority.STANDARD
+    """The query's class: its key's, or what `x-gateway-inference-objective` lowered it to."""
 
 
 @dataclass(frozen=True)
 class PlanError:
-    """A request the service refuses (HTTP 400): which field, why, and the limit it broke."""
+    """A request the service refuses: which field, why, and the limit it broke; HTTP 400,
+    or 503 with `Retry-After` for a Sheddable query shed under load (`shed_load`)."""
 
     field: str
     message: str
     limit: str | None = None
     code: str = "invalid_value"
+    status: int = 400
+    retry_after_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -75,11 +100,21 @@ class Plan:
     branches_per_job: int
     requested_branches: int
     shrink_reason: str | None = None
+    priority: Priority = Priority.STANDARD
+    """The query's class: its jobs go to that class's subject (`ServiceSubjects.jobs_of`)."""
+    hold_ms: int = 0
+    """The pool was cold (no worker taking jobs): how much longer than `deadline_ms` the query
+    may wait for a worker to start (`spec.autoscaling.scaleToZero.holdSeconds`)."""
 
     @property
     def shrunk(self) -> bool:
         """Whether the planner granted fewer branches than asked."""
         return self.shrink_reason is not None
+
+    @property
+    def wait_ms(self) -> int:
+        """How long the query may run in all: its deadline, plus the cold-start hold."""
+        return self.deadline_ms + self.hold_ms
 
 
 @dataclass(frozen=True)
@@ -96,6 +131,7 @@ class ValidRequest:
     top_p: float
     confidence: float
     probe: AnswerProbe | None = None
+    priority: Priority = Priority.STANDARD
 
 
 @dataclass(frozen=True)
@@ -127,6 +163,9 @@ def plan_query(
     if isinstance(valid, PlanError):
         return valid
     load = load or LoadSnapshot()
+    shed = shed_load(valid, load, config)
+    if shed is not None:
+        return shed
     width = fit_to_budget(valid, config)
     width = fit_to_load(valid, width, load, config)
     width = cap_total(valid.strategy, width)
@@ -134,10 +173,12 @@ def plan_query(
         query=planned_query(request, config, valid, width),
         deadline_ms=valid.deadline_ms,
         branches_per_job=pick_branches_per_job(
-            width.branches, config.strategy.branches_per_job, load.workers
+            width.branches, config.strategy.branches_per_job, None if load.cold else load.workers
         ),
         requested_branches=valid.branches,
         shrink_reason=width.shrink_reason,
+        priority=valid.priority,
+        hold_ms=config.slo.cold_start_hold_ms if load.cold else 0,
     )
 
 
@@ -185,6 +226,7 @@ def validate_request(
         top_p=top_p,
         confidence=confidence,
         probe=probe,
+        priority=request.priority,
     )
 
 
@@ -398,7 +440,13 @@ def fit_to_load(
     valid: ValidRequest, width: Width, load: LoadSnapshot, config: ServiceConfig
 ) -> Width:
     """Fewer branches, and fewer waves or steps, when the observed load would have them miss
-    the deadline, as far as the strategy's `may_shrink` allows; unchanged on a cold start."""
+    the deadline, as far as the strategy's `may_shrink` allows; unchanged on a cold start and
+    while the pool is cold (the workers that will start are not the ones observed before).
+    The deadline's share the branches must fit in is their class's (`LOAD_HEADROOM`); a
+    Critical query is never shrunk for load."""
+    headroom = LOAD_HEADROOM[valid.priority]
+    if load.cold or headroom is None:
+        return width
     slots = load.workers * config.slots_per_worker if load.workers else None
     branch_seconds = expected_branch_seconds(load, valid.max_tokens_per_branch)
     if slots is None or branch_seconds is None:
@@ -408,18 +456,23 @@ def fit_to_load(
     branches, max_branches, reason = width.branches, width.max_branches, width.shrink_reason
     if Shrinkable.BRANCHES in shrinks:
         fitted = fit_to_deadline(
-            branches, slots, load.branches_outstanding, branch_seconds, deadline_seconds
+            branches, slots, load.branches_outstanding, branch_seconds, deadline_seconds, headroom
         )
         if fitted < branches:
+            share = (
+                ""
+                if headroom == DEADLINE_HEADROOM
+                else f" ({valid.priority.value}: {headroom:g} of it)"
+            )
             reason = (
                 f"load: {load.branches_outstanding} branches outstanding on {slots} slots at "
                 f"~{branch_seconds:.3g}s per branch; {branches} branches would miss "
-                f"deadline_ms={valid.deadline_ms}, granted {fitted}"
+                f"deadline_ms={valid.deadline_ms}{share}, granted {fitted}"
             )
             branches = fitted
     if Shrinkable.WAVES in shrinks or Shrinkable.STEPS in shrinks:
         # Every further wave (step) waits for the previous one: no more than fit.
-        waves = waves_within_deadline(branches, slots, branch_seconds, deadline_seconds)
+        waves = waves_within_deadline(branches, slots, branch_seconds, deadline_seconds, headroom)
         max_branches = min(max_branches, waves * branches)
     return Width(branches, max_branches, reason)
 
@@ -485,7 +538,12 @@ def expected_branch_seconds(load: LoadSnapshot, max_tokens_per_branch: int) -> f
 
 
 def fit_to_deadline(
-    wanted: int, slots: int, outstanding: int, branch_seconds: float, deadline_seconds: float
+    wanted: int,
+    slots: int,
+    outstanding: int,
+    branch_seconds: float,
+    deadline_seconds: float,
+    headroom: float = DEADLINE_HEADROOM,
 ) -> int:
     """The most branches (1..wanted) expected to finish within the deadline's headroom.
 
@@ -494,18 +552,61 @@ def fit_to_deadline(
     queued branch could not finish in time anyway.
     """
     slots = max(1, slots)
-    rounds_fit = int(deadline_seconds * DEADLINE_HEADROOM / branch_seconds)
-    capacity = max(1, rounds_fit) * slots - outstanding
+    capacity = pool_capacity(slots, branch_seconds, deadline_seconds, headroom) - outstanding
     return max(1, min(wanted, capacity))
 
 
+def pool_capacity(
+    slots: int, branch_seconds: float, deadline_seconds: float, headroom: float
+) -> int:
+    """Branches the pool's slots finish within `headroom` of the deadline (one round at
+    least: what can start at once)."""
+    rounds_fit = int(deadline_seconds * headroom / branch_seconds)
+    return max(1, rounds_fit) * max(1, slots)
+
+
+def shed_load(valid: ValidRequest, load: LoadSnapshot, config: ServiceConfig) -> PlanError | None:
+    """A Sheddable query's 503 when the pool is overloaded for it: the branches outstanding
+    fill every slot for as many rounds as fit in its share of the deadline
+    (`SHEDDABLE_HEADROOM`), so none of its branches would even start in time. `Retry-After`
+    is how long those rounds take to drain to below that. Never on a cold start or a cold
+    pool, never for another class."""
+    if valid.priority is not Priority.SHEDDABLE or load.cold:
+        return None
+    slots = load.workers * config.slots_per_worker if load.workers else None
+    branch_seconds = expected_branch_seconds(load, valid.max_tokens_per_branch)
+    if slots is None or branch_seconds is None:
+        return None
+    deadline_seconds = valid.deadline_ms / 1000.0
+    capacity = pool_capacity(slots, branch_seconds, deadline_seconds, SHEDDABLE_HEADROOM)
+    outstanding = load.branches_outstanding
+    if outstanding < capacity:
+        return None
+    excess_rounds = (outstanding - capacity) // slots + 1
+    retry_after = max(1, math.ceil(excess_rounds * branch_seconds))
+    return PlanError(
+        "",  # no parameter of the request: the load
+        f"the service is overloaded for Sheddable queries: {outstanding} branches outstanding "
+        f"on {slots} slots at ~{branch_seconds:.3g}s per branch would not let one start within "
+        f"{SHEDDABLE_HEADROOM:g} of deadline_ms={valid.deadline_ms}; retry after {retry_after}s, "
+        "or use a key of a higher priority class",
+        code="overloaded",
+        status=503,
+        retry_after_seconds=retry_after,
+    )
+
+
 def waves_within_deadline(
-    wave_size: int, slots: int, branch_seconds: float, deadline_seconds: float
+    wave_size: int,
+    slots: int,
+    branch_seconds: float,
+    deadline_seconds: float,
+    headroom: float = DEADLINE_HEADROOM,
 ) -> int:
     """How many waves of `wave_size` branches, each after the last, fit the deadline's
     headroom (at least 1: the first wave runs whatever the estimate says)."""
     wave_seconds = math.ceil(wave_size / slots) * branch_seconds
-    return max(1, int(deadline_seconds * DEADLINE_HEADROOM / wave_seconds))
+    return max(1, int(deadline_seconds * headroom / wave_seconds))
 
 
 def pick_branches_per_job(wave_size: int, max_per_job: int, workers: int | None) -> int:

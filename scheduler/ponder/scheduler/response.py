@@ -86,6 +86,8 @@ def ponder_info(outcome: QueryOutcome) -> PonderInfo:
             budget_tokens=query.budget_tokens,
             max_tokens_per_branch=query.max_tokens_per_branch,
             deadline_ms=plan.deadline_ms,
+            priority=plan.priority.value,
+            cold_start_hold_ms=plan.hold_ms,
             shrunk=plan.shrunk,
             shrink_reason=plan.shrink_reason,
             early_exit=EarlyExit.ANSWER_PROBE.value if query.probe else EarlyExit.NONE.value,
@@ -181,7 +183,10 @@ def error_body(
 
 
 def plan_error_body(error: PlanError) -> ErrorResponse:
-    return error_body(error.message, "invalid_request_error", param=error.field, code=error.code)
+    """The planner's refusal in OpenAI's error shape: the client's error (400), or the load
+    shedding a Sheddable query (503, `server_error`, no parameter)."""
+    kind = "invalid_request_error" if error.status < 500 else "server_error"
+    return error_body(error.message, kind, param=error.field or None, code=error.code)
 
 
 def no_answer_error(outcome: QueryOutcome) -> tuple[int, ErrorResponse]:

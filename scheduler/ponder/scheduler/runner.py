@@ -28,6 +28,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from opentelemetry.context import Context
+
 from ponder.api.answers import extract_answer
 from ponder.api.wire import BranchResult, BranchStatus
 from ponder.scheduler.dispatch import Dispatcher, DispatchError, JobTooLarge, QueryCollector
@@ -45,6 +47,7 @@ from ponder.scheduler.progress import (
     branch_finished,
     leader_changed,
 )
+from ponder.scheduler.query_trace import QueryTrace
 from ponder.scheduler.strategies.base import (
     BranchRequest,
     FinalAnswer,
@@ -98,6 +101,7 @@ class QueryRunner:
         *,
         ignore_eos: bool = False,
         progress: ProgressSink | None = None,
+        trace_parent: Context | None = None,
     ) -> None:
         self.plan = plan
         self.query = plan.query
@@ -116,12 +120,24 @@ class QueryRunner:
         self._dispatch_error: DispatchError | None = None
         self._deadline_loop = 0.0
         self.outcome = QueryOutcome(plan=plan, answer=None)
+        self.trace = QueryTrace(plan, deps.model, trace_parent)
 
     async def run(self) -> QueryOutcome:
         """Run to an answer, the deadline or a failure; never raises for those."""
+        self.trace.start()
+        try:
+            return await self._run()
+        except asyncio.CancelledError:
+            self.trace.cancelled()
+            raise
+        finally:
+            self.trace.finish(self.outcome)
+
+    async def _run(self) -> QueryOutcome:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        deadline_seconds = self.plan.deadline_ms / 1000.0
+        # A query that found the pool cold also waits out the hold for a worker to start.
+        deadline_seconds = self.plan.wait_ms / 1000.0
         self._deadline_loop = started + deadline_seconds
         context = JobContext(
             query=self.query,
@@ -168,7 +184,7 @@ class QueryRunner:
                 "query %s answered %.0f ms after its deadline of %d ms (event loop overloaded?)",
                 self.query.query_id,
                 late * 1000,
-                self.plan.deadline_ms,
+                self.plan.wait_ms,
             )
         return outcome
 
@@ -229,13 +245,18 @@ class QueryRunner:
         if self.deps.metrics is not None:
             self.deps.metrics.count_branches(BranchEvent.LAUNCHED, len(launched_ids))
         collector.expect(launched_ids)
+        wave = self.trace.wave(self.outcome.waves, launched_ids)
         remaining = self._deadline_loop - asyncio.get_running_loop().time()
         try:
             await self.deps.dispatcher.publish_jobs(
-                jobs, timeout_seconds=max(0.001, min(PUBLISH_TIMEOUT_SECONDS, remaining))
+                jobs,
+                timeout_seconds=max(0.001, min(PUBLISH_TIMEOUT_SECONDS, remaining)),
+                trace_context=wave,
+                priority=self.plan.priority,  # Critical's jobs are taken first
             )
         except DispatchError as error:
             log.warning("query %s: %s (%r)", self.query.query_id, error, error.__cause__)
+            self.trace.launch_failed(self.outcome.waves, str(error))
             self._dispatch_error = error
             self._launching = False
             self._emit()  # what an earlier launch started goes on
@@ -305,6 +326,7 @@ class QueryRunner:
         extractor, pattern = self.query.extractor, self.query.answer_pattern
         events: dict[BranchEvent, int] = {}
         branches = []
+        self.trace.reported(result.branch_id for result in results)
         for result in results:
             request = self._requests[result.branch_id]
             load.observe(result, now)
@@ -392,7 +414,8 @@ class QueryRunner:
         if self.outcome.deadline_exceeded:
             return (
                 NoAnswerReason.DEADLINE,
-                f"no branch finished within ponder.deadline_ms={self.plan.deadline_ms}",
+                f"no branch finished within ponder.deadline_ms={self.plan.deadline_ms}"
+                + cold_start_note(self.plan.hold_ms),
             )
         if isinstance(self._dispatch_error, JobTooLarge):
             return NoAnswerReason.TOO_LARGE, str(self._dispatch_error)
@@ -407,3 +430,10 @@ class QueryRunner:
             NoAnswerReason.FAILED,
             f"none of {self.outcome.launched} branches produced an answer ({failed} failed)",
         )
+
+
+def cold_start_note(hold_ms: int) -> str:
+    """What a deadline message adds for a query that found no worker and waited for one."""
+    if not hold_ms:
+        return ""
+    return f" and the cold-start hold of {hold_ms} ms (spec.autoscaling.scaleToZero.holdSeconds)"

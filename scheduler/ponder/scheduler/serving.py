@@ -12,14 +12,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from dataclasses import replace
 from typing import TypeVar
 
 from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 
+from ponder.api import tracing
+from ponder.api.priority import Priority
 from ponder.api.strategy import StrategyName
 from ponder.api.wire import Endpoint
 from ponder.scheduler.access import ADMISSION, Admission
+from ponder.scheduler.auth import OBJECTIVE_HEADER, query_priority
 from ponder.scheduler.http_errors import error_response, json_response
 from ponder.scheduler.metrics import QueryOutcome as OutcomeLabel
 from ponder.scheduler.metrics import SchedulerMetrics
@@ -56,17 +60,29 @@ async def serve_query(
     include_usage: bool,
     ignore_eos: bool,
 ) -> Response:
-    """The HTTP response to `query`: 400 when the planner refuses it, the answer, or a 5xx."""
+    """The HTTP response to `query`: 400 when the planner refuses it (503 when it sheds a
+    Sheddable query), the answer, or a 5xx."""
     metrics = state.metrics
-    plan = plan_query(query, state.config, state.load.snapshot(time.monotonic()))
+    query = replace(query, priority=_priority_of(request))
+    plan = plan_query(query, state.config, await state.load_snapshot())
     if isinstance(plan, PlanError):
         asked = query.ponder.strategy or state.config.strategy.default.value
         label = asked if asked in {name.value for name in StrategyName} else "unknown"
         metrics.queries.labels(strategy=label, outcome=OutcomeLabel.REJECTED).inc()
-        return error_response(400, plan_error_body(plan))
+        refused = error_response(plan.status, plan_error_body(plan))
+        if plan.retry_after_seconds is not None:
+            metrics.requests_refused.labels(code=plan.code).inc()
+            refused.headers["retry-after"] = str(plan.retry_after_seconds)
+        return refused
     if plan.shrunk:
         metrics.plans_shrunk.inc()
-    runner = QueryRunner(plan, make_strategy(plan.query), state.deps, ignore_eos=ignore_eos)
+    runner = QueryRunner(
+        plan,
+        make_strategy(plan.query),
+        state.deps,
+        ignore_eos=ignore_eos,
+        trace_parent=tracing.extract(request.headers),  # the client's `traceparent`, if any
+    )
     if stream:
         live = await _stream_live(state, request, runner, include_usage)
         if live is not None:
@@ -198,6 +214,13 @@ async def _disconnected(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
+
+
+def _priority_of(request: Request) -> Priority:
+    """The query's class: its key's, lowered by `x-gateway-inference-objective` if asked."""
+    admission = getattr(request.state, ADMISSION, None)
+    grant = admission.grant if isinstance(admission, Admission) else None
+    return query_priority(grant, request.headers.get(OBJECTIVE_HEADER))
 
 
 def _abandoned(state: SchedulerState, plan: Plan) -> None:

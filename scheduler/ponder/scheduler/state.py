@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -19,8 +19,9 @@ from ponder.api.service_config import ServiceConfig
 from ponder.api.subjects import ServiceSubjects
 from ponder.scheduler.config import SchedulerSettings
 from ponder.scheduler.dispatch import Dispatcher
-from ponder.scheduler.load import LoadTracker
+from ponder.scheduler.load import LoadSnapshot, LoadTracker
 from ponder.scheduler.metrics import SchedulerMetrics
+from ponder.scheduler.pool import PoolWatch
 from ponder.scheduler.runner import RunnerDeps
 from ponder.scheduler.stats import LatencyWindow
 from ponder.scheduler.verifiers import Verifier, make_verifier
@@ -40,6 +41,15 @@ class SchedulerState:
     window: LatencyWindow
     metrics: SchedulerMetrics
     started_at: int
+    pool: PoolWatch | None = None
+    """Whether the pool is cold; None when the service holds no query for a cold start."""
+
+    async def load_snapshot(self) -> LoadSnapshot:
+        """What the planner sees of the pool now, whether it is cold included."""
+        snapshot = self.load.snapshot(time.monotonic())
+        if self.pool is not None and await self.pool.cold():
+            snapshot = replace(snapshot, cold=True)
+        return snapshot
 
     @property
     def deps(self) -> RunnerDeps:
@@ -96,4 +106,5 @@ async def start_state(
         window=window,
         metrics=metrics,
         started_at=int(time.time()),
+        pool=PoolWatch(nc.jetstream(), subjects) if config.slo.cold_start_hold_ms > 0 else None,
     )

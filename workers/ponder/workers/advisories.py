@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
+from ponder.api.priority import PRIORITY_ORDER
 from ponder.api.subjects import ServiceSubjects
 from ponder.api.wire import BranchJob
 from ponder.workers import deadletters
@@ -79,10 +80,16 @@ class MaxDeliveriesHandler:
         self.worker_id = worker_id
         self.metrics = metrics
 
-    async def subscribe(self) -> Subscription:
-        return await self.nc.subscribe(
-            self.subjects.max_deliveries_advisory(), queue=QUEUE_GROUP, cb=self.on_advisory
-        )
+    async def subscribe(self) -> list[Subscription]:
+        """Hear the advisories of every priority class's consumer."""
+        return [
+            await self.nc.subscribe(
+                self.subjects.max_deliveries_advisory(priority),
+                queue=QUEUE_GROUP,
+                cb=self.on_advisory,
+            )
+            for priority in PRIORITY_ORDER
+        ]
 
     async def on_advisory(self, msg: Msg) -> None:
         advisory = parse_advisory(msg.data)

@@ -21,6 +21,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
+from ponder.api import tracing
 from ponder.api.jetstream import ensure_stream
 from ponder.api.wire import CancelMessage
 from ponder.workers.advisories import MaxDeliveriesHandler
@@ -56,7 +57,7 @@ class Worker:
         log.info(
             "worker %s serving %s with %d slots",
             self.settings.worker_id,
-            self.settings.subjects.jobs,
+            ", ".join(self.settings.subjects.job_subjects),
             self.settings.slots,
         )
         await self.consumer.run(stop)
@@ -79,6 +80,16 @@ async def worker_app(
     """A started worker for `settings`; `engine` defaults to vLLM at `settings.vllm_url`."""
     subjects = settings.subjects
     async with contextlib.AsyncExitStack() as stack:
+        provider = tracing.configure_tracing(
+            "ponder-worker",
+            {
+                "service.namespace": settings.service.namespace,
+                "service.instance.id": settings.worker_id,
+                "ponder.service": settings.service.name,
+            },
+        )
+        if provider is not None:
+            stack.callback(provider.shutdown)  # last: exports the spans of the last jobs
         if engine is None:
             engine = await stack.enter_async_context(VllmEngine(settings.vllm_url))
 
@@ -106,9 +117,6 @@ async def worker_app(
         js = nc.jetstream()
         if settings.ensure_stream:
             await ensure_stream(js, subjects, settings.service, settings.max_workers)
-        subscription = await js.pull_subscribe_bind(
-            durable=subjects.consumer, stream=subjects.stream
-        )
 
         metrics = WorkerMetrics(settings.worker_id)
         slots = Slots(settings.slots, settings.service.strategy.branches_per_job)
@@ -131,7 +139,8 @@ async def worker_app(
             engine_watch=engine_watch,
         )
         consumer = Consumer(
-            subscription=subscription,
+            nc=nc,
+            subjects=subjects,
             runner=runner,
             slots=slots,
             cancels=cancels,
@@ -164,10 +173,8 @@ async def worker_app(
         )
         await stack.enter_async_context(serving(http_app, settings.http_host, settings.http_port))
         yield worker
-        # The pull subscription is dropped rather than drained: nobody reads its queue any
-        # more (drain would wait for that forever). A job a last pull request delivered after
-        # the final fetch is redelivered after the ack wait.
-        await subscription.unsubscribe()
+        # The pull inboxes were dropped by the consumer's run (a job a last pull request
+        # delivered after that is redelivered after the ack wait).
         # Results of the last jobs are flushed before the connection goes.
         await nc.drain()
 

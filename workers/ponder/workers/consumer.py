@@ -1,5 +1,6 @@
-"""The pull loop: fetch no more jobs than free slots, run each as an owned task, keep the long
-ones alive with in-progress acks, stop on cancel messages, drain on shutdown.
+"""The pull loop: fetch no more jobs than free slots, the most important priority class first
+(`pulling.PriorityPuller`), run each as an owned task, keep the long ones alive with
+in-progress acks, stop on cancel messages, drain on shutdown.
 
 Backpressure comes from pulling: a busy worker does not ask, so jobs wait in the stream (where
 the autoscaler counts them) and go to whichever worker has room.
@@ -12,16 +13,17 @@ import contextlib
 import logging
 import time
 
-import nats.errors
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.js.client import JetStreamContext
 from pydantic import ValidationError
 
+from ponder.api.subjects import ServiceSubjects
 from ponder.api.wire import CancelMessage
 from ponder.workers.cancellation import CancelRegistry, cancel_matches
 from ponder.workers.engine_watch import EngineWatch
 from ponder.workers.generation import Generation
 from ponder.workers.outcomes import AbortReason
+from ponder.workers.pulling import PriorityPuller
 from ponder.workers.runner import JobRunner, RunningJob, parse_job
 from ponder.workers.slots import Slots
 
@@ -31,12 +33,13 @@ FETCH_ERROR_BACKOFF_SECONDS = 1.0
 
 
 class Consumer:
-    """One worker's share of the pool's durable pull consumer."""
+    """One worker's share of the pool's durable pull consumers (one per priority class)."""
 
     def __init__(
         self,
         *,
-        subscription: JetStreamContext.PullSubscription,
+        nc: NatsClient,
+        subjects: ServiceSubjects,
         runner: JobRunner,
         slots: Slots,
         cancels: CancelRegistry,
@@ -45,7 +48,7 @@ class Consumer:
         heartbeat_seconds: float,
         engine: EngineWatch,
     ) -> None:
-        self.subscription = subscription
+        self.puller = PriorityPuller(nc, subjects, self._delivered)
         self.runner = runner
         self.slots = slots
         self.cancels = cancels
@@ -54,6 +57,8 @@ class Consumer:
         self.heartbeat_seconds = heartbeat_seconds
         self.engine = engine
         self.running: dict[RunningJob, asyncio.Task[None]] = {}
+        self._jobs: asyncio.TaskGroup | None = None
+        self._stop: asyncio.Event | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch and run jobs until `stop` is set, then drain: running jobs get
@@ -61,8 +66,18 @@ class Consumer:
         async with asyncio.TaskGroup() as jobs:
             heartbeat = jobs.create_task(self._heartbeat())
             watch = jobs.create_task(self.engine.run())
-            await self._fetch_until(stop, jobs)
-            await self._drain()
+            self._jobs, self._stop = jobs, stop
+            await self.puller.start()
+            try:
+                await self._fetch_until(stop)
+                # A pull request is never cancelled on our side (it could still deliver jobs
+                # nobody reads): a lingering one ends within the fetch timeout, and whatever
+                # it brings after the stop is handed back.
+                await self.puller.wait_lingering(self.fetch_timeout_seconds + 1.0)
+                await self._drain()
+            finally:
+                await self.puller.stop()
+                self._jobs = None
             heartbeat.cancel()
             watch.cancel()
 
@@ -99,7 +114,7 @@ class Consumer:
                 if liveness.gone(running.job.reply_subject):
                     running.abort(AbortReason.ORPHANED)
 
-    async def _fetch_until(self, stop: asyncio.Event, jobs: asyncio.TaskGroup) -> None:
+    async def _fetch_until(self, stop: asyncio.Event) -> None:
         while True:
             # No jobs while the engine is down: they wait in the stream for the other workers.
             if not await self.engine.wait_up(stop):
@@ -107,22 +122,19 @@ class Consumer:
             batch = await self.slots.wait_for_batch(stop)
             if batch == 0:
                 return
-            # A fetch is never interrupted: a pull request cancelled on our side could still
-            # deliver jobs nobody reads. It ends within the fetch timeout, and whatever it
-            # brings after a stop is handed back.
+            # Jobs are admitted as they arrive (`_delivered`), Critical's asked for first.
             try:
-                messages = await self.subscription.fetch(batch, timeout=self.fetch_timeout_seconds)
-            except (nats.errors.TimeoutError, TimeoutError):
-                continue
+                await self.puller.fetch(batch, self.fetch_timeout_seconds)
             except Exception as error:
                 log.warning("fetching jobs failed: %r", error)
                 await _sleep_unless(stop, FETCH_ERROR_BACKOFF_SECONDS)
-                continue
-            for msg in messages:
-                if stop.is_set():
-                    await _hand_back(msg)
-                else:
-                    self._admit(msg, jobs)
+
+    async def _delivered(self, msg: Msg) -> None:
+        """A job a pull request delivered: run it, or hand it back once stopping."""
+        if self._jobs is None or self._stop is None or self._stop.is_set():
+            await _hand_back(msg)
+        else:
+            self._admit(msg, self._jobs)
 
     def _admit(self, msg: Msg, jobs: asyncio.TaskGroup) -> None:
         job = parse_job(msg, self.runner.settings.subjects)

@@ -19,7 +19,10 @@ from types import TracebackType
 from typing import Any, Protocol
 
 import aiohttp
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from ponder.api import tracing
 from ponder.api.wire import BranchJob, Endpoint
 from ponder.workers.engine_errors import EngineRejected, EngineUnavailable, engine_error_message
 from ponder.workers.generation import (
@@ -33,6 +36,7 @@ from ponder.workers.generation import (
     request_body,
     request_path,
 )
+from ponder.workers.job_trace import request_attributes, usage_attributes
 from ponder.workers.probing import ProbeSchedule, probed_answer
 from ponder.workers.settling import reader_of
 
@@ -167,7 +171,35 @@ class VllmEngine:
         on_chunk: Callable[[], None] | None = None,
     ) -> None:
         """POST one streaming request of `job` and add its chunks to `generation`, calling
-        `on_chunk` after each; engine errors become EngineUnavailable or EngineRejected."""
+        `on_chunk` after each; engine errors become EngineUnavailable or EngineRejected. The
+        request is a CLIENT span under the job's, its context in the `traceparent` header."""
+        span = tracing.tracer().start_span(
+            tracing.span_name(job.endpoint, job.model),
+            kind=SpanKind.CLIENT,
+            attributes=request_attributes(job, body),
+        )
+        headers: dict[str, str] = {}
+        tracing.inject(headers, trace.set_span_in_context(span))
+        try:
+            await self._post(job, body, generation, on_chunk, headers)
+        except asyncio.CancelledError:
+            span.set_attribute("ponder.aborted", True)  # a cancel, the deadline, an exit
+            raise
+        except (EngineUnavailable, EngineRejected) as error:
+            span.set_status(Status(StatusCode.ERROR, str(error)[:500]))
+            raise
+        finally:
+            span.set_attributes(usage_attributes(generation))
+            span.end()
+
+    async def _post(
+        self,
+        job: BranchJob,
+        body: dict[str, Any],
+        generation: Generation,
+        on_chunk: Callable[[], None] | None,
+        headers: dict[str, str],
+    ) -> None:
         remaining = max(0.0, job.deadline_at - time.time())
         timeout = aiohttp.ClientTimeout(
             total=remaining + DEADLINE_SLACK_SECONDS, sock_connect=CONNECT_TIMEOUT_SECONDS
@@ -175,7 +207,9 @@ class VllmEngine:
         endpoint: Endpoint = job.endpoint
         url = self.base_url + request_path(endpoint)
         try:
-            async with self.session.post(url, json=body, timeout=timeout) as response:
+            async with self.session.post(
+                url, json=body, timeout=timeout, headers=headers
+            ) as response:
                 if response.status != 200:
                     raise _http_error(response.status, await response.text())
                 try:

@@ -26,8 +26,11 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pydantic import ValidationError
 
+from ponder.api import tracing
 from ponder.api.subjects import ServiceSubjects
 from ponder.api.wire import BranchJob, BranchResults
 from ponder.workers import deadletters
@@ -36,6 +39,7 @@ from ponder.workers.config import WorkerSettings
 from ponder.workers.engine import Engine
 from ponder.workers.engine_watch import EngineWatch
 from ponder.workers.generation import Generation
+from ponder.workers.job_trace import job_attributes, outcome_attributes
 from ponder.workers.liveness import SchedulerLiveness
 from ponder.workers.metrics import DeadLetterReason, JobOutcome, WorkerMetrics
 from ponder.workers.outcomes import DISPOSITIONS, AbortReason, Settle, outcome_of, rejection_of
@@ -119,6 +123,17 @@ class JobRunner:
     async def run(self, running: RunningJob) -> None:
         """Run `running` to its end: results published (when any), message settled."""
         job = running.job
+        span = tracing.tracer().start_span(
+            f"process {running.msg.subject}",
+            context=tracing.extract(running.msg.headers),  # the scheduler's wave
+            kind=SpanKind.CONSUMER,
+            attributes=job_attributes(job, running.msg.metadata.num_delivered),
+        )
+        with trace.use_span(span, end_on_exit=True):  # the engine's requests are its children
+            await self._run(running, span)
+
+    async def _run(self, running: RunningJob, span: Span) -> None:
+        job = running.job
         if running.msg.metadata.num_delivered > 1:
             self.metrics.redelivered_branches.inc(running.branches)
         outcome, generation_seconds, error, rejected = await self._generate(running)
@@ -135,6 +150,7 @@ class JobRunner:
                 rejected=rejected,
             )
             if not await self._publish(job.reply_subject, results):
+                span.set_status(Status(StatusCode.ERROR, "results not published"))
                 return  # not acked: JetStream redelivers it after the ack wait
             self.metrics.count_answers(results.results)
         await self._settle(running.msg, disposition.settle)
@@ -142,6 +158,9 @@ class JobRunner:
         self.metrics.count_tokens(
             running.generation.prompt_tokens, running.generation.completion_tokens
         )
+        span.set_attributes(outcome_attributes(outcome, running.generation))
+        if outcome in (JobOutcome.FAILED, JobOutcome.RETRIED):
+            span.set_status(Status(StatusCode.ERROR, error or outcome.value))
 
     async def reject(self, msg: Msg, problem: ValidationError | str) -> None:
         """A malformed job, or one naming a reply subject of someone else: keep it as a dead
