@@ -6,7 +6,10 @@ been published by then), never by how fast they came."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -197,3 +200,112 @@ async def test_the_openai_client_reads_a_stream_with_progress_chunks(
     finished = [c for chunk in chunks for c in chunk.choices if c.finish_reason is not None]
     assert len(finished) == 1
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+@pytest_asyncio.fixture(scope="module")
+async def narrow_plane(
+    nats: NatsServer, vllm: VllmServer, stack_log_dir: Path
+) -> AsyncIterator[Dataplane]:
+    """One worker with two slots, a branch per job, and a long usage settle time: a vote of
+    three runs two branches, and the third waits for a slot."""
+    async with local_dataplane(
+        name="sched-stream-narrow",
+        nats_url=nats.url,
+        vllm_url=vllm.base_url,
+        served_name=vllm.served_name,
+        workers=1,
+        config_overrides={
+            "slots_per_worker": 2,
+            "strategy": {"branches_per_job": 1},
+            "slo": {"usage_settle_ms": 10_000},
+        },
+        log_dir=stack_log_dir,
+    ) as started:
+        yield started
+
+
+async def vote_holding_the_worker(
+    plane: Dataplane, body: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Stream `body`; stop the worker (SIGSTOP) once two branch results are on the
+    scheduler's inbox, go on (SIGCONT) once the answer's first text arrived. The chunks, and
+    the branches that had reported when the answer came."""
+    worker = plane.workers[0].process.pid
+    nc = await nats.connect(plane.nats_url)
+    inbox = await nc.subscribe(plane.subjects.results("scheduler-1"))
+    reported: list[str] = []
+
+    async def stop_after_two() -> None:
+        async for msg in inbox.messages:
+            message = INBOX_MESSAGE.validate_json(msg.data)
+            if isinstance(message, BranchResults):
+                reported.extend(r.branch_id for r in message.results)
+                if len(reported) >= 2:
+                    os.kill(worker, signal.SIGSTOP)
+                    return
+
+    chunks: list[dict[str, Any]] = []
+    timeout = aiohttp.ClientTimeout(total=2 * SETTLE_SECONDS)
+    try:
+        watch = asyncio.create_task(stop_after_two())
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.post(f"{plane.base_url}/v1/completions", json=body) as response,
+        ):
+            assert response.status == 200, await response.text()
+            stream = sse_chunks(response)
+            async for chunk in stream:
+                chunks.append(chunk)
+                if content_of(chunk):
+                    break
+            await asyncio.wait_for(watch, SETTLE_SECONDS)
+            await nc.flush()  # brings in whatever the server had sent before the stop
+            while inbox.pending_msgs:
+                message = INBOX_MESSAGE.validate_json((await inbox.next_msg(1.0)).data)
+                if isinstance(message, BranchResults):
+                    reported.extend(r.branch_id for r in message.results)
+            at_answer = list(reported)
+            os.kill(worker, signal.SIGCONT)
+            async for chunk in stream:
+                chunks.append(chunk)
+    finally:
+        os.kill(worker, signal.SIGCONT)
+        await nc.close()
+    return chunks, at_answer
+
+
+async def test_a_vote_streams_its_answer_before_the_branch_it_cancelled_settles(
+    narrow_plane: Dataplane,
+) -> None:
+    """Self-consistency of three at temperature 0: two equal answers settle the vote. Once two
+    results are on the scheduler's inbox the worker is stopped, so the third branch cannot
+    report; the answer's text must arrive all the same, and the third branch's settle (its
+    branch_finished, its tokens in `usage`) only after the worker goes on. A run where the
+    third branch reported before the stop proves nothing and is tried again."""
+    body = {
+        "model": MODEL,
+        "prompt": PROMPT,
+        "max_tokens": 24,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "ponder": {"strategy": "self-consistency", "branches": 3},
+    }
+    for _ in range(3):
+        chunks, reported_at_answer = await vote_holding_the_worker(narrow_plane, body)
+        if len(reported_at_answer) == 2:
+            break
+    assert len(reported_at_answer) == 2, "the third branch reported before the stop, 3 times"
+    events = [progress_of(c) for c in chunks]
+    first_text = next(i for i, c in enumerate(chunks) if content_of(c))
+    finished = [i for i, event in enumerate(events) if event == "branch_finished"]
+    assert len(finished) == 3, events
+    assert finished[1] < first_text < finished[2], events  # voted on two, settled the third after
+    settled = chunks[finished[2]]["ponder"]
+    assert settled["branch_id"] not in reported_at_answer
+    finishing = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert finishing[0]["ponder"]["stopped_early"] is True
+    usage = chunks[-1]["usage"]
+    assert not chunks[-1]["choices"]
+    spent = sum(b["completion_tokens"] for b in finishing[0]["ponder"]["branches"])
+    assert usage["completion_tokens"] == spent  # the settled branch's tokens counted too

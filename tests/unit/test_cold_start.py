@@ -19,9 +19,9 @@ from ponder.operator.policy import AutoscalerState, Recommendation, Signals, dec
 from ponder.operator.service_config import cold_start_hold_ms, service_config_from_spec
 from ponder.scheduler.api_models import PonderOptions
 from ponder.scheduler.load import LoadSnapshot
+from ponder.scheduler.outcome import cold_start_note
 from ponder.scheduler.planner import Plan, QueryRequest, plan_query
 from ponder.scheduler.pool import is_cold
-from ponder.scheduler.runner import cold_start_note
 from tests.unit.test_policy import CONFIG as POLICY
 
 CONFIG = ServiceConfig(

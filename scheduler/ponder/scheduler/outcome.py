@@ -88,3 +88,38 @@ def engine_rejection(outcome: QueryOutcome) -> str | None:
     if not results or not all(result.rejected for result in results):
         return None
     return next((result.error for result in results if result.error), "rejected by the engine")
+
+
+def why_no_answer(
+    outcome: QueryOutcome, dispatch_error: str | None, *, too_large: bool = False
+) -> tuple[str, str]:
+    """(reason, detail for the client) of a query that ended without an answer;
+    `dispatch_error`: why a launch was not queued (`too_large`: its jobs were over the queue's
+    message size), if one was not. Never the branches' own errors, which are for the log."""
+    # First: a request the engine cannot serve stays invalid however long it waits.
+    rejection = engine_rejection(outcome)
+    if rejection is not None:
+        return NoAnswerReason.REJECTED, rejection
+    plan = outcome.plan
+    if outcome.deadline_exceeded:
+        return (
+            NoAnswerReason.DEADLINE,
+            f"no branch finished within ponder.deadline_ms={plan.deadline_ms}"
+            + cold_start_note(plan.hold_ms),
+        )
+    if dispatch_error is not None and too_large:
+        return NoAnswerReason.TOO_LARGE, dispatch_error
+    if dispatch_error is not None and not outcome.count(BranchStatus.COMPLETED):
+        return NoAnswerReason.UNAVAILABLE, dispatch_error
+    failed = outcome.count(BranchStatus.FAILED)
+    return (
+        NoAnswerReason.FAILED,
+        f"none of {outcome.launched} branches produced an answer ({failed} failed)",
+    )
+
+
+def cold_start_note(hold_ms: int) -> str:
+    """What a deadline message adds for a query that found no worker and waited for one."""
+    if not hold_ms:
+        return ""
+    return f" and the cold-start hold of {hold_ms} ms (spec.autoscaling.scaleToZero.holdSeconds)"

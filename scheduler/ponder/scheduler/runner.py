@@ -36,17 +36,10 @@ from ponder.scheduler.dispatch import Dispatcher, DispatchError, JobTooLarge, Qu
 from ponder.scheduler.jobs import JobContext, branch_id, build_jobs, streams_text
 from ponder.scheduler.load import LoadTracker
 from ponder.scheduler.metrics import BranchEvent, SchedulerMetrics
-from ponder.scheduler.outcome import NoAnswerReason, QueryOutcome, engine_rejection
+from ponder.scheduler.outcome import QueryOutcome, why_no_answer
 from ponder.scheduler.planner import Plan
-from ponder.scheduler.progress import (
-    AnswerStream,
-    Leader,
-    ProgressEvent,
-    ProgressSink,
-    WaveLaunched,
-    branch_finished,
-    leader_changed,
-)
+from ponder.scheduler.progress import ProgressSink, WaveLaunched
+from ponder.scheduler.progress_feed import ProgressFeed
 from ponder.scheduler.query_trace import QueryTrace
 from ponder.scheduler.strategies.base import (
     BranchRequest,
@@ -108,19 +101,22 @@ class QueryRunner:
         self.strategy = strategy
         self.deps = deps
         self.ignore_eos = ignore_eos
-        self.progress = progress
-        self._emitting = False  # from the first queued launch on
-        self._launching = False  # a launch waits for its PubAcks
-        self._held: list[ProgressEvent] = []
-        self._answer_text = AnswerStream()
-        self._leader: Leader | None = None
+        self.feed = ProgressFeed(progress)
         self._requests: dict[str, BranchRequest] = {}  # branch id -> the request that launched it
         self._fed = 0  # branches handed to the strategy
-        self._finished = 0  # branch results reported as progress
         self._dispatch_error: DispatchError | None = None
         self._deadline_loop = 0.0
         self.outcome = QueryOutcome(plan=plan, answer=None)
         self.trace = QueryTrace(plan, deps.model, trace_parent)
+
+    @property
+    def progress(self) -> ProgressSink | None:
+        """Where the query's progress events go (set before `run`; None: nowhere)."""
+        return self.feed.sink
+
+    @progress.setter
+    def progress(self, sink: ProgressSink | None) -> None:
+        self.feed.sink = sink
 
     async def run(self) -> QueryOutcome:
         """Run to an answer, the deadline or a failure; never raises for those."""
@@ -147,7 +143,7 @@ class QueryRunner:
             branches_per_job=self.plan.branches_per_job,
             ignore_eos=self.ignore_eos,
             logprobs=self.deps.verifier is not None and self.deps.verifier.needs_logprobs,
-            partials=self.progress is not None,
+            partials=self.feed.live,
         )
         outcome = self.outcome
         answered_after = deadline_seconds
@@ -165,8 +161,7 @@ class QueryRunner:
                 outcome.answer = answer
                 if answer is not None:
                     # Out before the cancelled branches settle: only `usage` waits for them.
-                    self._launching = False  # a launch the deadline cut holds nothing back
-                    self._emit(*self._answer_text.finish(answer.text))
+                    self.feed.answered(answer.text)
             finally:
                 # Results that arrived but were not handed to the strategy still count.
                 outcome.branches.extend(self._reported(self._receive(collector.drain())))
@@ -232,16 +227,13 @@ class QueryRunner:
         self.outcome.launched += len(launched_ids)
         self.outcome.waves += 1
         streamed = [
-            (ids[0], request)
+            (ids[0], request.continuation)
             for ids, request in launched
-            if self.progress is not None and streams_text(context, request)
+            if self.feed.live and streams_text(context, request)
         ]
-        # Events of this launch wait for its PubAcks (held in `_held`): a fast worker's first
-        # text may beat them, and nothing goes out before the first launch is queued.
-        self._launching = True
-        for each, request in streamed:
-            collector.watch_text(each, functools.partial(self._live_text, each))
-            self._emit(*self._answer_text.start(each, request.continuation))
+        for each, _ in streamed:
+            collector.watch_text(each, functools.partial(self.feed.text, each))
+        self.feed.launching(streamed)  # its events wait for its PubAcks
         if self.deps.metrics is not None:
             self.deps.metrics.count_branches(BranchEvent.LAUNCHED, len(launched_ids))
         collector.expect(launched_ids)
@@ -258,8 +250,7 @@ class QueryRunner:
             log.warning("query %s: %s (%r)", self.query.query_id, error, error.__cause__)
             self.trace.launch_failed(self.outcome.waves, str(error))
             self._dispatch_error = error
-            self._launching = False
-            self._emit()  # what an earlier launch started goes on
+            self.feed.launch_failed()
             # The branches fail here and now, so the strategy can still decide without them.
             for job in jobs:
                 for each in job.branch_ids:
@@ -273,45 +264,18 @@ class QueryRunner:
                         )
                     )
             return
-        self._launching = False
-        self._emitting = True
-        self._held.insert(
-            0, WaveLaunched(self.outcome.waves, len(launched_ids), self.outcome.launched)
+        self.feed.launched(
+            WaveLaunched(self.outcome.waves, len(launched_ids), self.outcome.launched)
         )
-        self._emit()
-
-    def _emit(self, *events: ProgressEvent) -> None:
-        """Send `events` to the progress sink, or hold them (with what is held) until the
-        launch under way is queued."""
-        if self.progress is None:
-            return
-        self._held.extend(events)
-        if self._emitting and not self._launching:
-            held, self._held = self._held, []
-            for event in held:
-                self.progress(event)
 
     def _reported(self, branches: list[ScoredBranch]) -> list[ScoredBranch]:
         """`branches`, each emitted as a finished branch (the settled ones too)."""
-        for branch in branches:
-            self._finished += 1
-            self._emit(branch_finished(branch, self._finished, self.outcome.launched))
-        return branches
-
-    def _live_text(self, branch: str, text: str) -> None:
-        self._emit(*self._answer_text.on_text(branch, text))
+        return self.feed.reported(branches, self.outcome.launched)
 
     def _lead(self, final: FinalAnswer | None) -> None:
         """Emit the strategy's leading answer when it changed (`final`: it just finished)."""
-        if not self._emitting:
-            return
-        best = final or self.strategy.best_so_far()
-        if best is None:
-            return
-        leader = Leader(best.answer, best.confidence, dict(best.votes))
-        if leader_changed(self._leader, leader):
-            self._leader = leader
-            self._emit(leader)
+        if self.feed.emitting:
+            self.feed.lead(final or self.strategy.best_so_far())
 
     def _receive(
         self, results: list[BranchResult], *, cancelled: bool = False
@@ -407,33 +371,13 @@ class QueryRunner:
         outcome.unreported = len(collector.outstanding)
 
     def _why_no_answer(self) -> tuple[str, str]:
-        # First: a request the engine cannot serve stays invalid however long it waits.
-        rejection = engine_rejection(self.outcome)
-        if rejection is not None:
-            return NoAnswerReason.REJECTED, rejection
-        if self.outcome.deadline_exceeded:
-            return (
-                NoAnswerReason.DEADLINE,
-                f"no branch finished within ponder.deadline_ms={self.plan.deadline_ms}"
-                + cold_start_note(self.plan.hold_ms),
-            )
-        if isinstance(self._dispatch_error, JobTooLarge):
-            return NoAnswerReason.TOO_LARGE, str(self._dispatch_error)
-        if self._dispatch_error is not None and not self.outcome.count(BranchStatus.COMPLETED):
-            return NoAnswerReason.UNAVAILABLE, str(self._dispatch_error)
         # What the branches' errors say (engine output, worker internals) is for the log only.
         errors = [b.result.error for b in self.outcome.branches if b.result.error]
         if errors:
             log.warning("query %s: no answer; first error: %s", self.query.query_id, errors[0])
-        failed = self.outcome.count(BranchStatus.FAILED)
-        return (
-            NoAnswerReason.FAILED,
-            f"none of {self.outcome.launched} branches produced an answer ({failed} failed)",
+        error = self._dispatch_error
+        return why_no_answer(
+            self.outcome,
+            None if error is None else str(error),
+            too_large=isinstance(error, JobTooLarge),
         )
-
-
-def cold_start_note(hold_ms: int) -> str:
-    """What a deadline message adds for a query that found no worker and waited for one."""
-    if not hold_ms:
-        return ""
-    return f" and the cold-start hold of {hold_ms} ms (spec.autoscaling.scaleToZero.holdSeconds)"
