@@ -280,14 +280,37 @@ async def wait_ready(kubectl: Kubectl, namespace: str, name: str) -> None:
     )
 
 
-async def reconcile_passes(peer: PeerProcess) -> float:
-    """Reconcile passes the replica has run, every trigger (ponder_reconcile_seconds_count)."""
+async def metrics_text(peer: PeerProcess) -> str:
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
         http.get(f"http://127.0.0.1:{peer.metrics_port}/metrics") as response,
     ):
         assert response.status == 200
-        text = await response.text()
+        return await response.text()
+
+
+async def wait_active(peer: PeerProcess, active: bool) -> None:
+    """The replica's `ponder_operator_active` comes to say `active` (it reads the peering
+    object every half lifetime)."""
+
+    async def reading() -> float | None:
+        for line in (await metrics_text(peer)).splitlines():
+            if line.startswith("ponder_operator_active "):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    await eventually(
+        reading,
+        lambda value: value == (1.0 if active else 0.0),
+        timeout_seconds=SETTLE_SECONDS,
+        interval_seconds=0.5,
+        what=f"{peer.operator_id} to report ponder_operator_active {int(active)}",
+    )
+
+
+async def reconcile_passes(peer: PeerProcess) -> float:
+    """Reconcile passes the replica has run, every trigger (ponder_reconcile_seconds_count)."""
+    text = await metrics_text(peer)
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()
@@ -353,6 +376,8 @@ async def test_standby_idles_while_the_active_lives_and_takes_over_after_sigkill
     live = await wait_live(kubectl, peering, {first.operator_id, second.operator_id})
     # The replica that started first has the higher priority: it is the active one.
     assert max(live, key=live.__getitem__) == first.operator_id, live
+    await wait_active(first, True)
+    await wait_active(second, False)
 
     await apply(kubectl, namespace, service("before"))
     await wait_ready(kubectl, namespace, "before")
@@ -363,6 +388,7 @@ async def test_standby_idles_while_the_active_lives_and_takes_over_after_sigkill
     # Round 1: the active is killed; the standby serves a service created right after.
     children_1, ready_1 = await time_failover(kubectl, namespace, first, "after-first-kill")
     assert await reconcile_passes(second) >= 1
+    await wait_active(second, True)
     await wait_live(kubectl, peering, {second.operator_id})  # the dead record is cleaned up
 
     # The killed replica comes back: it started later, so it stands by instead of taking over.
@@ -374,6 +400,7 @@ async def test_standby_idles_while_the_active_lives_and_takes_over_after_sigkill
     await wait_ready(kubectl, namespace, "before")
     await asyncio.sleep(2 * TICK_SECONDS)
     await assert_standing_by(first)
+    await wait_active(first, False)
 
     # Round 2: the other way round.
     children_2, ready_2 = await time_failover(kubectl, namespace, second, "after-second-kill")

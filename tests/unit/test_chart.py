@@ -335,6 +335,18 @@ def test_peering_renders_two_replicas_rolling_one_cluster_peering_object(
     # kopf watches the liveness of its peers, not the kubelet: a standby answers /healthz too.
     probe = operator_container(manifests)["livenessProbe"]
     assert probe["httpGet"] == {"path": "/healthz", "port": "health"}
+    # Peers spread over nodes by default, so one node's loss leaves a standby.
+    (term,) = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == selector
+
+
+def test_one_operator_replica_has_no_default_affinity(rendered: dict[str, list[Manifest]]) -> None:
+    deployment = one(rendered["defaults"], "Deployment", RELEASE)
+    assert "affinity" not in deployment["spec"]["template"]["spec"]
 
 
 def test_peering_of_watched_namespaces_renders_a_namespaced_object_in_each(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import kopf
 import pytest
 
@@ -11,6 +13,7 @@ from ponder.operator.peering import (
     DEFAULT_LIFETIME_SECONDS,
     MIN_LIFETIME_SECONDS,
     Peering,
+    is_active,
     peering_of,
     start_priority,
 )
@@ -92,3 +95,32 @@ def test_a_peer_is_mandatory_so_it_starts_paused_until_it_has_read_the_peering_o
     assert settings.peering.name == "ponder"
     assert settings.peering.priority == -7
     assert settings.peering.lifetime == 12
+
+
+NOW = datetime.datetime(2026, 12, 2, 10, 0, 10, tzinfo=datetime.UTC)
+
+
+def record(priority: int, seen: str, lifetime: int = 10) -> dict[str, object]:
+    return {"priority": priority, "lifetime": lifetime, "lastseen": f"2026-12-02T{seen}+00:00"}
+
+
+@pytest.mark.parametrize(
+    ("records", "active"),
+    [
+        ({}, False),  # no record of its own yet: kopf keeps a mandatory peer paused
+        ({"me": record(-1, "10:00:05")}, True),
+        ({"me": record(-1, "10:00:05"), "other": record(-2, "10:00:08")}, True),
+        ({"me": record(-2, "10:00:05"), "other": record(-1, "10:00:08")}, False),
+        # the higher peer's record expired at 10:00:09: killed, not cleaned up yet
+        ({"me": record(-2, "10:00:05"), "other": record(-1, "09:59:59")}, True),
+        # equal priorities pause every replica
+        ({"me": record(-1, "10:00:05"), "twin": record(-1, "10:00:08")}, False),
+        ({"me": record(-1, "09:59:00")}, False),  # its own record lapsed
+        ({"me": record(-1, "10:00:05"), "other": {"priority": 5}}, True),  # unreadable: dead
+        ({"me": {"priority": -1, "lastseen": "2026-12-02T10:00:05"}}, True),  # naive, 60 s
+    ],
+)
+def test_the_active_replica_is_the_highest_live_priority(
+    records: dict[str, dict[str, object]], active: bool
+) -> None:
+    assert is_active(records, "me", NOW) is active

@@ -23,6 +23,7 @@ READY_REPLICAS = "ponder_ready_replicas"  # operator: its readyReplicas
 SCALE_DECISIONS_TOTAL = "ponder_scale_decisions_total"  # labels: namespace, name, direction, cause
 RECONCILE_SECONDS = "ponder_reconcile_seconds"  # operator histogram, labels: trigger
 RECONCILE_ERRORS_TOTAL = "ponder_reconcile_errors_total"  # labels: trigger, error
+OPERATOR_ACTIVE = "ponder_operator_active"  # 1: this replica reconciles; 0: a paused standby
 AUTOSCALER_DEMAND_BRANCHES = "ponder_autoscaler_demand_branches"  # queued or running, per service
 AUTOSCALER_BACKLOG_JOBS = "ponder_autoscaler_backlog_jobs"  # labels: namespace, name, state
 AUTOSCALER_EXPECTED_BRANCH_TOKENS = "ponder_autoscaler_expected_branch_tokens"

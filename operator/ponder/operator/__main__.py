@@ -30,6 +30,7 @@ from ponder.operator.handlers import build_registry, configure
 from ponder.operator.metrics import DEFAULT_METRICS_PORT, metrics_server
 from ponder.operator.nats_credentials import parse_secret_ref
 from ponder.operator.peering import DEFAULT_LIFETIME_SECONDS, peering_of
+from ponder.operator.peering_watch import watch_activity
 from ponder.operator.runtime import OperatorConfig, open_runtime
 
 _CONFIG_DEFAULTS = OperatorConfig()
@@ -191,16 +192,30 @@ async def run(args: argparse.Namespace) -> None:
         open_runtime(config) as runtime,
         metrics_server(runtime.metrics, "0.0.0.0", args.metrics_port),
     ):
-        await kopf.operator(
-            registry=build_registry(config),
-            settings=settings,
-            memo=kopf.Memo(runtime=runtime),
-            clusterwide=not args.namespace,
-            namespaces=args.namespace,
-            # The peering record names this operator as its logs do (kopf's Identity is a str).
-            identity=cast(Any, args.operator_id),
-            liveness_endpoint=args.liveness or None,
+        # Whether this replica is the active one, for /metrics, while kopf runs (paused or not).
+        activity = asyncio.create_task(
+            watch_activity(
+                runtime.kube,
+                args.peer,
+                args.operator_id,
+                runtime.metrics.active,
+                args.namespace[0] if args.namespace else None,
+            )
         )
+        try:
+            await kopf.operator(
+                registry=build_registry(config),
+                settings=settings,
+                memo=kopf.Memo(runtime=runtime),
+                clusterwide=not args.namespace,
+                namespaces=args.namespace,
+                # The peering record names this operator as its logs do (kopf's Identity is a
+                # str).
+                identity=cast(Any, args.operator_id),
+                liveness_endpoint=args.liveness or None,
+            )
+        finally:
+            activity.cancel()
 
 
 class _QuietRoutine(logging.Filter):

@@ -65,6 +65,12 @@ class OperatorMetrics:
             ["trigger", "error"],
             registry=r,
         )
+        self.active = Gauge(
+            names.OPERATOR_ACTIVE,
+            "1 while this replica is the active one (standalone: always), 0 while it stands by "
+            "paused behind a live peer of a higher priority.",
+            registry=r,
+        )
         self.demand = Gauge(
             names.AUTOSCALER_DEMAND_BRANCHES,
             "Branches queued or running, as the autoscaler last read them.",

@@ -15,7 +15,10 @@ applies a `Peering` to kopf's settings).
 
 from __future__ import annotations
 
+import datetime
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_LIFETIME_SECONDS = 10
 """kopf renews a record 5-10 s before it expires (at least every second), so 10 s renews every
@@ -63,3 +66,33 @@ def peering_of(
         priority=start_priority(started_at_ns) if priority is None else priority,
         lifetime_seconds=lifetime_seconds,
     )
+
+
+def _deadline(record: Mapping[str, Any]) -> datetime.datetime | None:
+    """When a keep-alive record (kopf's `priority`, `lifetime`, `lastseen`) dies; None when it
+    cannot be read (counted as dead, as kopf would fail on it)."""
+    try:
+        seen = datetime.datetime.fromisoformat(str(record["lastseen"]))
+        lifetime = datetime.timedelta(seconds=int(record.get("lifetime", 60)))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if seen.tzinfo is None:
+        seen = seen.replace(tzinfo=datetime.UTC)
+    return seen + lifetime
+
+
+def is_active(
+    records: Mapping[str, Mapping[str, Any]], identity: str, now: datetime.datetime
+) -> bool:
+    """Whether the replica `identity` is the active one by the peering object's records
+    (its `status`, identity -> record), as kopf decides it: its own record is alive, and no
+    other live record has a higher priority or the same one (equal priorities pause all)."""
+    live = {
+        peer: int(record.get("priority", 0))
+        for peer, record in records.items()
+        if (deadline := _deadline(record)) is not None and deadline > now
+    }
+    if identity not in live:
+        return False
+    own = live.pop(identity)
+    return all(priority < own for priority in live.values())
