@@ -1,6 +1,13 @@
 """Session-wide fixtures that start real parts once, with the launchers of `ponder.local`
-(docs/architecture.md, "The local stack"): NATS, and the vLLM server that the integration and
-chaos tiers share (tests/integration/conftest.py says what it serves)."""
+(docs/architecture.md, "The local stack"): NATS, the vLLM server that the integration and
+chaos tiers share (tests/integration/conftest.py says what it serves), and the local Kubernetes
+control plane with the chart installed that the e2e and chaos tiers share.
+
+`kube_cluster` is a ponder.local.cluster.local_cluster.LocalCluster (kubeconfig, server, bin_dir
+with helm, env()); `kubectl` is an async callable: `await kubectl("get", "nodes")` returns stdout
+and raises CommandError carrying kubectl's stderr. Missing tools fail the session with a message
+to run `make tools`; nothing is skipped.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +18,14 @@ import pytest
 import pytest_asyncio
 
 from ponder.local import shipped
+from ponder.local.cluster.commands import Kubectl
+from ponder.local.cluster.local_cluster import LocalCluster, ToolsMissingError, local_cluster
 from ponder.local.nats import NatsServer, nats_server
 from ponder.local.vllm import VllmServer, vllm_server
+
+# The chart installed once per session, and a kubeconfig with its ServiceAccount's token
+# (registered here so that every module shares the one release).
+from tests.e2e.chart_fixtures import operator_kubeconfig, ponder_release  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL_DIR = REPO_ROOT / shipped.MODEL_PATH
@@ -54,3 +67,19 @@ async def vllm(arith_model_dir: Path, stack_log_dir: Path) -> AsyncIterator[Vllm
         arith_model_dir, log_dir=stack_log_dir, extra_args=["--chat-template", str(CHAT_TEMPLATE)]
     ) as server:
         yield server
+
+
+@pytest_asyncio.fixture(scope="session")
+async def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
+    """The local control plane with two 8-GPU nodes and one CPU node, shared by the session."""
+    try:
+        async with local_cluster(tmp_path_factory.mktemp("kube-cluster")) as cluster:
+            yield cluster
+    except ToolsMissingError as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def kubectl(kube_cluster: LocalCluster) -> Kubectl:
+    """kubectl bound to the session cluster's admin kubeconfig."""
+    return kube_cluster.kubectl

@@ -49,7 +49,7 @@ ALLOWED: list[tuple[str, str, str, str | None]] = [
         )
         for verb in ("get", "list", "watch", "create", "patch", "delete")
     ],
-    *[(verb, "pods", "", None) for verb in ("get", "list", "watch")],
+    *[(verb, "pods", "", None) for verb in ("get", "list", "watch", "patch")],
     *[
         (verb, events, "", "default")
         for events in ("events", "events.events.k8s.io")

@@ -744,11 +744,16 @@ async def test_demand_beyond_gpu_capacity_leaves_pods_pending_and_status_says_so
     await wait_ready(kubectl, namespace, name)
 
     await publish_jobs(nats.url, ServiceSubjects(namespace, name), 200)
+    # The pool grows in steps: Degraded may show at an intermediate size (5 workers of 4 GPUs
+    # already exceed 16) before the next decision asks for all 6.
     degraded = await eventually(
         lambda: get_json(kubectl, "rsvc", name, "-n", namespace),
-        lambda obj: condition(obj, "Degraded").get("reason") == "InsufficientGPUCapacity",
+        lambda obj: (
+            condition(obj, "Degraded").get("reason") == "InsufficientGPUCapacity"
+            and obj["status"].get("desiredReplicas") == 6
+        ),
         timeout_seconds=SETTLE_SECONDS,
-        what="Degraded=InsufficientGPUCapacity",
+        what="Degraded=InsufficientGPUCapacity at 6 desired workers",
     )
     message = condition(degraded, "Degraded")["message"]
     assert "worker pods are Pending: not enough nvidia.com/gpu capacity" in message

@@ -6,12 +6,19 @@ credentials a client is refused by the server, as a permissions violation, when 
 jobs, reads B's results or replies, publishes B's cancels or A's own stats (only schedulers
 publish those); a client without credentials cannot connect at all. Both services answer
 before and after.
+
+Every test runs twice: on plain TCP, and on a server that also requires TLS (the chart's
+`nats.tls.enabled`), where every program verifies the server with the CA (`--nats-ca`). There a
+client without the CA is refused (certificate verify failed) and a plain-text one gets nothing
+past the server's INFO.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -23,6 +30,7 @@ import nats.errors
 import pytest
 import pytest_asyncio
 
+from ponder.api.nats_tls import client_tls
 from ponder.api.subjects import ServiceSubjects
 from ponder.local.dataplane import Dataplane, local_dataplane
 from ponder.local.nats import NatsServer, nats_server
@@ -34,10 +42,21 @@ pytestmark = pytest.mark.vllm
 SETTLE_SECONDS = 60.0
 
 
-@pytest_asyncio.fixture(scope="module")
-async def secured_nats(stack_log_dir: Path) -> AsyncIterator[NatsServer]:
-    async with nats_server(stack_log_dir, trust=NatsTrust.generate(int(time.time()))) as server:
+@pytest_asyncio.fixture(scope="module", params=[False, True], ids=["plaintext", "tls"])
+async def secured_nats(
+    stack_log_dir: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[NatsServer]:
+    trust = NatsTrust.generate(int(time.time()))
+    async with nats_server(stack_log_dir, trust=trust, tls=request.param) as server:
         yield server
+
+
+@pytest.fixture
+def tls_only(secured_nats: NatsServer) -> Path:
+    """The CA of a server that requires TLS; the plain-TCP run skips the test."""
+    if secured_nats.ca_file is None:
+        pytest.skip("the server runs without TLS")
+    return secured_nats.ca_file
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -51,6 +70,7 @@ async def planes(
                     name=name,
                     nats_url=secured_nats.url,
                     nats_auth=secured_nats.auth,
+                    nats_ca=secured_nats.ca_file,
                     vllm_url=vllm.base_url,
                     served_name=vllm.served_name,
                     workers=1,
@@ -119,6 +139,7 @@ async def as_worker_of_a(
         inbox_prefix=planes[0].subjects.inbox_prefix,
         error_cb=violations.record,
         allow_reconnect=False,
+        tls=client_tls(secured_nats.ca_file),
     )
     yield client, violations
     await client.close()
@@ -135,7 +156,47 @@ async def test_both_services_answer_with_only_their_own_credentials(
 
 async def test_a_client_without_credentials_cannot_connect(secured_nats: NatsServer) -> None:
     with pytest.raises(nats.errors.Error, match=r"(?i)authorization"):
-        await nats.connect(secured_nats.url, allow_reconnect=False, max_reconnect_attempts=0)
+        await nats.connect(
+            secured_nats.url,
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+            tls=client_tls(secured_nats.ca_file),
+        )
+
+
+async def test_a_client_without_the_ca_is_refused(
+    planes: tuple[Dataplane, Dataplane], secured_nats: NatsServer, tls_only: Path
+) -> None:
+    # The system's CAs (nats-py's default) do not know the server's throwaway CA.
+    with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
+        await nats.connect(
+            secured_nats.url,
+            user_credentials=worker_creds(planes[0]),
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+        )
+
+
+async def test_a_plain_text_client_gets_nothing_past_the_server_info(
+    planes: tuple[Dataplane, Dataplane], secured_nats: NatsServer, tls_only: Path
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", secured_nats.port)
+    try:
+        async with asyncio.timeout(SETTLE_SECONDS):
+            info = await reader.readline()
+            assert info.startswith(b"INFO ")
+            assert json.loads(info.removeprefix(b"INFO "))["tls_required"] is True
+            # Credentials are beside the point: the server never reads a plain-text CONNECT.
+            writer.write(b'CONNECT {"verbose":false,"pedantic":false}\r\nPING\r\n')
+            await writer.drain()
+            rest = await reader.read()  # until the server hangs up
+    finally:
+        writer.close()
+    assert b"PONG" not in rest and b"+OK" not in rest
+    # Refused, and the services on the same server are untouched.
+    for plane in planes:
+        reply = await answer(plane)
+        assert reply["choices"][0]["text"], reply
 
 
 Attempt = Callable[[nats.NATS, ServiceSubjects, ServiceSubjects], Awaitable[str]]

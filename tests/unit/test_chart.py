@@ -47,7 +47,7 @@ EXPECTED_NAMESPACED_RULES: dict[tuple[str, str], set[str]] = {
     ("", "configmaps"): {"get", "list", "watch", "create", "patch", "delete"},
     ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
     ("networking.k8s.io", "networkpolicies"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "pods"): {"get", "list", "watch"},
+    ("", "pods"): {"get", "list", "watch", "patch"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
@@ -109,9 +109,17 @@ VALUE_SETS: dict[str, dict[str, str]] = {
         "operator.watchNamespaces": "{team-a,team-b}",
     },
     "nats-auth": {"nats.auth.enabled": "true", "nats.persistence.enabled": "false"},
+    "nats-tls": {"nats.tls.enabled": "true"},
+    "nats-tls-auth": {
+        "nats.tls.enabled": "true",
+        "nats.auth.enabled": "true",
+        "nats.persistence.enabled": "false",
+    },
+    "nats-cluster": {"nats.cluster.enabled": "true"},
+    "nats-cluster-auth": {"nats.cluster.enabled": "true", "nats.auth.enabled": "true"},
 }
 PEERING_SETS = ("peering", "peering-namespaces")
-NATS_AUTH_SETS = ("nats-auth",)
+NATS_AUTH_SETS = ("nats-auth", "nats-tls-auth", "nats-cluster-auth")
 
 
 @pytest.fixture(scope="session")
@@ -589,3 +597,65 @@ def test_notes_query_the_service_and_model_the_sample_creates() -> None:
     assert f"kubectl apply -f {sample_url}" in notes
     assert f"kubectl port-forward svc/{service} {SCHEDULER_PORT}:{SCHEDULER_PORT}" in notes
     assert f'"model": "{sample["spec"]["model"]["servedName"]}"' in notes
+
+
+# --- NATS cluster --------------------------------------------------------------------------------
+
+
+def nats_args(manifests: Sequence[Manifest]) -> list[str]:
+    statefulset = one(manifests, "StatefulSet", f"{RELEASE}-nats")
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    return list(container["args"])
+
+
+@pytest.mark.parametrize("value_set", ["nats-cluster", "nats-cluster-auth"])
+def test_nats_cluster_runs_three_routed_pods_on_their_own_volumes_with_r3_streams(
+    rendered: dict[str, list[Manifest]], value_set: str
+) -> None:
+    manifests = rendered[value_set]
+    nats = f"{RELEASE}-nats"
+    statefulset = one(manifests, "StatefulSet", nats)["spec"]
+    assert statefulset["replicas"] == 3
+    assert statefulset["podManagementPolicy"] == "Parallel"
+    assert statefulset["serviceName"] == nats
+    (claim,) = statefulset["volumeClaimTemplates"]  # JetStream's file store, one per pod
+    assert claim["metadata"]["name"] == "data"
+    service = one(manifests, "Service", nats)["spec"]
+    assert service["clusterIP"] == "None" and service["publishNotReadyAddresses"] is True
+    assert {"name": "cluster", "port": 6222, "targetPort": "cluster", "protocol": "TCP"} in (
+        service["ports"]
+    )
+    args = nats_args(manifests)
+    routes = [f"nats://{nats}-{i}.{nats}.{NAMESPACE}.svc:6222" for i in range(3)]
+    assert f"--routes={','.join(routes)}" in args
+    assert f"--cluster_name={nats}" in args
+    assert "--cluster=nats://0.0.0.0:6222" in args
+    assert "--server_name=$(POD_NAME)" in args
+    assert "--stream-replicas=3" in operator_container(manifests)["args"]
+    # The routes are let through: NATS pods reach each other's route port, and DNS.
+    policy = one(manifests, "NetworkPolicy", nats)["spec"]
+    route_rule = {"port": 6222, "protocol": "TCP"}
+    assert any(route_rule in rule["ports"] for rule in policy["ingress"])
+    egress_ports = {p["port"] for rule in policy["egress"] for p in rule["ports"]}
+    assert egress_ports == {53, 6222}
+
+
+def test_nats_cluster_keeps_operator_mode_on_every_pod(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    manifests = rendered["nats-cluster-auth"]
+    assert "--config=/etc/nats-trust/trust.conf" in nats_args(manifests)
+    assert (
+        f"--nats-trust-secret={NAMESPACE}/{TRUST_SECRET}" in (operator_container(manifests)["args"])
+    )
+
+
+def test_without_nats_cluster_nats_is_one_pod_and_streams_one_copy(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    manifests = rendered["defaults"]
+    statefulset = one(manifests, "StatefulSet", f"{RELEASE}-nats")["spec"]
+    assert statefulset["replicas"] == 1 and "podManagementPolicy" not in statefulset
+    assert not [arg for arg in nats_args(manifests) if arg.startswith(("--routes", "--cluster"))]
+    assert not [a for a in operator_container(manifests)["args"] if "stream-replicas" in a]
+    assert one(manifests, "Service", f"{RELEASE}-nats")["spec"]["publishNotReadyAddresses"] is False

@@ -71,6 +71,7 @@ def verify(token: str, public: str) -> bool:
         (f"{A.jobs}.urgent", False, False),  # a class that does not exist
         (A.cancel, True, False),
         (A.stats, True, False),
+        (A.worker_stats, False, True),
         (A.results("scheduler-1"), False, True),
         (A.alive("scheduler-1"), False, True),
         (A.deadletter, False, True),
@@ -93,6 +94,7 @@ def verify(token: str, public: str) -> bool:
         (f"$JS.API.CONSUMER.MSG.NEXT.{B.stream}.workers-critical", False, False),
         (B.cancel, False, False),
         (B.stats, False, False),
+        (B.worker_stats, False, False),
         (B.results("scheduler-1"), False, False),
         (f"$JS.API.CONSUMER.MSG.NEXT.{B.stream}.workers", False, False),
         (f"$JS.ACK.{B.stream}.workers.1.2.3.4.5.6", False, False),

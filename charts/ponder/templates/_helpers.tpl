@@ -98,12 +98,30 @@ its "-server" companion holds what the NATS server includes. */}}
 {{- printf "%s-trust" (include "ponder.nats.fullname" .) }}
 {{- end }}
 
+{{- /* The Secret with the NATS server's certificate and key, and the CA (ca.crt), when
+nats.tls.enabled. */}}
+{{- define "ponder.nats.tlsSecret" -}}
+{{- printf "%s-tls" (include "ponder.nats.fullname" .) }}
+{{- end }}
+
+{{- /* The DNS names the NATS server's certificate holds: its Service and its pods. */}}
+{{- define "ponder.nats.dnsNames" -}}
+{{- $nats := include "ponder.nats.fullname" . }}
+{{- $namespace := .Release.Namespace }}
+- {{ $nats }}
+- {{ $nats }}.{{ $namespace }}
+- {{ $nats }}.{{ $namespace }}.svc
+- {{ $nats }}.{{ $namespace }}.svc.cluster.local
+- "*.{{ $nats }}.{{ $namespace }}.svc"
+- "*.{{ $nats }}.{{ $namespace }}.svc.cluster.local"
+{{- end }}
+
 {{/*
 The NATS URL the operator (and, through it, every scheduler and worker) connects to.
 */}}
 {{- define "ponder.natsUrl" -}}
 {{- if .Values.nats.enabled }}
-{{- printf "nats://%s.%s.svc:%d" (include "ponder.nats.fullname" .) .Release.Namespace (int .Values.nats.clientPort) }}
+{{- printf "%s://%s.%s.svc:%d" (ternary "tls" "nats" .Values.nats.tls.enabled) (include "ponder.nats.fullname" .) .Release.Namespace (int .Values.nats.clientPort) }}
 {{- else }}
 {{- required "nats.externalUrl is required when nats.enabled is false (e.g. nats://nats.messaging.svc:4222)" .Values.nats.externalUrl }}
 {{- end }}
@@ -131,4 +149,18 @@ ponder.operator.render's selector_labels and MANAGED_BY.
 app.kubernetes.io/name: ponder
 app.kubernetes.io/component: {{ .component }}
 app.kubernetes.io/managed-by: ponder-operator
+{{- end }}
+
+{{- /* nats.conf of the chart's NATS with nats.tls.enabled (mounted at /etc/nats, with the
+certificate and, with nats.auth.enabled, the trust beside it). */}}
+{{- define "ponder.nats.config" -}}
+tls {
+  cert_file: "/etc/nats/tls.crt"
+  key_file: "/etc/nats/tls.key"
+  timeout: 5
+}
+{{- if .Values.nats.auth.enabled }}
+# Operator mode: only users whose JWT the operator's trust signed may connect.
+include "trust.conf"
+{{- end }}
 {{- end }}

@@ -53,7 +53,8 @@ def stream_config(
     max_bytes: int = MAX_BYTES,
     replicas: int = 1,
 ) -> StreamConfig:
-    """The stream `PONDER_<NS>_<NAME>` holding the service's jobs and dead letters."""
+    """The stream `PONDER_<NS>_<NAME>` holding the service's jobs and dead letters, kept on
+    `replicas` servers of a JetStream cluster (`ServiceConfig.stream_replicas`)."""
     if duplicate_window_seconds > max_age_seconds:
         raise ValueError(
             f"duplicate_window_seconds={duplicate_window_seconds} exceeds "
@@ -69,6 +70,9 @@ def stream_config(
         retention=RetentionPolicy.WORK_QUEUE,
         # File storage: queued jobs survive a nats-server restart.
         storage=StorageType.FILE,
+        # R3 on a three-node cluster: every write is acknowledged by a quorum (2 of 3), so a
+        # job the scheduler got a PubAck for survives the loss of any one server, the stream's
+        # leader included; the consumers inherit the stream's replicas.
         num_replicas=replicas,
         # The scheduler publishes with `Nats-Msg-Id: job_id`; a publish retried after a lost
         # PubAck inside this window is dropped by the server instead of running twice. Two
@@ -136,7 +140,7 @@ async def ensure_stream(
 
     Idempotent: safe to call on every reconcile and from several processes at once.
     """
-    wanted = stream_config(subjects)
+    wanted = stream_config(subjects, replicas=config.stream_replicas)
     try:
         await js.stream_info(subjects.stream)
     except NotFoundError:

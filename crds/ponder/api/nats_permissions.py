@@ -59,7 +59,8 @@ def scheduler_permissions(subjects: ServiceSubjects) -> SubjectPermissions:
 def worker_permissions(subjects: ServiceSubjects) -> SubjectPermissions:
     """A worker pulls from its service's consumers (one per priority class) and acknowledges
     what it pulled, publishes results to its service's scheduler inboxes (and nowhere else,
-    whatever a job names), asks those schedulers whether they live, hears cancels,
+    whatever a job names), asks those schedulers whether they live, reports its slot use
+    (`worker_stats`, never the schedulers' `stats`), hears cancels,
     dead-letters into its own stream, and handles its consumers' max-deliveries advisories
     (reading and deleting the message named)."""
     stream = subjects.stream
@@ -75,6 +76,7 @@ def worker_permissions(subjects: ServiceSubjects) -> SubjectPermissions:
         publish=(
             subjects.results_wildcard,
             subjects.alive_wildcard,
+            subjects.worker_stats,
             subjects.deadletter,
             *(subject for each in per_consumer for subject in each),
             *_js_api(

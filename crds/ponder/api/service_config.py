@@ -273,3 +273,11 @@ class ServiceConfig(BaseModel):
         gt=0,
         description="A dead worker's jobs are redelivered after this; well under the deadline.",
     )
+    stream_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="Copies JetStream keeps of the job stream (and its consumers): 1 on a "
+        "single NATS server, 3 on a three-node JetStream cluster, where the stream then "
+        "survives the loss of any one server.",
+    )

@@ -171,7 +171,8 @@ NATS_URL: Option[str] = Option(
     "--nats-url",
     "PONDER_NATS_URL",
     DEFAULT_NATS_URL,
-    "NATS server URL; the operator's is for services without spec.nats.url",
+    "NATS server URL, or several comma-separated (a cluster); the operator's is for services "
+    "without spec.nats.url",
     str,
 )
 NATS_CREDS: Option[Path] = Option(
@@ -182,6 +183,15 @@ NATS_CREDS: Option[Path] = Option(
     "for this program's role",
     Path,
     default_text="none",
+)
+NATS_CA: Option[Path] = Option(
+    "--nats-ca",
+    "PONDER_NATS_CA",
+    None,
+    "CA bundle (PEM) that verifies the NATS server's certificate and host name, when NATS "
+    "requires TLS",
+    Path,
+    default_text="none (the system's CAs)",
 )
 HTTP_HOST: Option[str] = Option(
     "--host", "PONDER_HTTP_HOST", DEFAULT_HTTP_HOST, "HTTP bind address", str

@@ -106,6 +106,12 @@ class ServiceSubjects:
         return f"{self.prefix}.stats"
 
     @property
+    def worker_stats(self) -> str:
+        """Core NATS subject where workers publish their slot use (`WorkerStats`), from which
+        the operator chooses the idle pods a scale-down removes."""
+        return f"{self.prefix}.worker-stats"
+
+    @property
     def stream(self) -> str:
         """JetStream stream name, e.g. `PONDER_DEFAULT_MATH-SOLVER`."""
         return f"PONDER_{self.namespace.upper()}_{self.name.upper()}"

@@ -299,7 +299,8 @@ class CancelMessage(_Wire):
 
 
 class SchedulerStats(_Wire):
-    """What a scheduler replica publishes on `stats` for the autoscaler, every few seconds."""
+    """What a scheduler replica publishes on `stats` for the autoscaler, every few seconds, and
+    at once when its load steps up (`step`)."""
 
     scheduler_id: str
     at: float = Field(description="Unix time of the snapshot.")
@@ -332,6 +333,12 @@ class SchedulerStats(_Wire):
         description="Mean seconds a recent branch held a worker slot (completed or cut short), "
         "as its worker reported: the service time of one slot.",
     )
+    step: bool = Field(
+        default=False,
+        description="The load stepped up since this scheduler's previous update "
+        "(`ponder.scheduler.stats.is_load_step`): published at once rather than on the "
+        "interval, and the operator decides on it at once rather than at its next tick.",
+    )
 
 
 BRANCH_RATE_WINDOW_SECONDS = 30.0
@@ -341,6 +348,23 @@ within a few ticks, long enough to hold a few hundred branches at modest load.""
 STATS_INTERVAL_SECONDS = 2.0
 """How often a scheduler replica publishes its `SchedulerStats` unless told otherwise
 (`--stats-interval`)."""
+
+
+class WorkerStats(_Wire):
+    """What a worker publishes on `worker_stats` every `WORKER_STATS_INTERVAL_SECONDS`: its slot
+    use, from which the operator sets its pod's deletion cost before a scale-down."""
+
+    worker_id: str = Field(description="The worker's id: its pod's name in Kubernetes.")
+    at: float = Field(description="Unix time of the snapshot.")
+    slots: int = Field(ge=1, description="Branches the worker runs at once.")
+    slots_in_use: int = Field(ge=0, description="Branches its running jobs hold now.")
+    jobs_running: int = Field(ge=0)
+    draining: bool = Field(default=False, description="It stopped pulling to shut down.")
+
+
+WORKER_STATS_INTERVAL_SECONDS = 2.0
+"""How often a worker publishes its `WorkerStats`: fresh enough that the pod a scale-down
+deletes is one that was idle a moment before, and a few small messages per worker a minute."""
 
 
 class DeadLetter(_Wire):

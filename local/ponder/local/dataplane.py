@@ -28,6 +28,8 @@ from typing import Any
 import nats
 
 from ponder.api.jetstream import ensure_stream
+from ponder.api.nats_tls import client_tls
+from ponder.api.nats_urls import nats_servers
 from ponder.api.service_config import ServiceConfig
 from ponder.api.subjects import ServiceSubjects
 from ponder.local.nats import NatsAuth, nats_server
@@ -55,7 +57,8 @@ class Dataplane:
     """The `vllm serve` this plane started (its API server; the engine runs as its child),
     None when it reuses one by URL."""
     worker_extra_args: tuple[str, ...] = ()
-    """What every worker's command line adds (its NATS credentials, with authentication on)."""
+    """What every worker's command line adds (its NATS credentials with authentication on, the
+    NATS CA with TLS on)."""
 
     @property
     def base_url(self) -> str:
@@ -139,6 +142,7 @@ async def local_dataplane(
     scheduler_id: str = "scheduler-1",
     log_dir: Path | None = None,
     nats_auth: NatsAuth | None = None,
+    nats_ca: Path | None = None,
 ) -> AsyncIterator[Dataplane]:
     """Start what is missing (NATS unless `nats_url`, vLLM on `model_dir` unless `vllm_url`),
     then the scheduler (it creates the stream) and `workers` workers; ready on entry.
@@ -151,6 +155,8 @@ async def local_dataplane(
     With `nats_auth` (a NATS server that requires credentials, given by `nats_url`) the plane
     runs as the operator runs it: the stream is set up with the operator's credentials, and
     the scheduler and workers get only their service's own (`ponder.api.nats_permissions`).
+    With `nats_ca` (a NATS server that requires TLS) every connection verifies the server's
+    certificate with that CA (`--nats-ca`).
     """
     if vllm_url is None and model_dir is None:
         raise ValueError("give model_dir (to start vLLM) or vllm_url (to reuse one)")
@@ -180,8 +186,11 @@ async def local_dataplane(
         worker_extra: tuple[str, ...] = ()
         if nats_auth is not None:
             scheduler_extra, worker_extra = await _service_credentials(
-                stack, nats_auth, config, max_workers=max(workers, 1)
+                stack, nats_auth, config, max_workers=max(workers, 1), nats_ca=nats_ca
             )
+        if nats_ca is not None:
+            scheduler_extra += ("--nats-ca", str(nats_ca))
+            worker_extra += ("--nats-ca", str(nats_ca))
         scheduler = await stack.enter_async_context(
             scheduler_process(
                 config,
@@ -220,13 +229,22 @@ async def local_dataplane(
 
 
 async def _service_credentials(
-    stack: contextlib.AsyncExitStack, auth: NatsAuth, config: ServiceConfig, *, max_workers: int
+    stack: contextlib.AsyncExitStack,
+    auth: NatsAuth,
+    config: ServiceConfig,
+    *,
+    max_workers: int,
+    nats_ca: Path | None = None,
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """What the operator does for a service on an authenticating NATS: its stream and consumer,
     set up with the operator's credentials, and a credentials file per role. Returns the
     scheduler's and the workers' extra arguments."""
     subjects = ServiceSubjects(config.namespace, config.name)
-    admin = await nats.connect(config.nats_url, user_credentials=str(auth.admin_creds))
+    admin = await nats.connect(
+        nats_servers(config.nats_url),
+        user_credentials=str(auth.admin_creds),
+        tls=client_tls(nats_ca),
+    )
     try:
         await ensure_stream(admin.jetstream(), subjects, config, max_workers)
     finally:

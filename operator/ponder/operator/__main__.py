@@ -19,6 +19,7 @@ import kopf
 
 from ponder.api.settings import (
     LOG_LEVEL,
+    NATS_CA,
     NATS_URL,
     OPERATOR_ID,
     Option,
@@ -105,12 +106,22 @@ NATS_TRUST_SECRET: Option[str] = Option(
     str,
     default_text="none (NATS without credentials)",
 )
+STREAM_REPLICAS: Option[int] = Option(
+    "--stream-replicas",
+    "PONDER_STREAM_REPLICAS",
+    _CONFIG_DEFAULTS.stream_replicas,
+    "Copies JetStream keeps of every service's job stream, 1 to 5: 3 on a three-node NATS "
+    "cluster (the chart's nats.cluster.enabled)",
+    int,
+)
 OPERATOR_NATS_URL = NATS_URL.with_default(_CONFIG_DEFAULTS.nats_url)
 
 OPTIONS: tuple[Option[Any], ...] = (
     NAMESPACES,
     OPERATOR_NATS_URL,
     NATS_TRUST_SECRET,
+    NATS_CA,
+    STREAM_REPLICAS,
     AUTOSCALE_INTERVAL,
     RESYNC,
     LIVENESS,
@@ -161,6 +172,8 @@ def parse_args(
     args.operator_id = args.operator_id or default_component_id()
     if args.autoscale_interval_seconds <= 0:
         parser.error("--autoscale-interval-seconds must be positive")
+    if not 1 <= args.stream_replicas <= 5:
+        parser.error(f"--stream-replicas={args.stream_replicas} must be 1 to 5 (JetStream's)")
     if args.nats_trust_secret:
         try:
             parse_secret_ref(args.nats_trust_secret)
@@ -182,9 +195,11 @@ async def run(args: argparse.Namespace) -> None:
     """Run kopf with the operator's handlers and runtime until it stops."""
     config = OperatorConfig(
         nats_url=args.nats_url,
+        stream_replicas=args.stream_replicas,
         autoscale_interval_seconds=args.autoscale_interval_seconds,
         resync_seconds=args.resync_seconds,
         nats_trust_secret=args.nats_trust_secret,
+        nats_ca=args.nats_ca,
     )
     settings = kopf.OperatorSettings()
     configure(settings, args.peer)

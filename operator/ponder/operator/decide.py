@@ -210,7 +210,7 @@ def decide(snapshot: Snapshot, config: ServiceConfig, *, autoscale: bool) -> Pla
     }
     children = []
     rendered = render.render_children_of_config(
-        owner, spec, replicas, config, snapshot.nats_credentials
+        owner, spec, replicas, config, snapshot.nats_credentials, snapshot.nats_ca
     )
     for manifest in rendered:
         name = manifest["metadata"]["name"]

@@ -6,6 +6,7 @@ a fresh registry by `build_registry()`, with the timer interval the operator was
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -24,6 +25,9 @@ FINALIZER = "ponder.dev/finalizer"
 ANNOTATION_PREFIX = "ponder.dev"
 RESOURCE = (crd.GROUP, crd.VERSION, crd.PLURAL)
 RETRY_SECONDS = 5.0
+STEP_DECISION_GAP_SECONDS = 1.0
+"""The least time between two decisions woken by load steps of one service: a storm of steps
+costs one reconcile a second at most, beside the timer's."""
 
 
 Logger = logging.Logger | logging.LoggerAdapter[Any]
@@ -54,8 +58,44 @@ async def on_change(body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> Non
 async def on_timer(body: kopf.Body, memo: Any, logger: Logger, **_: Any) -> None:
     """Every interval: read the signals, let the autoscaler decide, refresh status (a refused
     spec's status too, silently: `on_change` reported it once)."""
+    await _autoscale(body, _runtime(memo), logger, trigger="timer")
+
+
+async def on_load_step(
+    body: kopf.Body, memo: Any, logger: Logger, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    """A daemon per service: whenever one of its schedulers pushes a load step
+    (`Runtime.wake_autoscaler`), the autoscaler decides at once, as on the timer, and then at
+    most once per `STEP_DECISION_GAP_SECONDS` (steps within the gap are taken together after it).
+    kopf stops it when the object goes, the operator exits or a peer takes over; it returns
+    then, after the pass in flight (a cancelled daemon would post a Warning Event)."""
+    runtime = _runtime(memo)
+    memory = runtime.memory((body.metadata.namespace or "", body.metadata.name or ""))
+    while await _stepped_or_stopped(memory.load_stepped, stopped):
+        memory.load_stepped.clear()
+        try:
+            await _autoscale(body, runtime, logger, trigger="step")
+        except Exception as error:  # as on the timer: logged, and the next step or tick retries
+            logger.warning(f"Deciding on a load step failed: {error!r}")
+        await stopped.wait(STEP_DECISION_GAP_SECONDS)
+
+
+async def _stepped_or_stopped(stepped: asyncio.Event, stopped: kopf.DaemonStopped) -> bool:
+    """Wait for a load step or the daemon's stop; True for a step (and no stop)."""
+    waits = {asyncio.ensure_future(stepped.wait()), asyncio.ensure_future(stopped.wait())}
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+    return stepped.is_set() and not stopped
+
+
+async def _autoscale(body: kopf.Body, runtime: Runtime, logger: Logger, *, trigger: str) -> None:
+    """One autoscaling pass; a changed worker count is logged and posted as an Event."""
     previous = _status_of(body)
-    result = await reconcile(_runtime(memo), body, autoscale=True, logger=logger)
+    result = await reconcile(runtime, body, autoscale=True, logger=logger, trigger=trigger)
     _warn_if_degraded(body, previous, result.status)
     decision = result.decision
     if decision is not None and decision.changed:
@@ -172,6 +212,14 @@ def build_registry(config: OperatorConfig) -> kopf.OperatorRegistry:
         backoff=config.autoscale_interval_seconds,
         errors=kopf.ErrorsMode.IGNORED,
     )(on_timer)
+    # Stopped, it returns after the pass in flight; cancelled only if that pass hangs.
+    kopf.daemon(
+        *RESOURCE,
+        registry=registry,
+        id="load-step",
+        cancellation_backoff=RETRY_SECONDS * 6,
+        cancellation_timeout=RETRY_SECONDS,
+    )(on_load_step)
     kopf.on.event(
         "apps",
         "v1",

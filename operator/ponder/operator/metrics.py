@@ -54,7 +54,7 @@ class OperatorMetrics:
         )
         self.reconcile_seconds = Histogram(
             names.RECONCILE_SECONDS,
-            "Duration of one reconcile pass, by trigger (timer, change).",
+            "Duration of one reconcile pass, by trigger (timer, change, step: a load step).",
             ["trigger"],
             buckets=RECONCILE_BUCKETS,
             registry=r,

@@ -7,7 +7,9 @@ Each pass runs four named steps:
              schedulers' stats (a `Snapshot`)
     decide   pure (`decide.py`): the worker count, held or the autoscaler's (timer only), and
              every child manifest
-    apply    every child with server-side apply, field manager `ponder-operator`, force
+    apply    every child with server-side apply, field manager `ponder-operator`, force;
+             before it lowers the worker replicas, each worker pod's deletion cost from its
+             slot use, so that idle workers go first (`pod_costs`)
     report   status computed from what the children show after the apply, written when it
              changed
 
@@ -63,6 +65,7 @@ from ponder.operator.decide import (
     workers_short,
 )
 from ponder.operator.nats_credentials import ensure_service_credentials
+from ponder.operator.pod_costs import spare_busy_workers
 from ponder.operator.policy import Decision
 from ponder.operator.runtime import (
     FIELD_MANAGER,
@@ -114,17 +117,23 @@ def _digest(manifest: Mapping[str, Any]) -> str:
 
 
 async def reconcile(
-    runtime: Runtime, body: Mapping[str, Any], *, autoscale: bool, logger: Logger
+    runtime: Runtime,
+    body: Mapping[str, Any],
+    *,
+    autoscale: bool,
+    logger: Logger,
+    trigger: str | None = None,
 ) -> ReconcileResult:
     """Bring the children of the ReasoningService `body` to its spec and report status.
 
-    `autoscale` (the timer) also lets the policy move the worker count; every reconcile reads
-    the signals for status. A refused spec is reported in status, not raised.
+    `autoscale` (the timer, or a load step) also lets the policy move the worker count; every
+    reconcile reads the signals for status. A refused spec is reported in status, not raised.
+    `trigger` names the pass in metrics and the liveness probe (default: timer or change).
     """
     service = read_service(plain(body))
     key = (service.metadata.namespace, service.metadata.name)
     memory = runtime.memory(key)
-    trigger = "timer" if autoscale else "change"
+    trigger = trigger or ("timer" if autoscale else "change")
     with runtime.passes.track(key, trigger):
         async with memory.lock, runtime.reconcile_slots:
             if isinstance(service, RefusedService):
@@ -148,12 +157,17 @@ async def _reconcile(
     # Built once: the stream, the ConfigMap and the pod templates' config hash all come from it.
     try:
         config = service_config_from_spec(
-            meta.namespace, meta.name, service.spec, runtime.config.nats_url
+            meta.namespace,
+            meta.name,
+            service.spec,
+            runtime.config.nats_url,
+            stream_replicas=runtime.config.stream_replicas,
         )
     except ValidationError as error:
         return await refuse(runtime, refused_by_config(service, error))
     snapshot = await observe(runtime, memory, service, config)
     plan = decide(snapshot, config, autoscale=autoscale)
+    await spare_busy_workers(runtime, snapshot, plan, logger)  # before the replicas drop
     children = await apply(runtime, memory, snapshot, plan, logger)
     status = await report(runtime, memory, snapshot, plan, children, autoscale=autoscale)
     runtime.metrics.observe_pass(snapshot, plan, status)
@@ -200,6 +214,7 @@ async def observe(
         remembered_workers=memory.desired_workers,
         autoscaler=memory.autoscaler,
         nats_credentials=memory.nats_credentials,
+        nats_ca=runtime.nats_ca,
     )
 
 

@@ -2,6 +2,7 @@
 
 Children of ReasoningService `ns/name` (all owned by it, so deleting it garbage-collects them):
     ConfigMap `name-config`          service.json: the ServiceConfig scheduler and workers load
+                                     (and nats-ca.crt, the NATS CA, when NATS requires TLS)
     Deployment `name-workers`        GPU pods: `vllm serve` engine + `python -m ponder.workers`
     PodDisruptionBudget `name-workers`
     Deployment `name-scheduler`      `python -m ponder.scheduler`, the OpenAI-compatible front
@@ -21,8 +22,9 @@ from typing import Any
 
 from ponder.api import crd
 from ponder.api.crd import ReasoningServiceSpec, ResourceRequirements, Toleration
+from ponder.api.nats_tls import NATS_CA_FILE
 from ponder.api.service_config import ServiceConfig
-from ponder.api.settings import NATS_CREDS, SCHEDULER_ID, WORKER_ID
+from ponder.api.settings import NATS_CA, NATS_CREDS, SCHEDULER_ID, WORKER_ID
 from ponder.operator.nats_trust import SCHEDULER_CREDS, WORKER_CREDS
 from ponder.operator.network_policy import scheduler_network_policy, worker_network_policy
 from ponder.operator.service_config import (
@@ -213,20 +215,28 @@ def _tolerations(tolerations: list[Toleration] | None) -> list[Manifest]:
     return [toleration.model_dump(mode="json", exclude_none=True) for toleration in tolerations]
 
 
-def config_map(owner: Owner, config: ServiceConfig) -> Manifest:
-    """The ConfigMap holding service.json."""
+def config_map(owner: Owner, config: ServiceConfig, nats_ca: str | None = None) -> Manifest:
+    """The ConfigMap holding service.json, and the NATS CA bundle `nats_ca` (PEM) when given:
+    the operator's copy, in the service's namespace, where its pods can mount it."""
     names = ChildNames(owner.name)
+    data = {CONFIG_FILE: config.model_dump_json(indent=2)}
+    if nats_ca is not None:
+        data[NATS_CA_FILE] = nats_ca
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(owner, names.config_map, "config"),
-        "data": {CONFIG_FILE: config.model_dump_json(indent=2)},
+        "data": data,
     }
 
 
-def config_hash(config: ServiceConfig) -> str:
-    """A short digest of service.json; in the pod templates, so a config change rolls the pods."""
-    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+def config_hash(config: ServiceConfig, nats_ca: str | None = None) -> str:
+    """A short digest of service.json (and the NATS CA); in the pod templates, so a change of
+    either rolls the pods (a program loads both once, at start)."""
+    digest = hashlib.sha256(config.model_dump_json().encode())
+    if nats_ca is not None:
+        digest.update(nats_ca.encode())
+    return digest.hexdigest()[:16]
 
 
 def _config_volume(owner: Owner) -> Manifest:
@@ -249,6 +259,10 @@ def _nats_credentials(secret: str, key: str) -> tuple[Manifest, Manifest, Manife
     mount = {"name": "nats-creds", "mountPath": NATS_CREDS_DIR, "readOnly": True}
     env = {"name": NATS_CREDS.env, "value": f"{NATS_CREDS_DIR}/{key}"}
     return volume, mount, env
+
+
+_NATS_CA_ENV: Manifest = {"name": NATS_CA.env, "value": f"{CONFIG_DIR}/{NATS_CA_FILE}"}
+"""Where a program finds the NATS CA: in the config volume it mounts anyway (`config_map`)."""
 
 
 def _pod_name_env(variable: str) -> Manifest:
@@ -371,9 +385,11 @@ def worker_deployment(
     replicas: int,
     config: ServiceConfig,
     nats_credentials: str | None = None,
+    nats_ca: str | None = None,
 ) -> Manifest:
     """The GPU worker pool with `replicas` pods; with `nats_credentials` (a Secret) the worker
-    loop connects with the workers' credentials from it."""
+    loop connects with the workers' credentials from it, with `nats_ca` (the CA's PEM, in the
+    ConfigMap) it verifies the NATS server's certificate with it."""
     names = ChildNames(owner.name)
     worker_loop = _worker_loop_container(spec)
     pod_spec: Manifest = {
@@ -396,6 +412,8 @@ def worker_deployment(
         pod_spec["volumes"].append(volume)
         worker_loop["volumeMounts"].append(mount)
         worker_loop["env"].append(env)
+    if nats_ca is not None:
+        worker_loop["env"].append(_NATS_CA_ENV)
     if spec.workers.node_selector:
         pod_spec["nodeSelector"] = dict(spec.workers.node_selector)
     return {
@@ -413,7 +431,7 @@ def worker_deployment(
             "template": {
                 "metadata": {
                     "labels": labels(owner.name, "worker"),
-                    "annotations": {CONFIG_HASH_ANNOTATION: config_hash(config)},
+                    "annotations": {CONFIG_HASH_ANNOTATION: config_hash(config, nats_ca)},
                 },
                 "spec": pod_spec,
             },
@@ -439,9 +457,11 @@ def scheduler_deployment(
     spec: ReasoningServiceSpec,
     config: ServiceConfig,
     nats_credentials: str | None = None,
+    nats_ca: str | None = None,
 ) -> Manifest:
     """The scheduler pods (`python -m ponder.scheduler`); with `nats_credentials` (a Secret)
-    they connect with the schedulers' credentials from it."""
+    they connect with the schedulers' credentials from it, with `nats_ca` (the CA's PEM, in
+    the ConfigMap) they verify the NATS server's certificate with it."""
     names = ChildNames(owner.name)
     resources = _resources(spec.scheduler.resources) or DEFAULT_SCHEDULER_RESOURCES
     container: Manifest = {
@@ -494,6 +514,8 @@ def scheduler_deployment(
         volumes.append(volume)
         container["volumeMounts"].append(mount)
         container["env"].append(env)
+    if nats_ca is not None:
+        container["env"].append(_NATS_CA_ENV)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -504,7 +526,7 @@ def scheduler_deployment(
             "template": {
                 "metadata": {
                     "labels": labels(owner.name, "scheduler"),
-                    "annotations": {CONFIG_HASH_ANNOTATION: config_hash(config)},
+                    "annotations": {CONFIG_HASH_ANNOTATION: config_hash(config, nats_ca)},
                 },
                 "spec": {
                     # The scheduler does not call the Kubernetes API.
@@ -550,15 +572,18 @@ def render_children_of_config(
     worker_replicas: int,
     config: ServiceConfig,
     nats_credentials: str | None = None,
+    nats_ca: str | None = None,
 ) -> list[Manifest]:
     """`render_children` for a caller that has built the service's ServiceConfig already;
-    `nats_credentials`: the Secret of the service's NATS credentials, when NATS requires them."""
+    `nats_credentials`: the Secret of the service's NATS credentials, when NATS requires them;
+    `nats_ca`: the PEM of the CA that signed the NATS server's certificate, when NATS
+    requires TLS."""
     names = ChildNames(owner.name)
     return [
-        config_map(owner, config),
-        scheduler_deployment(owner, spec, config, nats_credentials),
+        config_map(owner, config, nats_ca),
+        scheduler_deployment(owner, spec, config, nats_credentials, nats_ca),
         scheduler_service(owner, spec),
-        worker_deployment(owner, spec, worker_replicas, config, nats_credentials),
+        worker_deployment(owner, spec, worker_replicas, config, nats_credentials, nats_ca),
         worker_disruption_budget(owner),
         # Last: a cluster whose RBAC predates them still gets every other child.
         scheduler_network_policy(

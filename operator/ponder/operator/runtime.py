@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,13 +21,15 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
+from ponder.api.nats_tls import client_tls
+from ponder.api.nats_urls import nats_servers
 from ponder.api.service_config import DEFAULT_NATS_URL
 from ponder.operator.metrics import OperatorMetrics
 from ponder.operator.nats_credentials import load_or_create_trust, parse_secret_ref
 from ponder.operator.nats_trust import NatsTrust
 from ponder.operator.passes import STUCK_PASS_SECONDS, PassesInFlight
 from ponder.operator.policy import AutoscalerState
-from ponder.operator.signals import StatsBoard, stats_subscriber
+from ponder.operator.signals import StatsBoard, WorkerSlotsBoard, stats_subscriber
 from ponder.operator.snapshot import ServiceKey
 from ponder.operator.status import UnschedulablePod
 
@@ -59,6 +62,8 @@ class OperatorConfig:
 
     nats_url: str = DEFAULT_NATS_URL
     """NATS server of every service whose spec.nats.url is absent."""
+    stream_replicas: int = 1
+    """Copies JetStream keeps of every service's job stream: 3 on a three-node cluster."""
     autoscale_interval_seconds: float = 15.0
     """Period of the timer that reads the signals, scales and refreshes status."""
     resync_seconds: float = 300.0
@@ -69,6 +74,9 @@ class OperatorConfig:
     nats_trust_secret: str | None = None
     """`namespace/name` of the Secret with the NATS trust: NATS requires credentials, and the
     operator issues each service its own (`nats_credentials`). None: NATS requires none."""
+    nats_ca: Path | None = None
+    """The CA bundle (PEM) NATS servers' certificates are verified with: the operator's own
+    connections trust it, and every service's pods get a copy. None: NATS without TLS."""
 
 
 @dataclass
@@ -84,6 +92,8 @@ class NatsPool:
     on_connect: Callable[[NatsClient], Awaitable[Subscription]]
     user_credentials: Path | None = None
     """The operator's own NATS credentials, when NATS requires them."""
+    tls: ssl.SSLContext | None = None
+    """Verifies the servers' certificates, when NATS requires TLS (`--nats-ca`)."""
     first_connect_seconds: float = NATS_FIRST_CONNECT_SECONDS
     retry_after_seconds: float = NATS_RETRY_AFTER_SECONDS
     _clients: dict[str, NatsClient] = field(default_factory=dict)
@@ -109,13 +119,14 @@ class NatsPool:
         try:
             async with asyncio.timeout(self.first_connect_seconds):
                 await client.connect(
-                    url,
+                    nats_servers(url),
                     name="ponder-operator",
                     connect_timeout=NATS_CONNECT_TIMEOUT_SECONDS,
                     max_reconnect_attempts=-1,
                     user_credentials=(
                         str(self.user_credentials) if self.user_credentials else None
                     ),
+                    tls=self.tls,
                 )
         except Exception as error:  # refused, unknown host, no answer in time
             with contextlib.suppress(Exception):
@@ -183,6 +194,9 @@ class ServiceMemory:
     """The Secret of the service's NATS credentials, once this process made sure it exists."""
     refresh_queued: bool = False
     """A refresh after a child's change waits for the lock; more changes need no other."""
+    load_stepped: asyncio.Event = field(default_factory=asyncio.Event, compare=False)
+    """Set when a scheduler of the service pushed a load step: the service's step daemon
+    (`handlers.on_load_step`) lets the autoscaler decide at once, not at the next tick."""
 
 
 @dataclass
@@ -194,6 +208,8 @@ class Runtime:
     nats: NatsPool
     stats: StatsBoard
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    worker_slots: WorkerSlotsBoard = field(default_factory=WorkerSlotsBoard)
+    """Each worker's latest slot use: the pod-deletion costs set before a scale-down."""
     reconcile_slots: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(MAX_CONCURRENT_RECONCILES)
     )
@@ -201,6 +217,8 @@ class Runtime:
     """Reconcile passes in flight (the liveness probe reads the oldest)."""
     trust: NatsTrust | None = None
     """The NATS trust services' credentials are issued from; None when NATS requires none."""
+    nats_ca: str | None = None
+    """The PEM text of `OperatorConfig.nats_ca`, copied into every service's ConfigMap."""
     _services: dict[ServiceKey, ServiceMemory] = field(default_factory=dict)
 
     def memory(self, service: ServiceKey) -> ServiceMemory:
@@ -210,17 +228,29 @@ class Runtime:
             memory = self._services[service] = ServiceMemory()
         return memory
 
+    def wake_autoscaler(self, service: ServiceKey) -> None:
+        """A scheduler of `service` pushed a load step (`StatsBoard.on_step`): wake its step
+        daemon. A service this process does not look after (no memory) is ignored."""
+        memory = self._services.get(service)
+        if memory is not None:
+            memory.load_stepped.set()
+
     def forget(self, service: ServiceKey) -> None:
         """Drop the memory of a deleted service, its schedulers' stats included."""
         self._services.pop(service, None)
         self.stats.forget(service)
+        self.worker_slots.forget(service)
         self.metrics.forget(service)
 
 
 @contextlib.asynccontextmanager
 async def open_runtime(config: OperatorConfig) -> AsyncIterator[Runtime]:
     """The runtime for one operator process; clients are closed on exit."""
+    # First: a CA file that cannot be read stops the operator before it opens anything.
+    tls = client_tls(config.nats_ca)  # a ValueError naming the file when it is no CA bundle
+    nats_ca = None if config.nats_ca is None else config.nats_ca.read_text()
     board = StatsBoard()
+    worker_slots = WorkerSlotsBoard()
     kube = AsyncClient(field_manager=FIELD_MANAGER)
     with tempfile.TemporaryDirectory(prefix="ponder-operator-") as scratch:
         trust, credentials = None, None
@@ -229,9 +259,23 @@ async def open_runtime(config: OperatorConfig) -> AsyncIterator[Runtime]:
             trust = await load_or_create_trust(kube, namespace, name)
             credentials = Path(scratch) / "operator.creds"
             credentials.write_text(trust.admin_creds(int(time.time())))
-        pool = NatsPool(on_connect=stats_subscriber(board), user_credentials=credentials)
+        pool = NatsPool(
+            on_connect=stats_subscriber(board, worker_slots),
+            user_credentials=credentials,
+            tls=tls,
+        )
         try:
-            yield Runtime(config=config, kube=kube, nats=pool, stats=board, trust=trust)
+            runtime = Runtime(
+                config=config,
+                kube=kube,
+                nats=pool,
+                stats=board,
+                worker_slots=worker_slots,
+                trust=trust,
+                nats_ca=nats_ca,
+            )
+            board.on_step = runtime.wake_autoscaler
+            yield runtime
         finally:
             await pool.close()
             await kube.close()

@@ -75,9 +75,15 @@ def cold_start_hold_ms(spec: ReasoningServiceSpec) -> int:
 
 
 def service_config_from_spec(
-    namespace: str, name: str, spec: ReasoningServiceSpec, nats_url: str
+    namespace: str,
+    name: str,
+    spec: ReasoningServiceSpec,
+    nats_url: str,
+    *,
+    stream_replicas: int = 1,
 ) -> ServiceConfig:
-    """The runtime configuration the scheduler and workers of this service load."""
+    """The runtime configuration the scheduler and workers of this service load;
+    `stream_replicas` is the operator's `--stream-replicas` (its NATS, not the spec, decides)."""
     strategy = spec.strategy
     verifier = strategy.verifier
     limits = spec.scheduler.limits
@@ -85,6 +91,7 @@ def service_config_from_spec(
         namespace=namespace,
         name=name,
         nats_url=spec.nats.url or nats_url,
+        stream_replicas=stream_replicas,
         model=served_model_name(spec),
         max_model_len=spec.model.max_model_len,
         strategy=StrategyDefaults(

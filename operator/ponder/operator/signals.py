@@ -4,7 +4,9 @@ The backlog comes from the JetStream API (`$JS.API.CONSUMER.INFO`, answered by t
 leader), never from one server's monitoring page: with clustered NATS a replica's page can lag,
 which is how KEDA's NATS JetStream scaler scaled away on stale numbers. Scheduler replicas
 publish `SchedulerStats` on `ponder.<ns>.<name>.stats` every few seconds; the operator keeps the
-latest message of each scheduler in memory and ignores the ones that went quiet.
+latest message of each scheduler in memory and ignores the ones that went quiet. A message marked
+`step` (the scheduler's load stepped up) is also passed to `StatsBoard.on_step`, which wakes the
+service's autoscaler at once instead of at its next tick.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pydantic import ValidationError
 
 from ponder.api.priority import PRIORITY_ORDER
 from ponder.api.subjects import ServiceSubjects
-from ponder.api.wire import SchedulerStats
+from ponder.api.wire import WORKER_STATS_INTERVAL_SECONDS, SchedulerStats, WorkerStats
 from ponder.operator.snapshot import Backlog, ServiceKey, StatsSummary
 
 logger = logging.getLogger(__name__)
@@ -31,6 +33,9 @@ logger = logging.getLogger(__name__)
 STATS_WILDCARD = "ponder.*.*.stats"
 STALE_AFTER_SECONDS = 30.0
 """A scheduler silent this long is gone (restarted or scaled down); its last numbers are dropped."""
+WORKER_STATS_WILDCARD = "ponder.*.*.worker-stats"
+WORKER_STALE_AFTER_SECONDS = 5 * WORKER_STATS_INTERVAL_SECONDS
+"""A worker silent this long is gone or wedged: its slot use is forgotten (its pod costs 0)."""
 
 
 def summarize(stats: list[SchedulerStats]) -> StatsSummary | None:
@@ -88,11 +93,16 @@ class StatsBoard:
 
     stale_after_seconds: float = STALE_AFTER_SECONDS
     clock: Callable[[], float] = time.monotonic
+    on_step: Callable[[ServiceKey], None] | None = None
+    """Told the service of every message marked as a load step, once it is recorded."""
     _latest: dict[ServiceKey, dict[str, tuple[float, SchedulerStats]]] = field(default_factory=dict)
 
     def record(self, service: ServiceKey, stats: SchedulerStats) -> None:
-        """Keep `stats` as its scheduler's latest (stamped with our clock, not theirs)."""
+        """Keep `stats` as its scheduler's latest (stamped with our clock, not theirs); a load
+        step goes on to `on_step`."""
         self._latest.setdefault(service, {})[stats.scheduler_id] = (self.clock(), stats)
+        if stats.step and self.on_step is not None:
+            self.on_step(service)
 
     def summary(self, service: ServiceKey) -> StatsSummary | None:
         """The service's fresh stats combined; stale replicas are forgotten on the way."""
@@ -120,10 +130,65 @@ class StatsBoard:
         self.record(service, stats)
 
 
-def stats_subscriber(board: StatsBoard) -> Callable[[NatsClient], Awaitable[Subscription]]:
-    """What to run on every new NATS connection: subscribe the board to every service's stats."""
+def service_of_worker_stats_subject(subject: str) -> ServiceKey | None:
+    """`ponder.<ns>.<name>.worker-stats` -> (ns, name); None for any other subject."""
+    parts = subject.split(".")
+    if len(parts) != 4 or parts[0] != "ponder" or parts[3] != "worker-stats":
+        return None
+    return parts[1], parts[2]
+
+
+@dataclass
+class WorkerSlotsBoard:
+    """The latest slot use each worker of every service reported (operator memory).
+
+    Keyed by the subject's service, never by what a message claims: a service's workers may
+    publish only on their own service's subject (`ponder.api.nats_permissions`).
+    """
+
+    stale_after_seconds: float = WORKER_STALE_AFTER_SECONDS
+    clock: Callable[[], float] = time.monotonic
+    _latest: dict[ServiceKey, dict[str, tuple[float, WorkerStats]]] = field(default_factory=dict)
+
+    def record(self, service: ServiceKey, stats: WorkerStats) -> None:
+        """Keep `stats` as its worker's latest (stamped with our clock, not theirs)."""
+        self._latest.setdefault(service, {})[stats.worker_id] = (self.clock(), stats)
+
+    def slot_use(self, service: ServiceKey) -> dict[str, int]:
+        """Slots in use by worker id, of the workers that reported lately."""
+        workers = self._latest.get(service, {})
+        now = self.clock()
+        for worker_id, (received_at, _) in list(workers.items()):
+            if now - received_at > self.stale_after_seconds:
+                del workers[worker_id]
+        return {worker_id: stats.slots_in_use for worker_id, (_, stats) in workers.items()}
+
+    def forget(self, service: ServiceKey) -> None:
+        """Drop every worker's report of a deleted service."""
+        self._latest.pop(service, None)
+
+    async def on_message(self, message: Msg) -> None:
+        """NATS callback for `ponder.*.*.worker-stats`; a bad message is logged and dropped."""
+        service = service_of_worker_stats_subject(message.subject)
+        if service is None:
+            return
+        try:
+            stats = WorkerStats.model_validate_json(message.data)
+        except ValidationError as error:
+            logger.warning("Dropped malformed worker stats on %s: %s", message.subject, error)
+            return
+        self.record(service, stats)
+
+
+def stats_subscriber(
+    board: StatsBoard, workers: WorkerSlotsBoard | None = None
+) -> Callable[[NatsClient], Awaitable[Subscription]]:
+    """What to run on every new NATS connection: subscribe the board to every service's stats,
+    and `workers` (when given) to every worker's slot use."""
 
     async def subscribe(client: NatsClient) -> Subscription:
+        if workers is not None:
+            await client.subscribe(WORKER_STATS_WILDCARD, cb=workers.on_message)
         return await client.subscribe(STATS_WILDCARD, cb=board.on_message)
 
     return subscribe

@@ -51,7 +51,7 @@ from ponder.scheduler.request_bounds import Refusal, body_refusal
 from ponder.scheduler.response import error_body
 from ponder.scheduler.serving import serve_query
 from ponder.scheduler.state import SchedulerState, start_state
-from ponder.scheduler.stats import publish_stats, snapshot
+from ponder.scheduler.stats import STEP_MIN_BRANCHES, is_load_step, publish_stats, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,10 @@ def create_app(config: ServiceConfig, settings: SchedulerSettings | None = None)
             await stack.enter_async_context(gate.running())
             state = await start_state(config, settings, metrics, stack)
             app.state.ponder = state
+            # A launch wakes the publisher, which pushes an update at once on a load step.
+            load_changed = asyncio.Event()
+            state.load.on_launched = load_changed.set
+            step_branches = max(STEP_MIN_BRANCHES, config.slots_per_worker)
             async with asyncio.TaskGroup() as tasks:
                 stats_task = tasks.create_task(
                     publish_stats(
@@ -110,6 +114,10 @@ def create_app(config: ServiceConfig, settings: SchedulerSettings | None = None)
                             time.monotonic(),
                         ),
                         settings.stats_interval_seconds,
+                        load_changed=load_changed,
+                        is_step=lambda before, now: is_load_step(
+                            before, now, min_branches=step_branches
+                        ),
                     )
                 )
                 log.info(

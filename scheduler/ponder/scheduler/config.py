@@ -25,6 +25,7 @@ from ponder.api.settings import (
     HTTP_PORT,
     LOG_LEVEL,
     MAX_WORKERS,
+    NATS_CA,
     NATS_CREDS,
     NATS_URL,
     SCHEDULER_ID,
@@ -58,6 +59,7 @@ OPTIONS: tuple[Option[Any], ...] = (
     PORT,
     SCHEDULER_NATS_URL,
     NATS_CREDS,
+    NATS_CA,
     SCHEDULER_ID,
     ENSURE_STREAM,
     MAX_WORKERS,
@@ -79,6 +81,8 @@ class SchedulerSettings:
     port: int = DEFAULT_PORT
     nats_creds: Path | None = None
     """This service's scheduler credentials, when NATS requires them."""
+    nats_ca: Path | None = None
+    """The CA bundle the NATS server's certificate is verified with, when NATS requires TLS."""
     ensure_stream: bool = False
     """Create or update the stream and consumer at start (local runs; the operator does it in
     Kubernetes)."""
@@ -134,6 +138,7 @@ def settings_from(
         host=HTTP_HOST.value(options, environ),
         port=PORT.value(options, environ),
         nats_creds=NATS_CREDS.given(options, environ),
+        nats_ca=NATS_CA.given(options, environ),
         ensure_stream=ENSURE_STREAM.value(options, environ),
         max_workers=MAX_WORKERS.value(options, environ),
         stats_interval_seconds=STATS_INTERVAL.value(options, environ),

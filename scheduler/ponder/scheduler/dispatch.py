@@ -24,6 +24,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
+from nats.js.errors import NoStreamResponseError
 from opentelemetry.context import Context
 from pydantic import ValidationError
 
@@ -56,6 +57,9 @@ class JobTooLarge(DispatchError):
 
 JOB_HEADROOM_BYTES = 512
 """NATS counts a message's headers (`Nats-Msg-Id`, ...) in its max_payload too."""
+
+NO_LEADER_RETRY_SECONDS = 0.25
+"""Pause before jobs that found no stream leader are published again (within the timeout)."""
 
 
 class QueryCollector:
@@ -224,20 +228,39 @@ class Dispatcher:
             )
         traced: dict[str, str] = {}
         tracing.inject(traced, trace_context)
+        unacked = list(zip(jobs, payloads, strict=True))
+        leaderless = False
         try:
-            acks = [
-                await self.js.publish_async(
-                    self.subjects.jobs_of(priority),
-                    payload,
-                    headers={**traced, MSG_ID_HEADER: job.job_id},
-                )
-                for job, payload in zip(jobs, payloads, strict=True)
-            ]
             async with asyncio.timeout(timeout_seconds):
-                await asyncio.gather(*acks)
+                while unacked:
+                    acks = [
+                        await self.js.publish_async(
+                            self.subjects.jobs_of(priority),
+                            payload,
+                            headers={**traced, MSG_ID_HEADER: job.job_id},
+                        )
+                        for job, payload in unacked
+                    ]
+                    outcomes = await asyncio.gather(*acks, return_exceptions=True)
+                    refused = [o for o in outcomes if isinstance(o, BaseException)]
+                    if any(not isinstance(o, NoStreamResponseError) for o in refused):
+                        raise next(o for o in refused if not isinstance(o, NoStreamResponseError))
+                    # No server answered for the stream: on a JetStream cluster its leader died
+                    # and the other replicas are electing another (seconds). Publish those jobs
+                    # again until the timeout; the job id as Nats-Msg-Id makes it safe, a copy
+                    # that was stored after all is dropped as a duplicate.
+                    unacked = [
+                        item
+                        for item, outcome in zip(unacked, outcomes, strict=True)
+                        if isinstance(outcome, NoStreamResponseError)
+                    ]
+                    leaderless = leaderless or bool(unacked)
+                    if unacked:
+                        await asyncio.sleep(NO_LEADER_RETRY_SECONDS)
         except TimeoutError as error:
+            why = " (no stream leader answered)" if leaderless else ""
             raise DispatchError(
-                f"the job queue did not acknowledge the jobs within {timeout_seconds:.3g} s"
+                f"the job queue did not acknowledge the jobs within {timeout_seconds:.3g} s{why}"
             ) from error
         except Exception as error:
             raise DispatchError("the job queue refused the jobs") from error

@@ -9,6 +9,7 @@ queueing estimate), and how many workers answered recently (`worker_id` of resul
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ponder.api.wire import BRANCH_RATE_WINDOW_SECONDS, BranchResult, BranchStatus
@@ -77,6 +78,8 @@ class LoadTracker:
         """Mean seconds a branch held its slot (EWMA over every branch that ran)."""
         self.arrivals = RateWindow()
         """Branches launched per second: the arrival rate at the pool's slots."""
+        self.on_launched: Callable[[], None] | None = None
+        """Called after every launch (the stats publisher checks then for a load step)."""
         self._workers_seen: dict[str, float] = {}
 
     def query_started(self) -> None:
@@ -90,6 +93,8 @@ class LoadTracker:
         self.branches_outstanding += count
         self._outstanding_token_caps += count * max_tokens
         self.arrivals.record(count, at)
+        if self.on_launched is not None:
+            self.on_launched()
 
     def branches_settled(self, count: int, max_tokens: int) -> None:
         """Branches that are no longer outstanding: reported, or given up on (cancelled)."""

@@ -15,6 +15,8 @@ import nats
 from nats.aio.client import Client as NatsClient
 
 from ponder.api.jetstream import ensure_stream
+from ponder.api.nats_tls import client_tls
+from ponder.api.nats_urls import nats_servers
 from ponder.api.service_config import ServiceConfig
 from ponder.api.subjects import ServiceSubjects
 from ponder.scheduler.config import SchedulerSettings
@@ -72,11 +74,12 @@ async def start_state(
     """Connect and subscribe; everything opened is closed by `stack`."""
     subjects = ServiceSubjects(config.namespace, config.name)
     nc = await nats.connect(
-        settings.nats_url,
+        nats_servers(settings.nats_url),
         name=f"ponder-scheduler-{settings.scheduler_id}",
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         user_credentials=str(settings.nats_creds) if settings.nats_creds else None,
+        tls=client_tls(settings.nats_ca),
         inbox_prefix=subjects.inbox_prefix,
     )
     stack.push_async_callback(nc.close)

@@ -23,6 +23,8 @@ from pydantic import ValidationError
 
 from ponder.api import tracing
 from ponder.api.jetstream import ensure_stream
+from ponder.api.nats_tls import client_tls
+from ponder.api.nats_urls import nats_servers
 from ponder.api.wire import CancelMessage
 from ponder.workers.advisories import MaxDeliveriesHandler
 from ponder.workers.cancellation import CancelRegistry
@@ -34,6 +36,7 @@ from ponder.workers.liveness import SchedulerLiveness
 from ponder.workers.metrics import WorkerMetrics
 from ponder.workers.runner import JobRunner
 from ponder.workers.server import build_app, serving
+from ponder.workers.slot_report import SlotReport
 from ponder.workers.slots import Slots
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,8 @@ class Worker:
     engine: Engine
     consumer: Consumer
     metrics: WorkerMetrics
+    slot_report: SlotReport | None = None
+    """Reports the slot use to the operator while the worker runs and drains."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve jobs until `stop` is set, then drain (see Consumer.run)."""
@@ -60,7 +65,11 @@ class Worker:
             ", ".join(self.settings.subjects.job_subjects),
             self.settings.slots,
         )
-        await self.consumer.run(stop)
+        async with asyncio.TaskGroup() as tasks:
+            reporting = tasks.create_task(self.slot_report.run(stop)) if self.slot_report else None
+            await self.consumer.run(stop)
+            if reporting is not None:
+                reporting.cancel()
         log.info("worker %s drained", self.settings.worker_id)
 
     async def health_problem(self) -> str | None:
@@ -101,7 +110,7 @@ async def worker_app(
             log.info("reconnected to NATS at %s", nc.connected_url)
 
         nc = await nats.connect(
-            settings.nats_url,
+            nats_servers(settings.nats_url),
             name=f"ponder-worker {settings.worker_id}",
             # A NATS outage is waited out, not fatal: running generations continue and their
             # results are buffered until the connection is back.
@@ -111,6 +120,7 @@ async def worker_app(
             reconnected_cb=on_reconnected,
             drain_timeout=DRAIN_TIMEOUT_SECONDS,
             user_credentials=str(settings.nats_creds) if settings.nats_creds else None,
+            tls=client_tls(settings.nats_ca),
             inbox_prefix=subjects.inbox_prefix,
         )
         stack.push_async_callback(nc.close)
@@ -164,7 +174,21 @@ async def worker_app(
             nc=nc, js=js, subjects=subjects, worker_id=settings.worker_id, metrics=metrics
         ).subscribe()
 
-        worker = Worker(settings=settings, nc=nc, engine=engine, consumer=consumer, metrics=metrics)
+        slot_report = SlotReport(
+            nc=nc,
+            subject=subjects.worker_stats,
+            worker_id=settings.worker_id,
+            slots=slots,
+            jobs_running=lambda: len(consumer.running),
+        )
+        worker = Worker(
+            settings=settings,
+            nc=nc,
+            engine=engine,
+            consumer=consumer,
+            metrics=metrics,
+            slot_report=slot_report,
+        )
         # Listening last: once the port answers, the worker is ready.
         http_app = build_app(
             worker.health_problem,

@@ -24,6 +24,7 @@ from ponder.api.settings import (
     HTTP_PORT,
     LOG_LEVEL,
     MAX_WORKERS,
+    NATS_CA,
     NATS_CREDS,
     NATS_URL,
     WORKER_ID,
@@ -69,6 +70,7 @@ OPTIONS: tuple[Option[Any], ...] = (
     CONFIG,
     WORKER_NATS_URL,
     NATS_CREDS,
+    NATS_CA,
     VLLM_URL,
     WORKER_ID,
     SLOTS,
@@ -98,6 +100,8 @@ class WorkerSettings:
     http_port: int = DEFAULT_PORT
     nats_creds: Path | None = None
     """This service's worker credentials, when NATS requires them."""
+    nats_ca: Path | None = None
+    """The CA bundle the NATS server's certificate is verified with, when NATS requires TLS."""
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
     ensure_stream: bool = False
     """Create or update the stream and consumer at start (local runs; the operator does it in
@@ -158,6 +162,7 @@ def settings_from(
         http_host=HTTP_HOST.value(options, environ),
         http_port=PORT.value(options, environ),
         nats_creds=NATS_CREDS.given(options, environ),
+        nats_ca=NATS_CA.given(options, environ),
         drain_seconds=DRAIN_SECONDS.value(options, environ),
         engine_check_seconds=ENGINE_CHECK_SECONDS.value(options, environ),
         ensure_stream=ENSURE_STREAM.value(options, environ),
