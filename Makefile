@@ -80,7 +80,7 @@ bench-tts: $(VENV_STAMP) ## Accuracy vs generated tokens of every strategy and o
 	$(PY) -m bench.tts_efficiency $(BENCH_ARGS)
 
 .PHONY: bench-slo
-bench-slo: $(VENV_STAMP) ## Open-loop load ramp with a latency SLO: static self-consistency@8 vs the SLO-aware planner
+bench-slo: $(VENV_STAMP) ## Open-loop load ramp with a latency SLO: static self-consistency@8, shrink-only and shrink-and-grow
 	$(PY) -m bench.slo $(BENCH_ARGS)
 
 .PHONY: bench-overhead

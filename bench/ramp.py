@@ -46,6 +46,7 @@ class StepResult:
     p95_latency_seconds: float
     mean_branches: float
     shrunk_share: float  # requests whose plan the planner shrank
+    grown_share: float  # requests whose plan the planner grew (spec.slo.loadAdaptation)
     deadline_share: float  # requests answered at their deadline with the best so far
     errors: int
 
@@ -82,6 +83,7 @@ def step_result(
         p95_latency_seconds=percentile(latencies, 0.95),
         mean_branches=sum(r.branches for r in records) / count if count else math.nan,
         shrunk_share=share([r.shrunk for r in records]),
+        grown_share=share([r.grown for r in records]),
         deadline_share=share([r.deadline_exceeded for r in records]),
         errors=sum(1 for r in records if r.error is not None),
     )

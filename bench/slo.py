@@ -1,20 +1,27 @@
-"""Latency SLO under a rising open-loop load: static self-consistency@8 vs the SLO-aware planner.
+"""Latency SLO under a rising open-loop load: static SC@8, shrink-only, shrink-and-grow.
+
+The three arms are `spec.slo.loadAdaptation` Static, Shrink and ShrinkAndGrow.
 
     python -m bench.slo [--rates 4,8,16,24,32] [--step-seconds 25] [--slo-ms 2500] [--out DIR]
 
-Against one local stack, at each rate step (Poisson arrivals, a bounded number per step), the
-same seeded problems are sent twice, one arm after the other:
+One local stack (vLLM, NATS, the workers) and three scheduler replicas on its stream, one per
+policy. At each rate step (Poisson arrivals, a bounded number per step) the same seeded problems
+are sent to each arm in turn, one arm after the other, each the same self-consistency query:
+the service's default of 8 branches (no `ponder.branches`, so that ShrinkAndGrow may grow it),
+at most `GROW_MAX_BRANCHES`, and the same `deadline_ms` (a little under the SLO) for every arm.
+At the deadline the runner answers with the best vote so far (docs/architecture.md, "Request
+flow"), whatever the policy:
 
-- `static SC@8`: self-consistency with 8 branches and a deadline far beyond the SLO, so the
-  planner never has a reason to shrink it: every query waits for all 8 branches however long the
-  queue is (what a fixed-width test-time-compute server does);
-- `ponder SLO`: the same query with `deadline_ms` a little under the SLO. The planner then shrinks
-  the branch count when the observed load would push 8 branches past the deadline, and the
-  runner answers with the best vote so far at the deadline (docs/architecture.md, "Request flow").
+- `static SC@8`: Static: 8 branches whatever the load (what a fixed-width test-time-compute
+  server does), cut at the deadline when the queue holds them back;
+- `shrink-only`: Shrink (the default): fewer branches when the observed load would push 8 past
+  the deadline;
+- `shrink-and-grow`: ShrinkAndGrow: that, and up to `GROW_MAX_BRANCHES` while the pool has idle
+  slots and one round fits the deadline.
 
 Per step and arm: SLO attainment (answered within the SLO), accuracy, goodput (right answers
-within the SLO per second), p50/p95 latency, branches, and how many plans were shrunk. Prints a
-table and writes `results.json`, `table.txt` and `slo.png` under `out/slo/`.
+within the SLO per second), p50/p95 latency, branches, and how many plans were shrunk and grown.
+Prints a table and writes `results.json`, `table.txt` and `slo.png` under `out/slo/`.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ from bench.report import fmt, format_table, plot_series, write_json, write_text
 from bench.stack import MODEL_DIR, REPO_ROOT, BenchSettings, bench_stack, run_main
 from bench.summary import QueryRecord
 from models.arith.task import Problem, generate_problems
+from ponder.api.service_config import LoadAdaptation, ServiceConfig
+from ponder.local.dataplane import merge_overrides
 
 SLO_SEED = 20_250_303
 """Held out: not the training (0), evaluation (20_240_601), demo or efficiency seeds."""
@@ -45,23 +54,55 @@ DEFAULT_RATES = (4.0, 8.0, 16.0, 24.0, 32.0)
 DEFAULT_STEP_SECONDS = 25.0
 DEFAULT_SLO_MS = 2500
 DEADLINE_SHARE_OF_SLO = 0.85
-"""The SLO-aware arm's deadline: under the SLO by the time an answer takes to travel back."""
-STATIC_DEADLINE_MS = 300_000
-"""The service's `max_deadline_ms`: no deadline pressure for the static arm."""
+"""Every arm's deadline: under the SLO by the time an answer takes to travel back."""
+DEFAULT_BRANCHES = 8
+"""The service's `strategy.branches`: what every arm's query asks for by leaving it out."""
+GROW_MAX_BRANCHES = 16
+"""Every query's `ponder.max_branches`: how far ShrinkAndGrow may widen it."""
 MAX_REQUESTS_PER_STEP = 1000
 IDLE_TIMEOUT_SECONDS = 60.0
 """Longest wait between steps for the pool to finish what the last step left behind."""
-STATIC, SLO_AWARE = "static SC@8", "ponder SLO"
+STATIC, SHRINK, GROW = "static SC@8", "shrink-only", "shrink-and-grow"
+ARM_ADAPTATIONS: dict[str, LoadAdaptation] = {
+    STATIC: LoadAdaptation.STATIC,
+    SHRINK: LoadAdaptation.SHRINK,
+    GROW: LoadAdaptation.SHRINK_AND_GROW,
+}
+"""Each arm's policy; each arm has its own scheduler replica (`arm_scheduler`)."""
+
+
+def arm_deadline_ms(slo_ms: int) -> int:
+    """The `deadline_ms` every arm's queries carry."""
+    return int(slo_ms * DEADLINE_SHARE_OF_SLO)
+
+
+def arm_scheduler(label: str) -> str:
+    """The scheduler replica id that answers arm `label`."""
+    return f"scheduler-{ARM_ADAPTATIONS[label].value}"
 
 
 def arms(slo_ms: int) -> list[StrategySpec]:
-    deadline = int(slo_ms * DEADLINE_SHARE_OF_SLO)
+    """The three arms: the same query (the default 8 branches, at most `GROW_MAX_BRANCHES`,
+    the same deadline), each to the scheduler of its policy."""
+    options = {"deadline_ms": arm_deadline_ms(slo_ms), "max_branches": GROW_MAX_BRANCHES}
     return [
-        StrategySpec(
-            STATIC, "self-consistency", {"branches": 8, "deadline_ms": STATIC_DEADLINE_MS}
-        ),
-        StrategySpec(SLO_AWARE, "self-consistency", {"branches": 8, "deadline_ms": deadline}),
+        StrategySpec(label, "self-consistency", options, scheduler=arm_scheduler(label))
+        for label in ARM_ADAPTATIONS
     ]
+
+
+def arm_config(config: ServiceConfig, label: str) -> ServiceConfig:
+    """The stack's service config with arm `label`'s `slo.load_adaptation`."""
+    return merge_overrides(config, {"slo": {"load_adaptation": ARM_ADAPTATIONS[label].value}})
+
+
+def bench_settings(model_dir: Path, slo_ms: int) -> BenchSettings:
+    """The stack of this benchmark: the default branch count pinned to `DEFAULT_BRANCHES`."""
+    return BenchSettings(
+        model_dir=model_dir,
+        slo_target_ms=slo_ms,
+        extra={"strategy": {"branches": DEFAULT_BRANCHES}},
+    )
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -126,20 +167,28 @@ async def run_ramp(
         # Requests that outlive this are misses anyway; the scheduler cancels a query whose
         # client went away, so a timeout also frees the pool.
         timeout = max(10.0, 6 * slo_seconds)
-        client = PonderClient(stack.openai_base_url, stack.served_name, timeout_seconds=timeout)
-        total = 2 * sum(len(offsets) for offsets in schedule)
+        clients: dict[str, PonderClient] = {}
+        for spec in specs:
+            scheduler = await stack.add_scheduler(
+                arm_config(stack.config, spec.label), spec.scheduler
+            )
+            clients[spec.scheduler] = PonderClient(
+                scheduler.openai_base_url, stack.served_name, timeout_seconds=timeout
+            )
+        total = len(specs) * sum(len(offsets) for offsets in schedule)
         try:
             with tqdm(total=total, unit="query", file=sys.stderr, dynamic_ncols=True) as bar:
                 for rate, offsets in zip(rates, schedule, strict=True):
                     problems = [p for p, _ in zip(cycle(pool), offsets, strict=False)]
                     for spec in specs:
                         bar.set_description(f"{rate:g}/s {spec.label}")
+                        client = clients[spec.scheduler]
                         batch = await run_step(client, spec, problems, offsets, bar)
                         result = step_result(spec.label, rate, step_seconds, batch, slo_seconds)
                         results.append(result)
                         records.extend(batch)
                         bar.write(
-                            f"{rate:5.1f}/s {spec.label:<12} SLO {result.slo_attainment:.2f}  "
+                            f"{rate:5.1f}/s {spec.label:<15} SLO {result.slo_attainment:.2f}  "
                             f"accuracy {result.accuracy:.2f}  goodput "
                             f"{result.goodput_per_second:.2f}/s  p95 "
                             f"{result.p95_latency_seconds:.2f}s  branches "
@@ -148,7 +197,8 @@ async def run_ramp(
                         if not await wait_until_idle(stack.vllm_url, IDLE_TIMEOUT_SECONDS):
                             bar.write(f"vLLM still busy {IDLE_TIMEOUT_SECONDS:.0f}s after a step")
         finally:
-            await client.close()
+            for client in clients.values():
+                await client.close()
     return results, records
 
 
@@ -164,6 +214,7 @@ def slo_table(results: Sequence[StepResult]) -> str:
         "p95 s",
         "branches",
         "shrunk",
+        "grown",
         "at deadline",
         "errors",
     )
@@ -179,6 +230,7 @@ def slo_table(results: Sequence[StepResult]) -> str:
             r.p95_latency_seconds,
             fmt(r.mean_branches, 1),
             r.shrunk_share,
+            r.grown_share,
             r.deadline_share,
             r.errors,
         ]
@@ -189,14 +241,14 @@ def slo_table(results: Sequence[StepResult]) -> str:
 
 async def main_async(argv: Sequence[str]) -> int:
     args = _parser().parse_args(list(argv))
-    settings = BenchSettings(model_dir=args.model, slo_target_ms=args.slo_ms)
+    settings = bench_settings(args.model, args.slo_ms)
     out_dir: Path = args.out
     began = time.monotonic()
     results, records = await run_ramp(args.rates, args.step_seconds, args.slo_ms, settings, out_dir)
     elapsed = time.monotonic() - began
     title = (
         f"Open-loop ramp, {args.step_seconds:g}s per step, SLO {args.slo_ms} ms "
-        f"(SLO-aware deadline {int(args.slo_ms * DEADLINE_SHARE_OF_SLO)} ms); "
+        f"(every arm's deadline {arm_deadline_ms(args.slo_ms)} ms); "
         "goodput = right answers within the SLO per second"
     )
     table = slo_table(results)
@@ -205,13 +257,12 @@ async def main_async(argv: Sequence[str]) -> int:
 
     def series(attribute: str) -> dict[str, list[float | None]]:
         return {
-            arm: [getattr(r, attribute) for r in results if r.arm == arm]
-            for arm in (STATIC, SLO_AWARE)
+            arm: [getattr(r, attribute) for r in results if r.arm == arm] for arm in ARM_ADAPTATIONS
         }
 
     plot_path = plot_series(
         out_dir / "slo.png",
-        f"Static SC@8 vs SLO-aware planner (SLO {args.slo_ms} ms)",
+        f"Static SC@8, shrink-only and shrink-and-grow (SLO {args.slo_ms} ms)",
         "offered load (queries/s)",
         rates,
         [
@@ -230,6 +281,13 @@ async def main_async(argv: Sequence[str]) -> int:
             "problems": {"seed": SLO_SEED},
             "settings": {**asdict(settings), "model_dir": str(settings.model_dir)},
             "slo_ms": args.slo_ms,
+            "deadline_ms": arm_deadline_ms(args.slo_ms),
+            "arms": {
+                label: {"load_adaptation": adaptation.value, "ponder": spec.ponder_options()}
+                for (label, adaptation), spec in zip(
+                    ARM_ADAPTATIONS.items(), arms(args.slo_ms), strict=True
+                )
+            },
             "step_seconds": args.step_seconds,
             "elapsed_seconds": round(elapsed, 1),
             "steps": results,

@@ -50,6 +50,7 @@ class QueryRecord:
     any_branch_correct: bool | None = None  # some branch found the truth (oracle pass@n)
     branch_accuracy: float | None = None  # share of the branches that found the truth
     shrunk: bool = False
+    grown: bool = False  # the planner granted more branches than asked (an idle pool)
     deadline_exceeded: bool = False
     error: str | None = None
     tokens_after_answer: int = 0  # generated after the branches' answers settled
@@ -147,6 +148,7 @@ def ponder_record(
         any_branch_correct=any(right) if right else None,
         branch_accuracy=sum(right) / len(right) if right else None,
         shrunk=bool(ponder.get("plan", {}).get("shrunk", False)),
+        grown=bool(ponder.get("plan", {}).get("grown", False)),
         deadline_exceeded=bool(ponder.get("deadline_exceeded", False)),
         tokens_after_answer=int(ponder.get("tokens_after_answer", 0)),
         early_exits=int(ponder.get("early_exits", 0)),

@@ -6,6 +6,9 @@ by name) and `--nats-trust-secret`. On its first start it creates the trust and 
 server's part of it; a nats-server is then started in operator mode on that trust, as the
 chart's NATS pod would mount it. Each ReasoningService gets its own credentials Secret, owned
 by it, mounted by its pods, and the users in it are confined to the service's own subjects.
+The Secret says when its users expire; a pass that has nothing to renew writes nothing, one
+deleted by hand is back at the next pass with the same users, and one the API server refuses
+(a quota of no Secrets) is reported: Degraded, reason NatsCredentialsFailed, and a Warning.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import base64
 import json
 import secrets
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 
 import nats
@@ -26,6 +30,7 @@ from ponder.local.cluster.commands import CommandError, Kubectl
 from ponder.local.cluster.local_cluster import LocalCluster
 from ponder.local.nats import NatsServer, nats_server
 from ponder.local.processes import free_port
+from ponder.operator.nats_credentials import EXPIRES_AT_ANNOTATION, ISSUED_AT_ANNOTATION
 from ponder.operator.nats_trust import SCHEDULER_CREDS, WORKER_CREDS, NatsTrust
 from tests.cluster.eventually import eventually
 from tests.e2e.chart_fixtures import (
@@ -36,7 +41,17 @@ from tests.e2e.chart_fixtures import (
     helm_uninstall,
     write_token_kubeconfig,
 )
-from tests.e2e.test_operator import SETTLE_SECONDS, OperatorProcess, apply, service, wait_ready
+from tests.e2e.test_operator import (
+    SETTLE_SECONDS,
+    TICK_SECONDS,
+    OperatorProcess,
+    apply,
+    condition,
+    get_json,
+    service,
+    wait_ready,
+    warnings_about,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -179,5 +194,81 @@ async def test_each_service_gets_its_own_credentials_confined_to_its_subjects(
         with pytest.raises(CommandError) as forbidden:
             await as_operator("get", "secret", "alpha-nats", "-n", namespace)
         assert "Forbidden" in forbidden.value.stderr
+    finally:
+        await kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+async def test_a_deleted_secret_comes_back_and_a_refused_one_is_reported(
+    secured: tuple[OperatorProcess, Path, NatsServer, NatsTrust], kubectl: Kubectl
+) -> None:
+    namespace = f"nc-{secrets.token_hex(4)}"
+    await kubectl("create", "namespace", namespace)
+    try:
+        await apply(kubectl, namespace, service("gamma"))
+        await wait_ready(kubectl, namespace, "gamma")
+        first = await get_json(kubectl, "secret", "gamma-nats", "-n", namespace)
+        annotations = first["metadata"]["annotations"]
+        issued = datetime.fromisoformat(annotations[ISSUED_AT_ANNOTATION])
+        expires = datetime.fromisoformat(annotations[EXPIRES_AT_ANNOTATION])
+        assert (expires - issued).total_seconds() == 24 * 3600  # the default lifetime
+
+        # Passes with nothing to renew write the Secret unchanged: the API server stores nothing.
+        await asyncio.sleep(4 * TICK_SECONDS)
+        again = await get_json(kubectl, "secret", "gamma-nats", "-n", namespace)
+        assert again["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+
+        # Deleted by hand: back at a following pass, with the same users (no restart).
+        await kubectl("delete", "secret", "gamma-nats", "-n", namespace)
+        back = await eventually(
+            lambda: secret_data(kubectl, namespace, "gamma-nats"),
+            bool,
+            timeout_seconds=SETTLE_SECONDS,
+            what="the deleted credentials Secret back",
+        )
+        assert back == {k: base64.b64decode(v).decode() for k, v in first["data"].items()}
+
+        # Refused (no Secrets allowed here): reported, then written once allowed.
+        quota = {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "no-secrets"},
+            "spec": {"hard": {"count/secrets": "0"}},
+        }
+        await apply(kubectl, namespace, quota)
+        await eventually(
+            lambda: get_json(kubectl, "resourcequota", "no-secrets", "-n", namespace),
+            lambda obj: "count/secrets" in obj.get("status", {}).get("hard", {}),
+            timeout_seconds=SETTLE_SECONDS,
+            what="the quota in force",
+        )
+        await kubectl("delete", "secret", "gamma-nats", "-n", namespace)
+        reported = await eventually(
+            lambda: get_json(kubectl, "rsvc", "gamma", "-n", namespace),
+            lambda obj: condition(obj, "Degraded").get("reason") == "NatsCredentialsFailed",
+            timeout_seconds=SETTLE_SECONDS,
+            what="Degraded=NatsCredentialsFailed",
+        )
+        degraded = condition(reported, "Degraded")
+        assert degraded["status"] == "True" and "quota" in degraded["message"], degraded
+        await eventually(
+            lambda: warnings_about(kubectl, namespace, "gamma"),
+            lambda found: any(reason == "NatsCredentialsFailed" for reason, _ in found),
+            timeout_seconds=SETTLE_SECONDS,
+            what="a NatsCredentialsFailed Warning",
+        )
+        await kubectl("delete", "resourcequota", "no-secrets", "-n", namespace)
+        await eventually(
+            lambda: secret_data(kubectl, namespace, "gamma-nats"),
+            bool,
+            timeout_seconds=SETTLE_SECONDS,
+            what="the credentials Secret written once allowed",
+        )
+        healed = await eventually(
+            lambda: get_json(kubectl, "rsvc", "gamma", "-n", namespace),
+            lambda obj: condition(obj, "Degraded").get("status") == "False",
+            timeout_seconds=SETTLE_SECONDS,
+            what="Degraded=False again",
+        )
+        assert condition(healed, "Degraded")["reason"] == "AsExpected"
     finally:
         await kubectl("delete", "namespace", namespace, "--wait=false")

@@ -51,12 +51,8 @@ async def secured_nats(
         yield server
 
 
-@pytest.fixture
-def tls_only(secured_nats: NatsServer) -> Path:
-    """The CA of a server that requires TLS; the plain-TCP run skips the test."""
-    if secured_nats.ca_file is None:
-        pytest.skip("the server runs without TLS")
-    return secured_nats.ca_file
+TLS_ONLY = pytest.mark.parametrize("secured_nats", [True], ids=["tls"], indirect=True)
+"""A test of what only a server that requires TLS does: run on the `tls` server alone."""
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -164,8 +160,9 @@ async def test_a_client_without_credentials_cannot_connect(secured_nats: NatsSer
         )
 
 
+@TLS_ONLY
 async def test_a_client_without_the_ca_is_refused(
-    planes: tuple[Dataplane, Dataplane], secured_nats: NatsServer, tls_only: Path
+    planes: tuple[Dataplane, Dataplane], secured_nats: NatsServer
 ) -> None:
     # The system's CAs (nats-py's default) do not know the server's throwaway CA.
     with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
@@ -177,8 +174,9 @@ async def test_a_client_without_the_ca_is_refused(
         )
 
 
+@TLS_ONLY
 async def test_a_plain_text_client_gets_nothing_past_the_server_info(
-    planes: tuple[Dataplane, Dataplane], secured_nats: NatsServer, tls_only: Path
+    planes: tuple[Dataplane, Dataplane], secured_nats: NatsServer
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", secured_nats.port)
     try:

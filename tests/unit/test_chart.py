@@ -471,6 +471,7 @@ def test_nats_auth_runs_nats_in_operator_mode_on_the_operator_trust(
     manifests = rendered["nats-auth"]
     args = operator_container(manifests)["args"]
     assert f"--nats-trust-secret={NAMESPACE}/{TRUST_SECRET}" in args
+    assert "--nats-creds-lifetime-hours=24" in args
     nats = one(manifests, "StatefulSet", f"{RELEASE}-nats")["spec"]["template"]["spec"]
     (container,) = nats["containers"]
     assert "--config=/etc/nats-trust/trust.conf" in container["args"]
@@ -480,7 +481,8 @@ def test_nats_auth_runs_nats_in_operator_mode_on_the_operator_trust(
     assert mount == {"name": "trust", "mountPath": "/etc/nats-trust", "readOnly": True}
     role = one(manifests, "Role", TRUST_SECRET)
     assert role["metadata"]["namespace"] == NAMESPACE
-    assert ("", "secrets") in rules_table(one(manifests, "ClusterRole", RELEASE))
+    namespaced = rules_table(one(manifests, "ClusterRole", RELEASE))
+    assert namespaced[("", "secrets")] == {"create", "update"}  # written, never read
 
 
 def test_without_nats_auth_nothing_mentions_the_trust(
@@ -510,9 +512,10 @@ def test_rbac_has_no_wildcards_no_secrets_and_no_escalating_verbs(
             assert not any("*" in resource for resource in rule["resources"])
             assert not ESCALATING_VERBS & set(rule["verbs"])
             if "secrets" in rule["resources"]:
-                # With NATS credentials only: create anywhere it watches, read one by name.
+                # With NATS credentials only: write (never read) anywhere it watches, read one
+                # by name, create the trust's two.
                 assert value_set in NATS_AUTH_SETS, role["metadata"]["name"]
-                assert rule["verbs"] == ["create"] or (
+                assert rule["verbs"] in (["create"], ["create", "update"]) or (
                     rule["verbs"] == ["get"] and rule["resourceNames"] == [TRUST_SECRET]
                 )
             assert "leases" not in rule["resources"]  # no leader election

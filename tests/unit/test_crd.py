@@ -117,6 +117,7 @@ def test_every_spec_field_is_documented(schema: dict[str, Any]) -> None:
         ("spec.budget.maxTokens", 32768),
         ("spec.slo.targetLatencyMilliseconds", 30000),
         ("spec.slo.attainmentPercent", 95),
+        ("spec.slo.loadAdaptation", "Shrink"),
         ("spec.autoscaling.mode", "Builtin"),
         ("spec.autoscaling.targetUtilizationPercent", 80),
         ("spec.autoscaling.scaleDownStabilizationSeconds", 300),
@@ -196,6 +197,7 @@ def test_schema_bounds(schema: dict[str, Any], path: str, minimum: int, maximum:
             ["Auto", "Boxed", "Hashes", "AnswerColon", "AnswerIs", "LastNumber", "Regex"],
         ),
         ("spec.autoscaling.mode", ["Builtin", "External"]),
+        ("spec.slo.loadAdaptation", ["Static", "Shrink", "ShrinkAndGrow"]),
         ("spec.workers.tolerations.[].operator", ["Exists", "Equal"]),
     ],
 )

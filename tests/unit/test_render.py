@@ -318,6 +318,13 @@ def test_pods_roll_when_the_config_changes() -> None:
         ({"slo": {"attainmentPercent": 99}}, lambda c: c.slo.attainment, 0.99),
         ({}, lambda c: c.slo.usage_settle_ms, 200),
         ({"slo": {"usageSettleMilliseconds": 0}}, lambda c: c.slo.usage_settle_ms, 0),
+        ({}, lambda c: c.slo.load_adaptation, "shrink"),
+        ({"slo": {"loadAdaptation": "Static"}}, lambda c: c.slo.load_adaptation, "static"),
+        (
+            {"slo": {"loadAdaptation": "ShrinkAndGrow"}},
+            lambda c: c.slo.load_adaptation,
+            "shrink-and-grow",
+        ),
         ({"workers": {"slotsPerWorker": 64}}, lambda c: c.slots_per_worker, 64),
         ({"workers": {"maxDeliveries": 5}}, lambda c: c.job_max_deliver, 5),
         ({"workers": {"ackWaitSeconds": 90}}, lambda c: c.job_ack_wait_seconds, 90.0),

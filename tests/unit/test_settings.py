@@ -80,6 +80,7 @@ SAMPLES: dict[str, tuple[str, object, str, object]] = {
     "metrics_port": ("0", 0, "9100", 9100),
     "peering": ("env-peers", "env-peers", "cli-peers", "cli-peers"),
     "nats_trust_secret": ("ns-a/trust", "ns-a/trust", "ns-b/trust", "ns-b/trust"),
+    "nats_creds_lifetime_hours": ("12", 12, "48", 48),
     "priority": ("-3", -3, "7", 7),
     "peering_lifetime_seconds": ("15", 15, "20", 20),
 }

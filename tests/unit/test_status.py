@@ -117,6 +117,17 @@ def conditions(status: ReasoningServiceStatus) -> dict[str, tuple[str, str]]:
             ("True", "ApplyFailed"),
         ),
         (
+            "the credentials Secret refused",
+            replace(
+                HEALTHY,
+                workers=DeploymentState(),
+                nats_credentials_error='secrets "math-nats" is forbidden (403 Forbidden)',
+            ),
+            ("False", "Creating"),
+            ("True", "Creating"),
+            ("True", "NatsCredentialsFailed"),
+        ),
+        (
             "more workers than the GPUs hold",
             replace(
                 HEALTHY,

@@ -173,6 +173,14 @@ class EarlyExitType(StrEnum):
     ANSWER_PROBE = "AnswerProbe"
 
 
+class LoadAdaptationType(StrEnum):
+    """How the planner fits a query's branches to the load it observes."""
+
+    STATIC = "Static"
+    SHRINK = "Shrink"
+    SHRINK_AND_GROW = "ShrinkAndGrow"
+
+
 class VerifierType(StrEnum):
     """What scores a branch."""
 
@@ -833,6 +841,17 @@ class SloSpec(_Spec):
         description="After an answer, how long to wait for the branches it cancelled to report "
         "the tokens they spent, so that usage counts them; what reports later is counted in "
         "ponder_late_tokens_total only. 0: answer without waiting.",
+    )
+    load_adaptation: LoadAdaptationType = Field(
+        default=LoadAdaptationType.SHRINK,
+        description="How the planner fits a query's branches to the load the scheduler "
+        "observes. Static: as the request asks, whatever the load (the budget and "
+        "spec.strategy.maxBranches still bound it). Shrink: fewer branches (and waves, beam "
+        "steps) when the branches outstanding would push them past the deadline. ShrinkAndGrow: "
+        "that, and a query that leaves ponder.branches to the service gets more branches, up "
+        "to its max_branches and what its budget pays for, while the pool has idle slots and "
+        "they fit the deadline (self-consistency, best-of-n, weighted-vote; not Sheddable "
+        "queries).",
     )
 
 

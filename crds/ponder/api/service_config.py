@@ -180,6 +180,15 @@ class BudgetConfig(BaseModel):
         return self
 
 
+class LoadAdaptation(StrEnum):
+    """How the planner adapts a query's width to the load it observes (docs/architecture.md,
+    "Load-adaptive width")."""
+
+    STATIC = "static"  # as the request and the hard limits (budget, maxBranches) say, any load
+    SHRINK = "shrink"  # fewer branches and waves when the load would push them past the deadline
+    SHRINK_AND_GROW = "shrink-and-grow"  # that, and more branches on an idle pool with slack
+
+
 class SloConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     target_latency_ms: int = Field(default=30_000, ge=10, description="Latency SLO per query.")
@@ -198,6 +207,11 @@ class SloConfig(BaseModel):
         le=3_600_000,
         description="How much longer than its deadline a query that finds no worker taking jobs "
         "(the pool scaled to zero) may wait for one, its jobs queued meanwhile (0: no hold).",
+    )
+    load_adaptation: LoadAdaptation = Field(
+        default=LoadAdaptation.SHRINK,
+        description="How the planner fits a query's branches to the observed load: static "
+        "(never), shrink (fewer under load) or shrink-and-grow (also more on an idle pool).",
     )
 
 

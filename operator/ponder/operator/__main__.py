@@ -29,7 +29,12 @@ from ponder.api.settings import (
 )
 from ponder.operator.handlers import build_registry, configure
 from ponder.operator.metrics import DEFAULT_METRICS_PORT, metrics_server
-from ponder.operator.nats_credentials import parse_secret_ref
+from ponder.operator.nats_credentials import (
+    DEFAULT_LIFETIME_HOURS,
+    MAX_LIFETIME_HOURS,
+    MIN_LIFETIME_HOURS,
+    parse_secret_ref,
+)
 from ponder.operator.peering import DEFAULT_LIFETIME_SECONDS, peering_of
 from ponder.operator.peering_watch import watch_activity
 from ponder.operator.runtime import OperatorConfig, open_runtime
@@ -106,6 +111,15 @@ NATS_TRUST_SECRET: Option[str] = Option(
     str,
     default_text="none (NATS without credentials)",
 )
+NATS_CREDS_LIFETIME: Option[int] = Option(
+    "--nats-creds-lifetime-hours",
+    "PONDER_NATS_CREDS_LIFETIME_HOURS",
+    DEFAULT_LIFETIME_HOURS,
+    f"Hours the NATS users issued to each service stay valid, {MIN_LIFETIME_HOURS} to "
+    f"{MAX_LIFETIME_HOURS}: renewed with a third left; a deleted service's end by then "
+    "(with --nats-trust-secret)",
+    int,
+)
 STREAM_REPLICAS: Option[int] = Option(
     "--stream-replicas",
     "PONDER_STREAM_REPLICAS",
@@ -120,6 +134,7 @@ OPTIONS: tuple[Option[Any], ...] = (
     NAMESPACES,
     OPERATOR_NATS_URL,
     NATS_TRUST_SECRET,
+    NATS_CREDS_LIFETIME,
     NATS_CA,
     STREAM_REPLICAS,
     AUTOSCALE_INTERVAL,
@@ -174,6 +189,11 @@ def parse_args(
         parser.error("--autoscale-interval-seconds must be positive")
     if not 1 <= args.stream_replicas <= 5:
         parser.error(f"--stream-replicas={args.stream_replicas} must be 1 to 5 (JetStream's)")
+    if not MIN_LIFETIME_HOURS <= args.nats_creds_lifetime_hours <= MAX_LIFETIME_HOURS:
+        parser.error(
+            f"--nats-creds-lifetime-hours={args.nats_creds_lifetime_hours} must be "
+            f"{MIN_LIFETIME_HOURS} to {MAX_LIFETIME_HOURS}"
+        )
     if args.nats_trust_secret:
         try:
             parse_secret_ref(args.nats_trust_secret)
@@ -199,6 +219,7 @@ async def run(args: argparse.Namespace) -> None:
         autoscale_interval_seconds=args.autoscale_interval_seconds,
         resync_seconds=args.resync_seconds,
         nats_trust_secret=args.nats_trust_secret,
+        nats_creds_lifetime_seconds=args.nats_creds_lifetime_hours * 3600,
         nats_ca=args.nats_ca,
     )
     settings = kopf.OperatorSettings()

@@ -281,6 +281,7 @@ def status_of(
         stream_error=snapshot.stream_error,
         nats_unreachable=snapshot.nats_unreachable,
         apply_errors=children.apply_errors,
+        nats_credentials_error=snapshot.nats_credentials_error,
         queue_depth=queue_depth_branches(snapshot),
         p95_latency_ms=stats.p95_latency_ms if stats else None,
         slo_attainment_percent=stats.slo_attainment_percent if stats else None,

@@ -5,9 +5,18 @@ Secret NAME, creating it on first start, and beside it Secret `NAME-server` with
 `trust.conf` the NATS server includes (it holds JWTs only, no seed). Every ReasoningService
 gets Secret `<service>-nats` in its namespace, owned by it (deleted with it), with one
 `.creds` per role; its scheduler and worker pods mount only their own
-(`render._nats_credentials`). A credentials Secret is created once and then left alone (a new
-user per pass would roll the pods for nothing): the operator tries once per process and
-service, and may create Secrets there but never read them.
+(`render._nats_credentials`).
+
+The users expire (`--nats-creds-lifetime-hours`, the JWTs' `exp`), so a deleted service's
+credentials end by themselves: the memory resolver cannot revoke a user. The operator keeps
+what it last issued for a service in memory and writes it on every pass with an update (a PUT
+of the whole Secret: unchanged, the API server stores nothing), which recreates a Secret
+deleted by hand and undoes a hand edit; the update answers with what was sent, so the operator
+still reads no Secret of a service's namespace. It issues new users when it holds none (first
+pass of this process) or when less than a third of their lifetime is left
+(`ponder.api.nats_renewal.needs_renewal`); the pods' files follow, and the programs move to
+them before the old ones expire (`follow_renewed_credentials`). The Secret's annotations say
+when its users were issued and when they expire.
 """
 
 from __future__ import annotations
@@ -16,12 +25,15 @@ import base64
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 from lightkube.resources.core_v1 import Secret
 
+from ponder.api.nats_renewal import needs_renewal
 from ponder.api.subjects import ServiceSubjects
 from ponder.operator.nats_trust import NatsTrust
 from ponder.operator.render import MANAGED_BY, Owner
@@ -30,6 +42,15 @@ logger = logging.getLogger(__name__)
 
 SERVER_CONFIG_KEY = "trust.conf"
 NOT_FOUND, CONFLICT = 404, 409
+
+DEFAULT_LIFETIME_HOURS = 24
+MIN_LIFETIME_HOURS, MAX_LIFETIME_HOURS = 1, 720
+"""Bounds of `--nats-creds-lifetime-hours`: an hour leaves twenty minutes between renewal and
+expiry for the kubelet to refresh the files (about a minute) and the programs to move; thirty
+days is as long as a deleted service's users may stay valid."""
+
+ISSUED_AT_ANNOTATION = "ponder.dev/nats-credentials-issued-at"
+EXPIRES_AT_ANNOTATION = "ponder.dev/nats-credentials-expires-at"
 
 
 def server_secret_name(trust_secret: str) -> str:
@@ -101,25 +122,80 @@ async def load_or_create_trust(kube: AsyncClient, namespace: str, name: str) -> 
     return trust
 
 
-async def ensure_service_credentials(kube: AsyncClient, trust: NatsTrust, owner: Owner) -> str:
-    """Secret `<service>-nats` with the service's credentials, created unless it exists; its
-    name. Only `create` is needed (an existing one answers 409), so the operator needs no right
-    to read any Secret in a service's namespace."""
-    name = service_secret_name(owner.name)
+@dataclass(frozen=True)
+class IssuedCredentials:
+    """A service's users as last issued: the Secret's data, and when they were issued and end."""
+
+    data: Mapping[str, str]
+    issued_at: int
+    expires_at: int
+
+    @staticmethod
+    def issue(
+        trust: NatsTrust, subjects: ServiceSubjects, now: int, lifetime_seconds: int
+    ) -> IssuedCredentials:
+        data = trust.service_creds(subjects, now, lifetime_seconds)
+        return IssuedCredentials(data, issued_at=now, expires_at=now + lifetime_seconds)
+
+    def annotations(self) -> dict[str, str]:
+        """When the users were issued and when they expire, RFC 3339, for humans."""
+        return {
+            ISSUED_AT_ANNOTATION: _rfc3339(self.issued_at),
+            EXPIRES_AT_ANNOTATION: _rfc3339(self.expires_at),
+        }
+
+
+def _rfc3339(unix_seconds: int) -> str:
+    return datetime.fromtimestamp(unix_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def service_secret(owner: Owner, issued: IssuedCredentials) -> Secret:
+    """Secret `<service>-nats` holding `issued`, owned by the service."""
     reference: Mapping[str, Any] = owner.reference
-    issued = trust.service_creds(ServiceSubjects(owner.namespace, owner.name), int(time.time()))
-    created = await _create_once(
-        kube,
-        Secret(
-            metadata=ObjectMeta(
-                name=name,
-                namespace=owner.namespace,
-                labels=_labels(),
-                ownerReferences=[OwnerReference(**reference)],
-            ),
-            stringData=issued,
+    return Secret(
+        metadata=ObjectMeta(
+            name=service_secret_name(owner.name),
+            namespace=owner.namespace,
+            labels=_labels(),
+            annotations=issued.annotations(),
+            ownerReferences=[OwnerReference(**reference)],
         ),
+        stringData=dict(issued.data),
     )
-    if created:
-        logger.info("Issued NATS credentials for %s/%s", owner.namespace, owner.name)
-    return name
+
+
+async def keep_service_credentials(
+    kube: AsyncClient,
+    trust: NatsTrust,
+    owner: Owner,
+    held: IssuedCredentials | None,
+    lifetime_seconds: int,
+    now: int,
+) -> IssuedCredentials:
+    """Secret `<service>-nats` holding `held`, or new users when `held` is None or due for
+    renewal; what it holds now. An update, then a create when the Secret is gone (deleted by
+    hand, or never made): only `update` and `create` are needed, and neither reads anything
+    the operator did not send. Raises the API server's ApiError when both are refused."""
+    who = f"{owner.namespace}/{owner.name}"
+    if held is None or needs_renewal(held.issued_at, held.expires_at, now):
+        subjects = ServiceSubjects(owner.namespace, owner.name)
+        renewed = held is not None
+        held = IssuedCredentials.issue(trust, subjects, now, lifetime_seconds)
+        expires = held.annotations()[EXPIRES_AT_ANNOTATION]
+        logger.info(
+            "%s NATS credentials for %s (expire at %s)",
+            "Renewed" if renewed else "Issued",
+            who,
+            expires,
+        )
+    secret = service_secret(owner, held)
+    try:
+        await kube.replace(secret)
+    except ApiError as error:
+        if error.status.code != NOT_FOUND:
+            raise
+        if await _create_once(kube, secret):
+            logger.info("Created Secret %s/%s", owner.namespace, service_secret_name(owner.name))
+        else:  # created between the two calls (by a replica that lost its lease): ours wins
+            await kube.replace(secret)
+    return held

@@ -138,9 +138,11 @@ def user_claims(
     account: str,
     permissions: SubjectPermissions,
     issued_at: int,
+    expires_at: int | None = None,
 ) -> dict[str, Any]:
     """A user of `account` allowed exactly `permissions` (signed by one of its signing keys,
-    hence `issuer_account`)."""
+    hence `issuer_account`), until `expires_at` (Unix seconds, the `exp` claim: the server
+    refuses it from then on and closes its connections) or for ever when None."""
     nats: dict[str, Any] = {
         "pub": {"allow": list(permissions.publish)},
         "sub": {"allow": list(permissions.subscribe)},
@@ -153,7 +155,10 @@ def user_claims(
     }
     if permissions.respond:
         nats["resp"] = {"max": 1, "ttl": 0}
-    return {"iat": issued_at, "name": name, "sub": user_public, "nats": nats}
+    claims: dict[str, Any] = {"iat": issued_at, "name": name, "sub": user_public, "nats": nats}
+    if expires_at is not None:
+        claims["exp"] = expires_at
+    return claims
 
 
 def creds_file(user_jwt: str, user_seed: str) -> str:

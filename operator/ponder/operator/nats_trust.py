@@ -133,8 +133,15 @@ class NatsTrust:
             "}\n"
         )
 
-    def issue(self, name: str, permissions: SubjectPermissions, now: int) -> str:
-        """A new user of the Ponder account allowed exactly `permissions`, as `.creds` text."""
+    def issue(
+        self,
+        name: str,
+        permissions: SubjectPermissions,
+        now: int,
+        lifetime_seconds: int | None = None,
+    ) -> str:
+        """A new user of the Ponder account allowed exactly `permissions`, as `.creds` text;
+        it expires `lifetime_seconds` after `now` (never when None)."""
         user = NKey.new(KeyKind.USER)
         claims = user_claims(
             user.public,
@@ -142,6 +149,7 @@ class NatsTrust:
             account=self.account.public,
             permissions=permissions,
             issued_at=now,
+            expires_at=None if lifetime_seconds is None else now + lifetime_seconds,
         )
         return creds_file(encode_jwt(claims, self.signing), user.seed)
 
@@ -149,10 +157,15 @@ class NatsTrust:
         """The operator's own user: every subject (it manages streams and reads all stats)."""
         return self.issue("ponder-operator", ADMIN_PERMISSIONS, now)
 
-    def service_creds(self, subjects: ServiceSubjects, now: int) -> dict[str, str]:
-        """One user per role of one service, keyed as its credentials Secret keeps them."""
+    def service_creds(
+        self, subjects: ServiceSubjects, now: int, lifetime_seconds: int | None = None
+    ) -> dict[str, str]:
+        """One user per role of one service, keyed as its credentials Secret keeps them, each
+        expiring `lifetime_seconds` after `now` (never when None)."""
         who = f"{subjects.namespace}/{subjects.name}"
+        scheduler = scheduler_permissions(subjects)
+        worker = worker_permissions(subjects)
         return {
-            SCHEDULER_CREDS: self.issue(f"{who} scheduler", scheduler_permissions(subjects), now),
-            WORKER_CREDS: self.issue(f"{who} worker", worker_permissions(subjects), now),
+            SCHEDULER_CREDS: self.issue(f"{who} scheduler", scheduler, now, lifetime_seconds),
+            WORKER_CREDS: self.issue(f"{who} worker", worker, now, lifetime_seconds),
         }

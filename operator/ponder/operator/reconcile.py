@@ -64,7 +64,7 @@ from ponder.operator.decide import (
     status_of,
     workers_short,
 )
-from ponder.operator.nats_credentials import ensure_service_credentials
+from ponder.operator.nats_credentials import keep_service_credentials, service_secret_name
 from ponder.operator.pod_costs import spare_busy_workers
 from ponder.operator.policy import Decision
 from ponder.operator.runtime import (
@@ -191,11 +191,7 @@ async def observe(
     names = render.ChildNames(meta.name)
     workers = await _get_deployment(runtime, meta.namespace, names.workers)
     scheduler = await _get_deployment(runtime, meta.namespace, names.scheduler)
-    if runtime.trust is not None and memory.nats_credentials is None:
-        # Before the pods that mount it are applied (they would wait for it anyway).
-        owner = render.Owner(meta.namespace, meta.name, meta.uid)
-        trust = runtime.trust
-        memory.nats_credentials = await ensure_service_credentials(runtime.kube, trust, owner)
+    credentials, credentials_error = await _keep_nats_credentials(runtime, memory, service)
     stream_error, unreachable = await _ensure_stream(
         runtime, memory, key, config, service.spec.workers.max_replicas
     )
@@ -213,9 +209,41 @@ async def observe(
         at=time.time(),
         remembered_workers=memory.desired_workers,
         autoscaler=memory.autoscaler,
-        nats_credentials=memory.nats_credentials,
+        nats_credentials=credentials,
+        nats_credentials_error=credentials_error,
         nats_ca=runtime.nats_ca,
     )
+
+
+async def _keep_nats_credentials(
+    runtime: Runtime, memory: ServiceMemory, service: ReasoningService
+) -> tuple[str | None, str | None]:
+    """Write the service's NATS credentials Secret, renewed when due, before the pods that mount
+    it are applied (they would wait for it anyway): every pass, so that a Secret deleted by hand
+    is back at the next one. (Its name, or None when NATS needs no credentials; why the API
+    server refused it, or None.)"""
+    if runtime.trust is None:
+        return None, None
+    meta = service.metadata
+    owner = render.Owner(meta.namespace, meta.name, meta.uid)
+    try:
+        memory.nats_credentials = await keep_service_credentials(
+            runtime.kube,
+            runtime.trust,
+            owner,
+            memory.nats_credentials,
+            runtime.config.nats_creds_lifetime_seconds,
+            int(time.time()),
+        )
+    except ApiError as error:
+        logging.getLogger(__name__).warning(
+            "the API server refused the NATS credentials of %s/%s: %s",
+            meta.namespace,
+            meta.name,
+            error,
+        )
+        return service_secret_name(meta.name), _api_message(error)
+    return service_secret_name(meta.name), None
 
 
 async def _get_deployment(runtime: Runtime, namespace: str, name: str) -> dict[str, Any] | None:

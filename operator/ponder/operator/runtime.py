@@ -25,7 +25,12 @@ from ponder.api.nats_tls import client_tls
 from ponder.api.nats_urls import nats_servers
 from ponder.api.service_config import DEFAULT_NATS_URL
 from ponder.operator.metrics import OperatorMetrics
-from ponder.operator.nats_credentials import load_or_create_trust, parse_secret_ref
+from ponder.operator.nats_credentials import (
+    DEFAULT_LIFETIME_HOURS,
+    IssuedCredentials,
+    load_or_create_trust,
+    parse_secret_ref,
+)
 from ponder.operator.nats_trust import NatsTrust
 from ponder.operator.passes import STUCK_PASS_SECONDS, PassesInFlight
 from ponder.operator.policy import AutoscalerState
@@ -77,6 +82,8 @@ class OperatorConfig:
     nats_ca: Path | None = None
     """The CA bundle (PEM) NATS servers' certificates are verified with: the operator's own
     connections trust it, and every service's pods get a copy. None: NATS without TLS."""
+    nats_creds_lifetime_seconds: int = DEFAULT_LIFETIME_HOURS * 3600
+    """How long the NATS users issued to a service stay valid; renewed with a third left."""
 
 
 @dataclass
@@ -190,8 +197,9 @@ class ServiceMemory:
     """The last successful ensure of the job stream (None: none, or it failed since)."""
     unschedulable_workers: tuple[UnschedulablePod, ...] = ()
     """Worker pods found Pending at the last timer tick (pods are listed only then)."""
-    nats_credentials: str | None = None
-    """The Secret of the service's NATS credentials, once this process made sure it exists."""
+    nats_credentials: IssuedCredentials | None = None
+    """The service's NATS users as this process last issued them (None: none yet); written
+    into its Secret on every pass, renewed when a third of their lifetime is left."""
     refresh_queued: bool = False
     """A refresh after a child's change waits for the lock; more changes need no other."""
     load_stepped: asyncio.Event = field(default_factory=asyncio.Event, compare=False)

@@ -11,6 +11,7 @@ from ponder.api.crd import (
     AuthType,
     EarlyExitType,
     ExtractorType,
+    LoadAdaptationType,
     ReasoningServiceSpec,
     VerifierType,
 )
@@ -25,6 +26,7 @@ from ponder.api.service_config import (
     EarlyExit,
     EarlyExitConfig,
     ExtractorKind,
+    LoadAdaptation,
     ServiceConfig,
     SloConfig,
     StrategyDefaults,
@@ -57,6 +59,12 @@ _EXTRACTOR_KINDS = {
 _EARLY_EXITS = {
     EarlyExitType.NONE: EarlyExit.NONE,
     EarlyExitType.ANSWER_PROBE: EarlyExit.ANSWER_PROBE,
+}
+
+_LOAD_ADAPTATIONS = {
+    LoadAdaptationType.STATIC: LoadAdaptation.STATIC,
+    LoadAdaptationType.SHRINK: LoadAdaptation.SHRINK,
+    LoadAdaptationType.SHRINK_AND_GROW: LoadAdaptation.SHRINK_AND_GROW,
 }
 
 
@@ -143,6 +151,7 @@ def service_config_from_spec(
             max_deadline_ms=spec.slo.max_deadline_milliseconds,
             usage_settle_ms=spec.slo.usage_settle_milliseconds,
             cold_start_hold_ms=cold_start_hold_ms(spec),
+            load_adaptation=_LOAD_ADAPTATIONS[spec.slo.load_adaptation],
         ),
         api=ApiLimits(
             max_body_bytes=limits.max_body_bytes,

@@ -71,6 +71,8 @@ class Snapshot:
     """The stream is unavailable because its NATS server could not be reached at all."""
     nats_credentials: str | None = None
     """The Secret of the service's NATS credentials; None when NATS requires none."""
+    nats_credentials_error: str | None = None
+    """Why the API server refused to write that Secret this pass; None when it took it."""
     nats_ca: str | None = None
     """The PEM of the CA the NATS server's certificate is verified with; None without TLS."""
 

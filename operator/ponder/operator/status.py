@@ -32,6 +32,8 @@ DEGRADED = "Degraded"
 AUTHENTICATED = "Authenticated"
 INVALID_SPEC = "InvalidSpec"
 """The reason of the conditions a refused spec sets."""
+NATS_CREDENTIALS_FAILED = "NatsCredentialsFailed"
+"""Degraded's reason when the API server refused the service's NATS credentials Secret."""
 MAX_LISTED_PROBLEMS = 5
 """A spec refused for more reasons names the first few and counts the rest."""
 
@@ -120,6 +122,8 @@ class Observation:
     nats_unreachable: bool = False
     apply_errors: tuple[str, ...] = ()
     """Children the API server refused this pass: `Kind/name: its message`."""
+    nats_credentials_error: str | None = None
+    """Why the API server refused the service's NATS credentials Secret this pass."""
     queue_depth: int | None = None
     p95_latency_ms: int | None = None
     slo_attainment_percent: int | None = None
@@ -200,6 +204,10 @@ def _degraded(observation: Observation, now: str) -> Condition:
         more = f" (and {len(rest)} more)" if rest else ""
         message = f"the API server refused {first}{more}"
         return _condition(DEGRADED, True, "ApplyFailed", message, generation, now)
+    if observation.nats_credentials_error:
+        # The pods wait for the Secret they mount; the next pass tries again.
+        message = f"cannot write the NATS credentials: {observation.nats_credentials_error}"
+        return _condition(DEGRADED, True, NATS_CREDENTIALS_FAILED, message, generation, now)
     pending = observation.unschedulable_workers
     lacking_gpus = [pod for pod in pending if pod.lacks_gpus]
     if lacking_gpus:

@@ -203,6 +203,12 @@ class PlanInfo(BaseModel):
     )
     shrunk: bool = False
     shrink_reason: str | None = None
+    grown: bool = Field(
+        default=False,
+        description="More branches than asked: the pool was idle (spec.slo.loadAdaptation "
+        "ShrinkAndGrow); grow_reason says how idle and what bounded it.",
+    )
+    grow_reason: str | None = None
     early_exit: str = Field(default="none", description="The branches' early exit: none, ...")
 
 

@@ -5,9 +5,12 @@ to change, e.g. "ponder.branches=64 exceeds spec.strategy.maxBranches=32".
 
 Planning is a sequence of named steps: `validate_request` (strategy, branches, budget, deadline,
 sampling and early exit, each within its limit; the first broken limit is the one reported), then
-`fit_to_budget`, `fit_to_load` and `cap_total` size the query from the strategy's declared
-shape (`Strategy.launch_mode`, `single_branch`, `needs_verifier`, `may_shrink`), and
-`planned_query` assembles what the strategy sees.
+`fit_to_budget`, `fit_to_load`, `grow_to_idle` and `cap_total` size the query from the
+strategy's declared shape (`Strategy.launch_mode`, `single_branch`, `needs_verifier`,
+`may_shrink`), and `planned_query` assembles what the strategy sees. Which load steps run is the
+service's `spec.slo.loadAdaptation` (`SloConfig.load_adaptation`): `Static` neither shrinks nor
+grows for load (the budget and the branch limits still bound the query), `Shrink` (the default)
+shrinks, `ShrinkAndGrow` shrinks and grows.
 
 Load-aware shrinking (docs/architecture.md, "Request flow" and "Strategies"): branches of a
 wave run in parallel on the pool's slots, behind the branches already outstanding. With `slots`
@@ -26,6 +29,19 @@ fit above is Standard's. A Sheddable query fits its branches into a smaller shar
 `Retry-After`, nothing queued) once the branches outstanding already fill every slot for that
 share: none of its branches could even start in time. A Critical query is never shrunk or
 refused for load: its jobs are taken before the others.
+
+Load-adaptive growth (`ShrinkAndGrow`; docs/architecture.md, "Load-adaptive width"): the same
+model read the other way. While the pool has idle slots (`slots - outstanding`) and one round of
+`branch_seconds` fits the deadline's share, a query that left `ponder.branches` to the service
+is granted more branches, up to half the idle slots (`GROW_SLOT_SHARE`), its `max_branches`
+(the request's `ponder.max_branches`, else `spec.strategy.maxBranches`) and what its budget pays
+for at its per-branch cap: the extra branches start at once and finish with the others, so
+they buy accuracy with capacity that would otherwise idle. Only strategies that launch every
+branch at once and may shrink branches grow (self-consistency, best-of-n, weighted-vote: more
+samples, the same wait); waves, steps and turns already size themselves. Never an explicit
+`ponder.branches` (the caller chose the width), a Sheddable query (it yields capacity, it does
+not take more), a query shrunk for budget or load, a cold start or a cold pool. The plan records
+it in `grow_reason`.
 """
 
 from __future__ import annotations
@@ -34,7 +50,13 @@ import math
 from dataclasses import dataclass, field, replace
 
 from ponder.api.priority import Priority
-from ponder.api.service_config import AnswerProbe, EarlyExit, ServiceConfig, VerifierKind
+from ponder.api.service_config import (
+    AnswerProbe,
+    EarlyExit,
+    LoadAdaptation,
+    ServiceConfig,
+    VerifierKind,
+)
 from ponder.api.strategy import StrategyName
 from ponder.api.wire import MAX_STOP_STRINGS, ChatMessage, Endpoint, EngineSampling
 from ponder.scheduler.api_models import PonderOptions
@@ -54,6 +76,10 @@ LOAD_HEADROOM: dict[Priority, float | None] = {
     Priority.SHEDDABLE: SHEDDABLE_HEADROOM,
 }
 """Share of the deadline each class's branches must fit in, behind the load observed."""
+
+GROW_SLOT_SHARE = 0.5
+"""Of the slots idle when a query arrives, the share its grown branches may take: the rest is
+left to the queries that arrive while it runs."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +126,8 @@ class Plan:
     branches_per_job: int
     requested_branches: int
     shrink_reason: str | None = None
+    grow_reason: str | None = None
+    """Why the planner granted more branches than asked (`ShrinkAndGrow` on an idle pool)."""
     priority: Priority = Priority.STANDARD
     """The query's class: its jobs go to that class's subject (`ServiceSubjects.jobs_of`)."""
     hold_ms: int = 0
@@ -110,6 +138,11 @@ class Plan:
     def shrunk(self) -> bool:
         """Whether the planner granted fewer branches than asked."""
         return self.shrink_reason is not None
+
+    @property
+    def grown(self) -> bool:
+        """Whether the planner granted more branches than asked."""
+        return self.grow_reason is not None
 
     @property
     def wait_ms(self) -> int:
@@ -132,16 +165,19 @@ class ValidRequest:
     confidence: float
     probe: AnswerProbe | None = None
     priority: Priority = Priority.STANDARD
+    explicit_branches: bool = False
+    """The request named `ponder.branches`: the width is the caller's, never grown."""
 
 
 @dataclass(frozen=True)
 class Width:
     """Branches launched at once (`branches`) and in all (`max_branches`), and why fewer
-    than asked, when they are."""
+    (or more) than asked, when they are."""
 
     branches: int
     max_branches: int
     shrink_reason: str | None = None
+    grow_reason: str | None = None
 
 
 def spec_name(section: str, name: str) -> str:
@@ -167,7 +203,11 @@ def plan_query(
     if shed is not None:
         return shed
     width = fit_to_budget(valid, config)
-    width = fit_to_load(valid, width, load, config)
+    adaptation = config.slo.load_adaptation
+    if adaptation is not LoadAdaptation.STATIC:
+        width = fit_to_load(valid, width, load, config)
+    if adaptation is LoadAdaptation.SHRINK_AND_GROW:
+        width = grow_to_idle(valid, width, load, config)
     width = cap_total(valid.strategy, width)
     return Plan(
         query=planned_query(request, config, valid, width),
@@ -177,6 +217,7 @@ def plan_query(
         ),
         requested_branches=valid.branches,
         shrink_reason=width.shrink_reason,
+        grow_reason=width.grow_reason,
         priority=valid.priority,
         hold_ms=config.slo.cold_start_hold_ms if load.cold else 0,
     )
@@ -227,6 +268,7 @@ def validate_request(
         confidence=confidence,
         probe=probe,
         priority=request.priority,
+        explicit_branches=request.ponder.branches is not None,
     )
 
 
@@ -475,6 +517,56 @@ def fit_to_load(
         waves = waves_within_deadline(branches, slots, branch_seconds, deadline_seconds, headroom)
         max_branches = min(max_branches, waves * branches)
     return Width(branches, max_branches, reason)
+
+
+def may_grow(strategy: type[Strategy]) -> bool:
+    """Whether more branches than asked may be granted: a strategy that launches every branch
+    at once and may shrink them (more samples, the same wait). Waves, steps and turns size
+    themselves, and their extra rounds would wait on each other."""
+    return strategy.launch_mode is LaunchMode.AT_ONCE and Shrinkable.BRANCHES in strategy.may_shrink
+
+
+def grow_to_idle(
+    valid: ValidRequest, width: Width, load: LoadSnapshot, config: ServiceConfig
+) -> Width:
+    """More branches, up to `GROW_SLOT_SHARE` of the idle slots, the query's `max_branches`
+    and what the budget pays for (`width.max_branches`), while the pool has idle slots and one
+    round of branches fits the deadline's share (the load model of `fit_to_load`). Unchanged
+    for an explicit `ponder.branches`, a Sheddable query, a strategy that may not grow
+    (`may_grow`), a query already shrunk, a cold start or a cold pool."""
+    if (
+        valid.explicit_branches
+        or valid.priority is Priority.SHEDDABLE
+        or not may_grow(valid.strategy)
+        or width.shrink_reason is not None
+        or load.cold
+    ):
+        return width
+    slots = load.workers * config.slots_per_worker if load.workers else None
+    branch_seconds = expected_branch_seconds(load, valid.max_tokens_per_branch)
+    if slots is None or branch_seconds is None:
+        return width  # nothing observed: it cannot know the pool is idle
+    headroom = LOAD_HEADROOM[valid.priority] or DEADLINE_HEADROOM
+    deadline_seconds = valid.deadline_ms / 1000.0
+    if branch_seconds > deadline_seconds * headroom:
+        return width  # not even one round fits: no slack to spend
+    idle = max(0, slots - load.branches_outstanding)
+    idle_share = int(idle * GROW_SLOT_SHARE)
+    grown = min(width.max_branches, idle_share)
+    if grown <= width.branches:
+        return width
+    if grown == idle_share:
+        bound = f"{GROW_SLOT_SHARE:g} of the idle slots"
+    elif width.max_branches < valid.max_branches:
+        bound = f"what budget_tokens={valid.budget_tokens} pays for"
+    else:
+        bound = f"max_branches={valid.max_branches}"
+    reason = (
+        f"idle: {idle} of {slots} slots idle at ~{branch_seconds:.3g}s per branch, one round "
+        f"within deadline_ms={valid.deadline_ms}; granted {grown} instead of {width.branches} "
+        f"(at most {bound})"
+    )
+    return replace(width, branches=grown, grow_reason=reason)
 
 
 def cap_total(strategy: type[Strategy], width: Width) -> Width:

@@ -62,6 +62,7 @@ class QueryTrace:
                 "ponder.branches.max": query.max_branches,
                 "ponder.budget_tokens": query.budget_tokens,
                 "ponder.plan.shrunk": self.plan.shrunk,
+                "ponder.plan.grown": self.plan.grown,
             },
         )
 

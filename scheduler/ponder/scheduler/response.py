@@ -90,6 +90,8 @@ def ponder_info(outcome: QueryOutcome) -> PonderInfo:
             cold_start_hold_ms=plan.hold_ms,
             shrunk=plan.shrunk,
             shrink_reason=plan.shrink_reason,
+            grown=plan.grown,
+            grow_reason=plan.grow_reason,
             early_exit=EarlyExit.ANSWER_PROBE.value if query.probe else EarlyExit.NONE.value,
         ),
         tokens_after_answer=sum(

@@ -15,6 +15,7 @@ import nats
 from nats.aio.client import Client as NatsClient
 
 from ponder.api.jetstream import ensure_stream
+from ponder.api.nats_renewal import following_renewed_credentials
 from ponder.api.nats_tls import client_tls
 from ponder.api.nats_urls import nats_servers
 from ponder.api.service_config import ServiceConfig
@@ -83,6 +84,8 @@ async def start_state(
         inbox_prefix=subjects.inbox_prefix,
     )
     stack.push_async_callback(nc.close)
+    # nats-py gives up on a connection whose JWT expired: move to renewed credentials before.
+    await stack.enter_async_context(following_renewed_credentials(nc, settings.nats_creds))
     if settings.ensure_stream:
         await ensure_stream(nc.jetstream(), subjects, config, settings.max_workers)
     dispatcher = Dispatcher(nc, subjects, settings.scheduler_id, metrics)

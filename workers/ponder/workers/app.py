@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from ponder.api import tracing
 from ponder.api.jetstream import ensure_stream
+from ponder.api.nats_renewal import following_renewed_credentials
 from ponder.api.nats_tls import client_tls
 from ponder.api.nats_urls import nats_servers
 from ponder.api.wire import CancelMessage
@@ -124,6 +125,8 @@ async def worker_app(
             inbox_prefix=subjects.inbox_prefix,
         )
         stack.push_async_callback(nc.close)
+        # nats-py gives up on a connection whose JWT expired: move to renewed credentials before.
+        await stack.enter_async_context(following_renewed_credentials(nc, settings.nats_creds))
         js = nc.jetstream()
         if settings.ensure_stream:
             await ensure_stream(js, subjects, settings.service, settings.max_workers)
