@@ -26,7 +26,6 @@ import pytest_asyncio
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from ponder.api.service_config import ServiceConfig
 from ponder.api.subjects import ServiceSubjects
 from ponder.api.wire import SchedulerStats
 from ponder.local.cluster.commands import Kubectl
@@ -43,6 +42,7 @@ from tests.e2e.test_operator import (  # noqa: F401 (namespace: a fixture, used 
     wait_ready,
     worker_replicas,
 )
+from tests.e2e.test_scale_from_zero import operator_config
 from tests.report import report
 
 pytestmark = pytest.mark.e2e
@@ -85,12 +85,6 @@ async def slow_operator(
         yield process
     finally:
         await process.stop()
-
-
-async def operator_config(kubectl: Kubectl, where: str, name: str) -> ServiceConfig:
-    """The ServiceConfig the operator rendered into the service's ConfigMap."""
-    config_map = await get_json(kubectl, "configmap", f"{name}-config", "-n", where)
-    return ServiceConfig.model_validate_json(config_map["data"]["service.json"])
 
 
 async def scaled_workers_events(kubectl: Kubectl, where: str) -> list[dict[str, Any]]:

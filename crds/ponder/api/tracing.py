@@ -89,7 +89,7 @@ def tracing_requested(env: Mapping[str, str]) -> bool:
     """Whether `env` asks for traces (see the module docstring)."""
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
-    exporters = _exporters(env)
+    exporters = exporter_names(env)
     if exporters:
         return exporters != ["none"]
     return bool(
@@ -97,7 +97,8 @@ def tracing_requested(env: Mapping[str, str]) -> bool:
     )
 
 
-def _exporters(env: Mapping[str, str]) -> list[str]:
+def exporter_names(env: Mapping[str, str]) -> list[str]:
+    """The exporters `OTEL_TRACES_EXPORTER` names, lower-cased ([] when it names none)."""
     raw = env.get("OTEL_TRACES_EXPORTER", "")
     return [name.strip().lower() for name in raw.split(",") if name.strip()]
 
@@ -113,7 +114,7 @@ def otlp_protocol(env: Mapping[str, str]) -> str:
 
 def span_exporters(env: Mapping[str, str]) -> list[SpanExporter]:
     """The exporters `env` names (`otlp` when it names none but gives an endpoint)."""
-    names = _exporters(env) or ["otlp"]
+    names = exporter_names(env) or ["otlp"]
     exporters: list[SpanExporter] = []
     for name in names:
         if name == "none":

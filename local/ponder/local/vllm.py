@@ -125,7 +125,7 @@ def tracing_setup(
     (`ponder.api.tracing`): its `--otlp-traces-endpoint` (unless `extra_args` set one), the
     protocol the others use (vLLM's own default is gRPC, theirs HTTP) and a service name."""
     if not tracing.tracing_requested(env) or "otlp" not in (
-        env.get("OTEL_TRACES_EXPORTER") or "otlp"
+        tracing.exporter_names(env) or ["otlp"]
     ):
         return [], {}
     variables = {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": tracing.otlp_protocol(env)}

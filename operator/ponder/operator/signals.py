@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -79,105 +80,114 @@ def _mean_by_queries(stats: list[SchedulerStats], values: list[float | None]) ->
     return sum(v * w for v, w in known) / weight
 
 
-def service_of_stats_subject(subject: str) -> ServiceKey | None:
-    """`ponder.<ns>.<name>.stats` -> (ns, name); None for any other subject."""
+def _service_of(subject: str, kind: str) -> ServiceKey | None:
+    """`ponder.<ns>.<name>.<kind>` -> (ns, name); None for any other subject."""
     parts = subject.split(".")
-    if len(parts) != 4 or parts[0] != "ponder" or parts[3] != "stats":
+    if len(parts) != 4 or parts[0] != "ponder" or parts[3] != kind:
         return None
     return parts[1], parts[2]
 
 
+def service_of_stats_subject(subject: str) -> ServiceKey | None:
+    """`ponder.<ns>.<name>.stats` -> (ns, name); None for any other subject."""
+    return _service_of(subject, "stats")
+
+
+def service_of_worker_stats_subject(subject: str) -> ServiceKey | None:
+    """`ponder.<ns>.<name>.worker-stats` -> (ns, name); None for any other subject."""
+    return _service_of(subject, "worker-stats")
+
+
+Report = TypeVar("Report", SchedulerStats, WorkerStats)
+
+
 @dataclass
-class StatsBoard:
+class _LatestReports(Generic[Report]):
+    """The latest report of each sender (a scheduler replica, a worker) of every service,
+    stamped with our clock, not theirs; a sender silent `stale_after_seconds` is forgotten.
+
+    Keyed by the subject's service, never by what a message claims: a service's programs may
+    publish only on their own service's subjects (`ponder.api.nats_permissions`).
+    """
+
+    stale_after_seconds: float
+    clock: Callable[[], float] = time.monotonic
+    _latest: dict[ServiceKey, dict[str, tuple[float, Report]]] = field(default_factory=dict)
+
+    def _keep(self, service: ServiceKey, sender: str, report: Report) -> None:
+        self._latest.setdefault(service, {})[sender] = (self.clock(), report)
+
+    def _fresh(self, service: ServiceKey) -> dict[str, Report]:
+        """The service's reports by sender, the stale ones dropped on the way."""
+        reports = self._latest.get(service, {})
+        now = self.clock()
+        for sender, (received_at, _) in list(reports.items()):
+            if now - received_at > self.stale_after_seconds:
+                del reports[sender]
+        return {sender: report for sender, (_, report) in reports.items()}
+
+    def forget(self, service: ServiceKey) -> None:
+        """Drop every report of a deleted service."""
+        self._latest.pop(service, None)
+
+
+def _parsed(message: Msg, kind: str, model: type[Report]) -> tuple[ServiceKey, Report] | None:
+    """The service and report of a message on `ponder.<ns>.<name>.<kind>`; None (a bad one
+    logged) for anything else."""
+    service = _service_of(message.subject, kind)
+    if service is None:
+        return None
+    try:
+        return service, model.model_validate_json(message.data)
+    except ValidationError as error:
+        logger.warning("Dropped malformed %s on %s: %s", kind, message.subject, error)
+        return None
+
+
+@dataclass
+class StatsBoard(_LatestReports[SchedulerStats]):
     """The latest SchedulerStats per scheduler replica of every service (operator memory)."""
 
     stale_after_seconds: float = STALE_AFTER_SECONDS
-    clock: Callable[[], float] = time.monotonic
     on_step: Callable[[ServiceKey], None] | None = None
     """Told the service of every message marked as a load step, once it is recorded."""
-    _latest: dict[ServiceKey, dict[str, tuple[float, SchedulerStats]]] = field(default_factory=dict)
 
     def record(self, service: ServiceKey, stats: SchedulerStats) -> None:
-        """Keep `stats` as its scheduler's latest (stamped with our clock, not theirs); a load
-        step goes on to `on_step`."""
-        self._latest.setdefault(service, {})[stats.scheduler_id] = (self.clock(), stats)
+        """Keep `stats` as its scheduler's latest; a load step goes on to `on_step`."""
+        self._keep(service, stats.scheduler_id, stats)
         if stats.step and self.on_step is not None:
             self.on_step(service)
 
     def summary(self, service: ServiceKey) -> StatsSummary | None:
         """The service's fresh stats combined; stale replicas are forgotten on the way."""
-        replicas = self._latest.get(service, {})
-        now = self.clock()
-        for scheduler_id, (received_at, _) in list(replicas.items()):
-            if now - received_at > self.stale_after_seconds:
-                del replicas[scheduler_id]
-        return summarize([stats for _, stats in replicas.values()])
-
-    def forget(self, service: ServiceKey) -> None:
-        """Drop every replica's stats of a deleted service."""
-        self._latest.pop(service, None)
+        return summarize(list(self._fresh(service).values()))
 
     async def on_message(self, message: Msg) -> None:
         """NATS callback for `ponder.*.*.stats`; a bad message is logged and dropped."""
-        service = service_of_stats_subject(message.subject)
-        if service is None:
-            return
-        try:
-            stats = SchedulerStats.model_validate_json(message.data)
-        except ValidationError as error:
-            logger.warning("Dropped malformed stats on %s: %s", message.subject, error)
-            return
-        self.record(service, stats)
-
-
-def service_of_worker_stats_subject(subject: str) -> ServiceKey | None:
-    """`ponder.<ns>.<name>.worker-stats` -> (ns, name); None for any other subject."""
-    parts = subject.split(".")
-    if len(parts) != 4 or parts[0] != "ponder" or parts[3] != "worker-stats":
-        return None
-    return parts[1], parts[2]
+        parsed = _parsed(message, "stats", SchedulerStats)
+        if parsed is not None:
+            self.record(*parsed)
 
 
 @dataclass
-class WorkerSlotsBoard:
-    """The latest slot use each worker of every service reported (operator memory).
-
-    Keyed by the subject's service, never by what a message claims: a service's workers may
-    publish only on their own service's subject (`ponder.api.nats_permissions`).
-    """
+class WorkerSlotsBoard(_LatestReports[WorkerStats]):
+    """The latest slot use each worker of every service reported (operator memory)."""
 
     stale_after_seconds: float = WORKER_STALE_AFTER_SECONDS
-    clock: Callable[[], float] = time.monotonic
-    _latest: dict[ServiceKey, dict[str, tuple[float, WorkerStats]]] = field(default_factory=dict)
 
     def record(self, service: ServiceKey, stats: WorkerStats) -> None:
-        """Keep `stats` as its worker's latest (stamped with our clock, not theirs)."""
-        self._latest.setdefault(service, {})[stats.worker_id] = (self.clock(), stats)
+        """Keep `stats` as its worker's latest."""
+        self._keep(service, stats.worker_id, stats)
 
     def slot_use(self, service: ServiceKey) -> dict[str, int]:
         """Slots in use by worker id, of the workers that reported lately."""
-        workers = self._latest.get(service, {})
-        now = self.clock()
-        for worker_id, (received_at, _) in list(workers.items()):
-            if now - received_at > self.stale_after_seconds:
-                del workers[worker_id]
-        return {worker_id: stats.slots_in_use for worker_id, (_, stats) in workers.items()}
-
-    def forget(self, service: ServiceKey) -> None:
-        """Drop every worker's report of a deleted service."""
-        self._latest.pop(service, None)
+        return {worker: stats.slots_in_use for worker, stats in self._fresh(service).items()}
 
     async def on_message(self, message: Msg) -> None:
         """NATS callback for `ponder.*.*.worker-stats`; a bad message is logged and dropped."""
-        service = service_of_worker_stats_subject(message.subject)
-        if service is None:
-            return
-        try:
-            stats = WorkerStats.model_validate_json(message.data)
-        except ValidationError as error:
-            logger.warning("Dropped malformed worker stats on %s: %s", message.subject, error)
-            return
-        self.record(service, stats)
+        parsed = _parsed(message, "worker-stats", WorkerStats)
+        if parsed is not None:
+            self.record(*parsed)
 
 
 def stats_subscriber(
