@@ -20,13 +20,13 @@ import aiohttp
 import openai
 
 from bench.summary import QueryRecord, Question, error_record, peer_record, ponder_record
-from models.arith.task import Problem
+from models.arith.task import SOLUTION_TOKEN_CAP, Problem
 
 Asked = TypeVar("Asked")
 """What a benchmark asks: an arithmetic `Problem`, a `WordQuestion`."""
 
-MAX_TOKENS = 48
-"""Longest worked solution of the task (`99+99=198 198+99=297 297+99=396 #396`) with room."""
+MAX_TOKENS = SOLUTION_TOKEN_CAP
+"""The longest worked solution (55 characters, a token each) and its `<eos>`, with room."""
 
 REQUEST_TIMEOUT_SECONDS = 120.0
 

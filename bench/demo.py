@@ -47,15 +47,14 @@ from bench.stack import (
     run_main,
 )
 from bench.summary import QueryRecord, Summary, summarise
-from models.arith.task import Problem, generate_problems
+from models.arith.heldout import DEMO
+from models.arith.task import Problem
 from models.smollm2.questions import DEMO_SEED as QUESTIONS_SEED
 from models.smollm2.questions import WordQuestion, word_questions
 from ponder.local.stack import LocalStack
 
-DEMO_SEED = 20_250_101
-"""The demo's problems: a seed that neither training (0) nor the model card's evaluation
-(20_240_601) uses."""
 DEFAULT_PROBLEMS = 100
+"""The demo's problems: the first of the held-out demo set (``models.arith.heldout.DEMO``)."""
 SHORT_PROBLEMS = 8
 CONCURRENCY = 16
 MODELS = ("arith", "smollm2")
@@ -143,16 +142,16 @@ def arith_plan(args: argparse.Namespace) -> DemoPlan[Problem]:
 
     return DemoPlan(
         title=(
-            f"Ponder demo: {count} held-out problems (seed {DEMO_SEED}) per strategy, "
+            f"Ponder demo: {count} held-out problems (seed {DEMO.seed}) per strategy, "
             f"temperature {settings.temperature}"
         ),
         plot_title=f"Ponder demo ({count} problems)",
         specs=demo_specs(args.short),
-        questions=generate_problems(DEMO_SEED, count),
+        questions=DEMO.problems(count),
         ask=ask,
         open_stack=lambda log_dir: bench_stack(settings, log_dir),
         facts={
-            "problems": {"seed": DEMO_SEED, "count": count},
+            "problems": {"seed": DEMO.seed, "count": count},
             "settings": {**asdict(settings), "model_dir": str(settings.model_dir)},
         },
         out_dir=REPO_ROOT / "out" / "demo",

@@ -43,12 +43,11 @@ from bench.ramp import StepResult, arrival_offsets, step_result
 from bench.report import fmt, format_table, plot_series, write_json, write_text
 from bench.stack import MODEL_DIR, REPO_ROOT, BenchSettings, bench_stack, run_main
 from bench.summary import QueryRecord
-from models.arith.task import Problem, generate_problems
+from models.arith.heldout import SLO
+from models.arith.task import Problem
 from ponder.api.service_config import LoadAdaptation, ServiceConfig
 from ponder.local.dataplane import merge_overrides
 
-SLO_SEED = 20_250_303
-"""Held out: not the training (0), evaluation (20_240_601), demo or efficiency seeds."""
 ARRIVAL_SEED = 5
 DEFAULT_RATES = (4.0, 8.0, 16.0, 24.0, 32.0)
 DEFAULT_STEP_SECONDS = 25.0
@@ -157,7 +156,7 @@ async def run_ramp(
 ) -> tuple[list[StepResult], list[QueryRecord]]:
     slo_seconds = slo_ms / 1000.0
     specs = arms(slo_ms)
-    pool = list(enumerate(generate_problems(SLO_SEED, MAX_REQUESTS_PER_STEP)))
+    pool = list(enumerate(SLO.problems(MAX_REQUESTS_PER_STEP)))
     rng = random.Random(ARRIVAL_SEED)
     schedule = [arrival_offsets(rate, step_seconds, rng, MAX_REQUESTS_PER_STEP) for rate in rates]
     results: list[StepResult] = []
@@ -278,7 +277,7 @@ async def main_async(argv: Sequence[str]) -> int:
         out_dir / "results.json",
         {
             "command": ["python", "-m", "bench.slo", *argv],
-            "problems": {"seed": SLO_SEED},
+            "problems": {"seed": SLO.seed},
             "settings": {**asdict(settings), "model_dir": str(settings.model_dir)},
             "slo_ms": args.slo_ms,
             "deadline_ms": arm_deadline_ms(args.slo_ms),

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from models.arith.task import MAX_TERMS
 from ponder.api.service_config import ServiceConfig
 from ponder.local import shipped
 from ponder.local.dataplane import dataplane_config, merge_overrides
@@ -64,8 +65,9 @@ class BenchSettings:
 
 
 def beam_branches(settings: BenchSettings) -> int:
-    """The branch cap a beam search needs: B x K per step, four steps (3 `a+b=c` and `#54`)."""
-    return min(MAX_BRANCHES, settings.beam_width * settings.beam_expansions * 4)
+    """The branch cap a beam search needs: B x K per step, for the longest solution the task
+    admits (`MAX_TERMS - 1` steps `a±b=c`, then `#n`)."""
+    return min(MAX_BRANCHES, settings.beam_width * settings.beam_expansions * MAX_TERMS)
 
 
 def service_overrides(settings: BenchSettings, verifier_url: str | None) -> dict[str, Any]:

@@ -62,11 +62,11 @@ from bench.summary import (
     efficiency_ratio,
     summarise,
 )
-from models.arith.task import Problem, generate_problems
+from models.arith.heldout import TTS
+from models.arith.task import Problem
 
-TTS_SEED = 20_250_202
-"""Held out: training uses seed 0, the model card's evaluation 20_240_601, the demo 20_250_101."""
 DEFAULT_PROBLEMS = 100
+"""The first problems of the held-out benchmark set (``models.arith.heldout.TTS``)."""
 CONCURRENCY = 16
 REFERENCE = "self-consistency@16"
 VOTE_SCHEDULER = "vote"
@@ -292,7 +292,7 @@ def agreement_lines(summaries: Sequence[Summary]) -> list[str]:
 
 async def main_async(argv: Sequence[str]) -> int:
     args = _parser().parse_args(list(argv))
-    problems = generate_problems(TTS_SEED, args.problems)
+    problems = TTS.problems(args.problems)
     settings = BenchSettings(model_dir=args.model, chat_template=True)
     out_dir: Path = args.out
     began = time.monotonic()
@@ -309,7 +309,7 @@ async def main_async(argv: Sequence[str]) -> int:
     comparisons = compare_at_equal_tokens(peers, ponder)
 
     title = (
-        f"Test-time scaling on {args.problems} held-out problems (seed {TTS_SEED}), "
+        f"Test-time scaling on {args.problems} held-out problems (seed {TTS.seed}), "
         f"temperature {settings.temperature} (optillm's own approaches sample at 1.0)"
     )
     sections = [
@@ -337,7 +337,7 @@ async def main_async(argv: Sequence[str]) -> int:
         out_dir / "results.json",
         {
             "command": ["python", "-m", "bench.tts_efficiency", *argv],
-            "problems": {"seed": TTS_SEED, "count": args.problems},
+            "problems": {"seed": TTS.seed, "count": args.problems},
             "settings": {**asdict(settings), "model_dir": str(settings.model_dir)},
             "elapsed_seconds": round(elapsed, 1),
             "ratio": ratio,

@@ -2,7 +2,10 @@
 
 ``python -m models.arith.evaluate --model models/arith/ponder-arith`` prints a table of greedy
 accuracy, single-sample accuracy, pass@k, majority@k and verifier-picked@k (k = 1 … 16) at each
-sampling temperature, and writes the figures as JSON (default: ``<model>/evaluation.json``).
+sampling temperature, then greedy, pass@16 and majority@16 by slice (number of terms, one-digit
+operands, negative running values), and writes the figures as JSON (default:
+``<model>/evaluation.json``). The problems are the held-out evaluation set
+(``models.arith.heldout.EVALUATION``), which training never draws.
 """
 
 from __future__ import annotations
@@ -18,22 +21,45 @@ from typing import Any
 
 import aiohttp
 
+from models.arith.heldout import EVALUATION
 from models.arith.scoring import Sample, mean, sampled_metrics
-from models.arith.task import Problem, extract_answer, generate_problems, is_verified
+from models.arith.task import SOLUTION_TOKEN_CAP, Problem, extract_answer, is_verified
 from ponder.local.vllm import VllmServer, vllm_server
 
-EVALUATION_SEED = 20_240_601
-EVALUATION_SIZE = 300
 SAMPLES = 16
 KS = (1, 2, 4, 8, 16)
-MAX_TOKENS = 48
+MAX_TOKENS = SOLUTION_TOKEN_CAP
 PROMPTS_PER_REQUEST = 50
 SAMPLING_SEED = 1234
 
 
-def evaluation_set(count: int = EVALUATION_SIZE) -> list[Problem]:
-    """The fixed evaluation problems (a seed the training stream never uses)."""
-    return generate_problems(EVALUATION_SEED, count)
+def evaluation_set(count: int | None = None) -> list[Problem]:
+    """The held-out evaluation problems (all of them, or the first ``count``)."""
+    return EVALUATION.problems(count)
+
+
+def slice_metrics(
+    problems: Sequence[Problem],
+    greedy: Sequence[Sample],
+    sampled: Sequence[Sequence[Sample]],
+) -> dict[str, dict[str, float]]:
+    """Per slice (``Problem.slices``): its size, greedy accuracy, pass@16 and majority@16."""
+    members: dict[str, list[int]] = {}
+    for index, problem in enumerate(problems):
+        for label in problem.slices():
+            members.setdefault(label, []).append(index)
+    figures: dict[str, dict[str, float]] = {}
+    for label in sorted(members):
+        rows = members[label]
+        truths = [str(problems[row].answer) for row in rows]
+        metrics = sampled_metrics([sampled[row] for row in rows], truths, (SAMPLES,))
+        figures[label] = {
+            "problems": len(rows),
+            "greedy": mean([float(greedy[row].answer == truths[i]) for i, row in enumerate(rows)]),
+            f"pass@{SAMPLES}": metrics[f"pass@{SAMPLES}"],
+            f"majority@{SAMPLES}": metrics[f"majority@{SAMPLES}"],
+        }
+    return figures
 
 
 async def complete(
@@ -88,7 +114,7 @@ async def evaluate(
         ]
         results: dict[str, Any] = {
             "problems": len(problems),
-            "evaluation_seed": EVALUATION_SEED,
+            "evaluation_seed": EVALUATION.seed,
             "greedy": {
                 "accuracy": mean(
                     [float(s.answer == t) for s, t in zip(greedy, truths, strict=True)]
@@ -109,6 +135,7 @@ async def evaluate(
             metrics: dict[str, float] = sampled_metrics(per_problem, truths, KS)
             results["sampled"][str(temperature)] = {
                 **metrics,
+                "slices": slice_metrics(problems, greedy, per_problem),
                 "samples_per_problem": SAMPLES,
                 "mean_completion_tokens_per_sample": tokens / (len(problems) * SAMPLES),
                 "seconds": round(seconds, 1),
@@ -135,10 +162,16 @@ def table(results: dict[str, Any]) -> str:
             f" {100 * metrics[f'verified@{k}']:>10.1f}%"
             for k in KS
         ]
+        lines += ["", f"{'slice':<20} {'problems':>8} {'greedy':>7} {'pass@16':>8} {'maj@16':>7}"]
+        lines += [
+            f"{label:<20} {figures['problems']:>8.0f} {100 * figures['greedy']:>6.1f}%"
+            f" {100 * figures['pass@16']:>7.1f}% {100 * figures['majority@16']:>6.1f}%"
+            for label, figures in metrics["slices"].items()
+        ]
     return "\n".join(lines)
 
 
-async def run(model_dir: Path, temperatures: Sequence[float], count: int) -> dict[str, Any]:
+async def run(model_dir: Path, temperatures: Sequence[float], count: int | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ponder-eval-") as log_dir:
         async with vllm_server(model_dir, log_dir=Path(log_dir)) as server:
             results = await evaluate(server, evaluation_set(count), temperatures)
@@ -149,7 +182,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", type=Path, required=True, help="HF model directory")
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.7])
-    parser.add_argument("--problems", type=int, default=EVALUATION_SIZE)
+    parser.add_argument(
+        "--problems", type=int, help=f"the first N of the held-out set [all {EVALUATION.size}]"
+    )
     parser.add_argument("--json", type=Path, help="where to write the figures")
     arguments = parser.parse_args()
     results = asyncio.run(run(arguments.model, arguments.temperatures, arguments.problems))

@@ -2,9 +2,9 @@
 
 A problem is a chain such as ``23+48-17``; its prompt is ``Q:23+48-17 A:`` and its worked
 solution ``23+48=71 71-17=54 #54``: one ``a±b=c`` step per operator, each starting from the
-previous result, then the final answer after ``#``. The generator's running values never go
-below zero; the checks accept a chain that does (``17-99=-82 -82+5=-77 #-77``), where a
-leading ``-`` of a step is the sign of its running value.
+previous result, then the final answer after ``#``. Chains have 2 to 5 operands from 1 to 99 and
+either operator anywhere, so running values and answers may be negative
+(``17-99=-82 -82+5=-77 #-77``): a leading ``-`` of a step is the sign of its running value.
 
 Everything here is pure: the generator is seeded, and the checks are used both by evaluation and
 by the HTTP step verifier (``models.arith.verifier_server``).
@@ -23,9 +23,12 @@ ANSWER_MARK = "#"
 STEP_SEPARATOR = " "
 
 MIN_TERMS = 2
-MAX_TERMS = 4
-MIN_OPERAND = 10
+MAX_TERMS = 5
+MIN_OPERAND = 1
 MAX_OPERAND = 99
+# Enough tokens (one per character, plus <eos>) for the longest solution the task admits,
+# ``1-99=-98 -98-99=-197 -197-99=-296 -296-99=-395 #-395`` (55 characters).
+SOLUTION_TOKEN_CAP = 64
 
 _QUESTION = re.compile(r"^\s*(?:Q:)?\s*(\d+(?:\s*[+-]\s*\d+)+)\s*(?:A:)?\s*$")
 _TERM = re.compile(r"([+-]?)\s*(\d+)")
@@ -83,6 +86,15 @@ class Problem:
             )
         ]
 
+    def slices(self) -> tuple[str, ...]:
+        """The evaluation slices this problem belongs to: its term count, whether an operand is
+        a single digit, whether a running value goes below zero."""
+        return (
+            f"{len(self.operands)} terms",
+            "a one-digit operand" if min(self.operands) < 10 else "two-digit operands",
+            "goes negative" if min(self.running_values()) < 0 else "never negative",
+        )
+
     @property
     def solution(self) -> str:
         """The completion the model should write: ``23+48=71 71-17=54 #54``."""
@@ -108,18 +120,11 @@ def parse_question(question: str) -> Problem | None:
 
 
 def generate_problem(rng: random.Random) -> Problem:
-    """One random chain of 2 to 4 two-digit operands whose running value never goes below zero."""
+    """One random chain: 2 to 5 terms, operands 1 to 99, each operator + or - with equal odds."""
     term_count = rng.randint(MIN_TERMS, MAX_TERMS)
-    value = rng.randint(MIN_OPERAND, MAX_OPERAND)
-    operands = [value]
-    operators = []
-    for _ in range(term_count - 1):
-        operand = rng.randint(MIN_OPERAND, MAX_OPERAND)
-        operator = "-" if operand <= value and rng.random() < 0.5 else "+"
-        value = value + operand if operator == "+" else value - operand
-        operands.append(operand)
-        operators.append(operator)
-    return Problem(operands=tuple(operands), operators=tuple(operators))
+    operands = tuple(rng.randint(MIN_OPERAND, MAX_OPERAND) for _ in range(term_count))
+    operators = tuple(rng.choice("+-") for _ in range(term_count - 1))
+    return Problem(operands=operands, operators=operators)
 
 
 def generate_problems(seed: int, count: int) -> list[Problem]:
@@ -129,7 +134,8 @@ def generate_problems(seed: int, count: int) -> list[Problem]:
 
 
 def iter_problems(seed: int) -> Iterator[Problem]:
-    """An endless seeded stream of problems (for training)."""
+    """An endless seeded stream of problems (training draws from it through
+    ``models.arith.heldout.training_stream``, which skips every held-out problem)."""
     rng = random.Random(seed)
     while True:
         yield generate_problem(rng)

@@ -1,8 +1,10 @@
 """Train the shipped arithmetic model on the CPU: ``python -m models.arith.train --out DIR``.
 
 Each example is ``<bos>Q:23+48-17 A:23+48=71 71-17=54 #54<eos>`` from an endless seeded stream of
-problems; the loss covers only the completion (after ``A:``) and its ``<eos>``, since the question
-is random and cannot be predicted.
+problems that skips every held-out problem (``models.arith.heldout.training_stream``); the loss
+covers only the completion (after ``A:``) and its ``<eos>``, since the question is random and
+cannot be predicted. ``training.json`` records how many problems were drawn, so a test can replay
+the stream and show that no evaluated problem is in it.
 
 Training stops as soon as greedy accuracy on a validation set (its own seed) reaches
 ``target_greedy_accuracy``, checked every ``validate_every`` steps, or at ``steps``. The model is
@@ -25,8 +27,9 @@ from pathlib import Path
 
 import torch
 
+from models.arith.heldout import VALIDATION, training_stream
 from models.arith.model import build_model, save_model
-from models.arith.task import Problem, generate_problems, iter_problems
+from models.arith.task import Problem
 from models.arith.tokenizer import EOS_ID, PAD_ID, encode
 from models.arith.validation import greedy_accuracy
 
@@ -35,7 +38,7 @@ IGNORE_INDEX = -100
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    steps: int = 3000
+    steps: int = 3300
     batch_size: int = 64
     learning_rate: float = 2e-3
     warmup_steps: int = 100
@@ -45,10 +48,8 @@ class TrainingSettings:
     log_every: int = 100
     device: str = "cpu"
     target_greedy_accuracy: float = 0.55
-    validate_every: int = 50
-    validate_after: int = 400
-    validation_size: int = 200
-    validation_seed: int = 7
+    validate_every: int = 100
+    validate_after: int = 800
 
 
 def example_tensors(problem: Problem) -> tuple[list[int], list[int]]:
@@ -63,8 +64,8 @@ def example_tensors(problem: Problem) -> tuple[list[int], list[int]]:
 def batches(
     seed: int, batch_size: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Right-padded (input_ids, attention_mask, labels) batches from the seeded problem stream."""
-    problems = iter_problems(seed)
+    """Right-padded (input_ids, attention_mask, labels) batches from the seeded training stream."""
+    problems = training_stream(seed)
     while True:
         examples = [example_tensors(next(problems)) for _ in range(batch_size)]
         width = max(len(ids) for ids, _ in examples)
@@ -98,7 +99,7 @@ def train(out_dir: Path, settings: TrainingSettings) -> dict[str, object]:
         betas=(0.9, 0.98),
         weight_decay=settings.weight_decay,
     )
-    validation = generate_problems(settings.validation_seed, settings.validation_size)
+    validation = VALIDATION.problems()
     started_at = time.monotonic()
     loss_value = float("nan")
     accuracy = float("nan")
@@ -130,6 +131,8 @@ def train(out_dir: Path, settings: TrainingSettings) -> dict[str, object]:
     summary: dict[str, object] = {
         "settings": asdict(settings),
         "steps_done": steps_done,
+        "stream_seed": settings.seed + 1,
+        "problems_drawn": steps_done * settings.batch_size,
         "final_loss": loss_value,
         "validation_greedy_accuracy": accuracy,
         "training_seconds": round(training_seconds, 1),

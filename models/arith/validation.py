@@ -11,10 +11,10 @@ from collections.abc import Sequence
 import torch
 from transformers import LlamaForCausalLM
 
-from models.arith.task import Problem, extract_answer
+from models.arith.task import SOLUTION_TOKEN_CAP, Problem, extract_answer
 from models.arith.tokenizer import EOS_ID, PAD_ID, decode, encode
 
-MAX_NEW_TOKENS = 48
+MAX_NEW_TOKENS = SOLUTION_TOKEN_CAP
 
 
 def left_padded(prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,7 +13,11 @@ from ponder.local.vllm import VllmServer
 
 # Problems the shipped model solves greedily (checked when it was trained); a retrained model
 # that fails them has lost the task.
-KNOWN_PROBLEMS = [("23+48-17", "23+48=71 71-17=54 #54"), ("35+21", "35+21=56 #56")]
+KNOWN_PROBLEMS = [
+    ("23+48-17", "23+48=71 71-17=54 #54"),
+    ("41+36", "41+36=77 #77"),
+    ("17-99+5", "17-99=-82 -82+5=-77 #-77"),
+]
 
 
 async def post_vllm(server: VllmServer, route: str, **body: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from models.arith.task import (
     MAX_TERMS,
     MIN_OPERAND,
     MIN_TERMS,
+    SOLUTION_TOKEN_CAP,
     Problem,
     check_steps,
     extract_answer,
@@ -60,10 +61,36 @@ def test_generator_is_seeded_and_stays_in_range() -> None:
     for problem in problems:
         assert MIN_TERMS <= len(problem.operands) <= MAX_TERMS
         assert all(MIN_OPERAND <= operand <= MAX_OPERAND for operand in problem.operands)
-        assert all(value >= 0 for value in problem.running_values())
         assert is_verified(problem.question, problem.solution)
+        assert len(problem.solution) + 1 <= SOLUTION_TOKEN_CAP  # one token a character, <eos>
     assert {len(problem.operands) for problem in problems} == set(range(MIN_TERMS, MAX_TERMS + 1))
     assert {op for problem in problems for op in problem.operators} == {"+", "-"}
+    assert {MIN_OPERAND, MAX_OPERAND} <= {n for problem in problems for n in problem.operands}
+    assert {label for problem in problems for label in problem.slices()} >= {
+        "5 terms",
+        "a one-digit operand",
+        "goes negative",
+    }
+
+
+def test_the_longest_solution_fits_the_token_cap() -> None:
+    # Every minus with the largest operand from the smallest start: the most characters.
+    longest = Problem(
+        operands=(MIN_OPERAND,) + (MAX_OPERAND,) * (MAX_TERMS - 1),
+        operators=("-",) * (MAX_TERMS - 1),
+    )
+    assert longest.solution == "1-99=-98 -98-99=-197 -197-99=-296 -296-99=-395 #-395"
+    assert len(longest.solution) + 1 <= SOLUTION_TOKEN_CAP
+    assert is_verified(longest.question, longest.solution)
+
+
+def test_slices_name_terms_operand_size_and_sign() -> None:
+    assert EXAMPLE.slices() == ("3 terms", "two-digit operands", "never negative")
+    assert Problem(operands=(17, 99, 5), operators=("-", "+")).slices() == (
+        "3 terms",
+        "a one-digit operand",
+        "goes negative",
+    )
 
 
 @pytest.mark.parametrize(
