@@ -33,11 +33,6 @@ PROMPTS_PER_REQUEST = 50
 SAMPLING_SEED = 1234
 
 
-def evaluation_set(count: int | None = None) -> list[Problem]:
-    """The held-out evaluation problems (all of them, or the first ``count``)."""
-    return EVALUATION.problems(count)
-
-
 def slice_metrics(
     problems: Sequence[Problem],
     greedy: Sequence[Sample],
@@ -162,10 +157,14 @@ def table(results: dict[str, Any]) -> str:
             f" {100 * metrics[f'verified@{k}']:>10.1f}%"
             for k in KS
         ]
-        lines += ["", f"{'slice':<20} {'problems':>8} {'greedy':>7} {'pass@16':>8} {'maj@16':>7}"]
+        pass_at, majority_at = f"pass@{SAMPLES}", f"majority@{SAMPLES}"
+        lines += [
+            "",
+            f"{'slice':<20} {'problems':>8} {'greedy':>7} {pass_at:>8} {f'maj@{SAMPLES}':>7}",
+        ]
         lines += [
             f"{label:<20} {figures['problems']:>8.0f} {100 * figures['greedy']:>6.1f}%"
-            f" {100 * figures['pass@16']:>7.1f}% {100 * figures['majority@16']:>6.1f}%"
+            f" {100 * figures[pass_at]:>7.1f}% {100 * figures[majority_at]:>6.1f}%"
             for label, figures in metrics["slices"].items()
         ]
     return "\n".join(lines)
@@ -174,7 +173,7 @@ def table(results: dict[str, Any]) -> str:
 async def run(model_dir: Path, temperatures: Sequence[float], count: int | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ponder-eval-") as log_dir:
         async with vllm_server(model_dir, log_dir=Path(log_dir)) as server:
-            results = await evaluate(server, evaluation_set(count), temperatures)
+            results = await evaluate(server, EVALUATION.problems(count), temperatures)
     return results
 
 
