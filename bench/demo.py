@@ -4,8 +4,13 @@
 
 Starts the step verifier, `vllm serve` of `models/arith/ponder-arith`, NATS, two workers and the
 scheduler (with the verifier as the service's HTTP verifier) through `ponder.local`, the launcher
-of `python -m ponder.local up` (bench/stack.py holds the settings), then asks a fixed, seeded set of
+of `python -m ponder.local up` (bench/stack.py holds the settings), then the learned outcome and
+process reward models (each on its own vLLM) with a scheduler replica each, and one replica
+without a verifier (`bench.stack.start_verifier_schedulers`). It asks a fixed, seeded set of
 held-out problems with each strategy in turn (a bounded number in flight), with a progress bar.
+Each row names what scores its branches: nothing (a vote), the learned outcome model (ORM), the
+learned process model (PRM), or the step verifier, which recomputes the arithmetic and so knows
+the answer ("oracle": a ceiling, never a figure of what test-time compute buys).
 Prints a table (accuracy, tokens per query from `usage`, branches, p50/p95 latency, branches
 saved by early stopping from the `ponder` object), and writes `results.json`, `table.txt` and
 `accuracy_vs_tokens.png` under `out/demo/` (process logs under `logs/`). Ctrl-C stops every
@@ -40,11 +45,16 @@ from bench.report import (
 )
 from bench.stack import (
     MODEL_DIR,
+    ORACLE_SCHEDULER,
+    ORM_SCHEDULER,
+    PRM_SCHEDULER,
     REPO_ROOT,
+    VOTE_SCHEDULER,
     BenchSettings,
     beam_branches,
     bench_stack,
     run_main,
+    start_verifier_schedulers,
 )
 from bench.summary import QueryRecord, Summary, summarise
 from models.arith.heldout import DEMO
@@ -61,22 +71,55 @@ MODELS = ("arith", "smollm2")
 
 
 def demo_specs(short: bool) -> list[StrategySpec]:
-    """Every strategy once; `short` uses smaller widths."""
+    """Every strategy once, each on the scheduler whose verifier it names (`VERIFIER_NAMES`):
+    none, the learned outcome or process reward model, and the oracle last, as the ceiling
+    that no user's verifier reaches. `short` uses smaller widths."""
     width = 4 if short else 8
     beam_cap = beam_branches(demo_settings(short, MODEL_DIR))
+    refine_cap = 3 if short else 5
     return [
-        StrategySpec("single (greedy)", "single", temperature=0.0),
-        StrategySpec(f"self-consistency@{width}", "self-consistency", {"branches": width}),
+        StrategySpec("single (greedy)", "single", temperature=0.0, scheduler=VOTE_SCHEDULER),
+        StrategySpec(
+            f"self-consistency@{width}",
+            "self-consistency",
+            {"branches": width},
+            scheduler=VOTE_SCHEDULER,
+        ),
         StrategySpec(
             "adaptive-consistency",
             "adaptive-consistency",
             {"branches": 2, "max_branches": 2 * width},
+            scheduler=VOTE_SCHEDULER,
         ),
-        StrategySpec(f"best-of-n@{width}", "best-of-n", {"branches": width}),
-        StrategySpec(f"weighted-vote@{width}", "weighted-vote", {"branches": width}),
-        StrategySpec("beam-search", "beam-search", {"max_branches": beam_cap}),
-        StrategySpec("refine", "refine", {"max_branches": 3 if short else 5}),
-        StrategySpec("budget-forcing", "budget-forcing"),
+        StrategySpec(
+            "adaptive+ORM",
+            "adaptive-consistency",
+            {"branches": 2, "max_branches": 2 * width},
+            scheduler=ORM_SCHEDULER,
+        ),
+        StrategySpec(
+            f"best-of-n@{width} ORM", "best-of-n", {"branches": width}, scheduler=ORM_SCHEDULER
+        ),
+        StrategySpec(
+            f"best-of-n@{width} PRM", "best-of-n", {"branches": width}, scheduler=PRM_SCHEDULER
+        ),
+        StrategySpec(
+            f"weighted-vote@{width} ORM",
+            "weighted-vote",
+            {"branches": width},
+            scheduler=ORM_SCHEDULER,
+        ),
+        StrategySpec(
+            "beam-search PRM", "beam-search", {"max_branches": beam_cap}, scheduler=PRM_SCHEDULER
+        ),
+        StrategySpec("refine ORM", "refine", {"max_branches": refine_cap}, scheduler=ORM_SCHEDULER),
+        StrategySpec("budget-forcing", "budget-forcing", scheduler=VOTE_SCHEDULER),
+        StrategySpec(
+            f"best-of-n@{width} oracle",
+            "best-of-n",
+            {"branches": width},
+            scheduler=ORACLE_SCHEDULER,
+        ),
     ]
 
 
@@ -128,6 +171,9 @@ class DemoPlan(Generic[Asked]):
     facts: dict[str, Any]
     """What results.json records of the questions and the settings."""
     out_dir: Path
+    schedulers: Callable[[LocalStack], Awaitable[dict[str, str]]] | None = None
+    """Starts more scheduler replicas on the stack; their OpenAI base URLs by the names the
+    specs' `scheduler` uses. None: the stack's own scheduler answers every spec."""
 
 
 def arith_plan(args: argparse.Namespace) -> DemoPlan[Problem]:
@@ -155,6 +201,7 @@ def arith_plan(args: argparse.Namespace) -> DemoPlan[Problem]:
             "settings": {**asdict(settings), "model_dir": str(settings.model_dir)},
         },
         out_dir=REPO_ROOT / "out" / "demo",
+        schedulers=start_verifier_schedulers,
     )
 
 
@@ -205,7 +252,10 @@ async def run_demo(
             f"{len(stack.plane.workers)} workers, verifier {stack.verifier_url or 'none'}",
             file=sys.stderr,
         )
-        client = PonderClient(stack.openai_base_url, stack.served_name)
+        urls = {"default": stack.openai_base_url}
+        if plan.schedulers is not None:
+            urls |= await plan.schedulers(stack)
+        clients = {name: PonderClient(url, stack.served_name) for name, url in urls.items()}
         summaries: list[Summary] = []
         records: list[QueryRecord] = []
         try:
@@ -221,7 +271,7 @@ async def run_demo(
                     async def ask(
                         index: int, question: Asked, spec: StrategySpec = spec
                     ) -> QueryRecord:
-                        return await plan.ask(client, spec, index, question)
+                        return await plan.ask(clients[spec.scheduler], spec, index, question)
 
                     batch = await run_bounded(
                         plan.questions, ask, concurrency, on_record=lambda _: bar.update(1)
@@ -235,7 +285,8 @@ async def run_demo(
                         f"p50 {summary.p50_latency_seconds:.2f}s  errors {summary.errors}"
                     )
         finally:
-            await client.close()
+            for client in clients.values():
+                await client.close()
     return summaries, records, startup
 
 

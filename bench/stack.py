@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from models.arith.task import MAX_TERMS
-from ponder.api.service_config import ServiceConfig
+from ponder.api.service_config import ServiceConfig, VerifierKind
 from ponder.local import shipped
 from ponder.local.dataplane import dataplane_config, merge_overrides
 from ponder.local.interrupts import run_main
@@ -34,6 +34,7 @@ __all__ = [
     "bench_stack",
     "run_main",
     "service_overrides",
+    "start_verifier_schedulers",
     "without_verifier",
 ]
 
@@ -119,6 +120,70 @@ def without_verifier(config: ServiceConfig) -> ServiceConfig:
     """The same service with no verifier: a vote-only scheduler replica beside the default one
     (`LocalStack.add_scheduler`), on the same stream and workers."""
     return merge_overrides(config, {"strategy": {"verifier": {"kind": "none"}}})
+
+
+ORACLE_SCHEDULER = "default"
+"""The stack's own scheduler: the exact step verifier, which knows the answer (the oracle)."""
+ORM_SCHEDULER = "orm"
+PRM_SCHEDULER = "prm"
+VOTE_SCHEDULER = "vote"
+
+VERIFIER_NAMES = {
+    ORACLE_SCHEDULER: "oracle (knows the answer)",
+    ORM_SCHEDULER: "learned outcome RM",
+    PRM_SCHEDULER: "learned process RM",
+    VOTE_SCHEDULER: "none",
+}
+"""What scores branches on each scheduler, as tables name it."""
+
+REWARD_MODELS = {
+    ORM_SCHEDULER: (
+        VerifierKind.REWARD_MODEL,
+        shipped.OUTCOME_REWARD_MODEL_PATH,
+        shipped.OUTCOME_REWARD_MODEL_NAME,
+    ),
+    PRM_SCHEDULER: (
+        VerifierKind.PROCESS_REWARD_MODEL,
+        shipped.PROCESS_REWARD_MODEL_PATH,
+        shipped.PROCESS_REWARD_MODEL_NAME,
+    ),
+}
+
+
+LEARNED_ACCEPT_SCORE = 0.7
+"""What counts as verified for the learned reward models' schedulers (adaptive stopping, the vote
+among verified branches, refine's pass): the exact checker's 0.99 is out of a learned model's
+reach; their scores top out near 0.8, and about 70% of the solutions they score 0.7 or more are
+right (the calibration tables in models/arith/ponder-arith-{orm,prm}/README.md)."""
+
+
+async def start_verifier_schedulers(stack: LocalStack) -> dict[str, str]:
+    """Beside the stack's scheduler (the oracle's), a scheduler replica per learned reward
+    model, each served by its own vLLM, and one without a verifier, all on the same stream and
+    workers. Returns every scheduler's OpenAI base URL by name (`VERIFIER_NAMES`)."""
+    urls = {ORACLE_SCHEDULER: stack.openai_base_url}
+    async with asyncio.TaskGroup() as group:  # the reward models' vLLMs start side by side
+        servers = {
+            name: group.create_task(
+                stack.add_reward_model(
+                    REPO_ROOT / path, served_name, shipped.reward_model_args(kind, REPO_ROOT / path)
+                )
+            )
+            for name, (kind, path, served_name) in REWARD_MODELS.items()
+        }
+    for name, (kind, _, served_name) in REWARD_MODELS.items():
+        verifier = {
+            "kind": kind.value,
+            "url": servers[name].result().base_url,
+            "model": served_name,
+            "timeout_seconds": shipped.VERIFIER_TIMEOUT_SECONDS,
+            "accept_score": LEARNED_ACCEPT_SCORE,
+        }
+        config = merge_overrides(stack.config, {"strategy": {"verifier": verifier}})
+        urls[name] = (await stack.add_scheduler(config, f"scheduler-{name}")).openai_base_url
+    vote = await stack.add_scheduler(without_verifier(stack.config), f"scheduler-{VOTE_SCHEDULER}")
+    urls[VOTE_SCHEDULER] = vote.openai_base_url
+    return urls
 
 
 @contextlib.asynccontextmanager

@@ -2,11 +2,14 @@
 
     python -m bench.tts_efficiency [--problems N] [--out DIR] [--no-peer]
 
-On a held-out problem set, through Ponder on one local stack: `single` (greedy),
-self-consistency at 2/4/8/16, adaptive-consistency by the vote alone at two confidence levels
-(a second scheduler replica without the verifier) and with the step verifier at branch caps
-4/8/16 (there the confidence level plays no part), best-of-n with the
-verifier at 4/8/16, beam search with the step verifier as process reward, and refine. Then the
+On a held-out problem set, through Ponder on one local stack with a scheduler replica per
+verifier (`bench.stack.start_verifier_schedulers`): `single` (greedy), self-consistency at
+2/4/8/16, adaptive-consistency by the vote alone at two confidence levels and with the learned
+outcome reward model at branch caps 4/8/16 (there the confidence level plays no part),
+best-of-n at 4/8/16 with the learned outcome and with the learned process reward model, a
+weighted vote by the outcome model, beam search with the process model, refine with the
+outcome model, and best-of-n@16 with the exact step verifier, which knows the answer (the
+oracle, a ceiling and nothing more). Then the
 peer, optillm, as its own proxy in front of the same vLLM (`bench/optillm_peer.py`): its
 `self_consistency` and `bon` approaches, plus its `majority_voting` plugin at k=16.
 
@@ -45,12 +48,16 @@ from bench.report import (
 )
 from bench.stack import (
     MODEL_DIR,
+    ORACLE_SCHEDULER,
+    ORM_SCHEDULER,
+    PRM_SCHEDULER,
     REPO_ROOT,
+    VOTE_SCHEDULER,
     BenchSettings,
     beam_branches,
     bench_stack,
     run_main,
-    without_verifier,
+    start_verifier_schedulers,
 )
 from bench.summary import (
     ADAPTIVE,
@@ -69,14 +76,15 @@ DEFAULT_PROBLEMS = 100
 """The first problems of the held-out benchmark set (``models.arith.heldout.TTS``)."""
 CONCURRENCY = 16
 REFERENCE = "self-consistency@16"
-VOTE_SCHEDULER = "vote"
 
 
 def ponder_specs(settings: BenchSettings) -> list[StrategySpec]:
-    """Ponder's rows, cheapest first within each family."""
-    specs = [StrategySpec("single (greedy)", "single", temperature=0.0)]
+    """Ponder's rows, cheapest first within each family, each on the scheduler whose verifier
+    its label names; the oracle's rows last, as the ceiling."""
+    vote = VOTE_SCHEDULER
+    specs = [StrategySpec("single (greedy)", "single", temperature=0.0, scheduler=vote)]
     specs += [
-        StrategySpec(f"self-consistency@{n}", "self-consistency", {"branches": n})
+        StrategySpec(f"self-consistency@{n}", "self-consistency", {"branches": n}, scheduler=vote)
         for n in (2, 4, 8, 16)
     ]
     specs += [
@@ -84,25 +92,45 @@ def ponder_specs(settings: BenchSettings) -> list[StrategySpec]:
             f"adaptive@{confidence:.2f} (vote)",
             ADAPTIVE,
             {"branches": 2, "max_branches": 16, "confidence": confidence},
-            scheduler=VOTE_SCHEDULER,
+            scheduler=vote,
         )
         for confidence in (0.8, 0.95)
     ]
-    # With the verifier the confidence level plays no part (a wave holding a verified answer
+    # With a verifier the confidence level plays no part (a wave holding a verified answer
     # stops the search), so the knob that trades accuracy for tokens is the branch cap.
     specs += [
-        StrategySpec(f"adaptive+verifier@{cap}", ADAPTIVE, {"branches": 2, "max_branches": cap})
+        StrategySpec(
+            f"adaptive+ORM@{cap}",
+            ADAPTIVE,
+            {"branches": 2, "max_branches": cap},
+            scheduler=ORM_SCHEDULER,
+        )
         for cap in (4, 8, 16)
     ]
-    specs += [StrategySpec(f"best-of-n@{n}", "best-of-n", {"branches": n}) for n in (4, 8, 16)]
+    for name, scheduler in (("ORM", ORM_SCHEDULER), ("PRM", PRM_SCHEDULER)):
+        specs += [
+            StrategySpec(f"best-of-n@{n} {name}", "best-of-n", {"branches": n}, scheduler=scheduler)
+            for n in (4, 8, 16)
+        ]
     specs.append(
         StrategySpec(
-            f"beam-search (B{settings.beam_width}xK{settings.beam_expansions})",
-            "beam-search",
-            {"max_branches": beam_branches(settings)},
+            "weighted-vote@16 ORM", "weighted-vote", {"branches": 16}, scheduler=ORM_SCHEDULER
         )
     )
-    specs.append(StrategySpec("refine", "refine", {"max_branches": 5}))
+    specs.append(
+        StrategySpec(
+            f"beam-search PRM (B{settings.beam_width}xK{settings.beam_expansions})",
+            "beam-search",
+            {"max_branches": beam_branches(settings)},
+            scheduler=PRM_SCHEDULER,
+        )
+    )
+    specs.append(StrategySpec("refine ORM", "refine", {"max_branches": 5}, scheduler=ORM_SCHEDULER))
+    specs.append(
+        StrategySpec(
+            "best-of-n@16 oracle", "best-of-n", {"branches": 16}, scheduler=ORACLE_SCHEDULER
+        )
+    )
     return specs
 
 
@@ -174,11 +202,8 @@ async def run_benchmark(
     records: list[QueryRecord] = []
     print(f"Starting the local data plane (logs: {out_dir / 'logs'}) ...", file=sys.stderr)
     async with bench_stack(settings, out_dir / "logs") as stack:
-        vote = await stack.add_scheduler(without_verifier(stack.config), "scheduler-vote")
-        clients = {
-            "default": PonderClient(stack.openai_base_url, stack.served_name),
-            VOTE_SCHEDULER: PonderClient(vote.openai_base_url, stack.served_name),
-        }
+        urls = await start_verifier_schedulers(stack)
+        clients = {name: PonderClient(url, stack.served_name) for name, url in urls.items()}
         total = (len(specs) + len(peers)) * len(problems)
         try:
             with tqdm(total=total, unit="query", file=sys.stderr, dynamic_ncols=True) as bar:

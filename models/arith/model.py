@@ -57,7 +57,7 @@ def save_model(model: LlamaForCausalLM, out_dir: Path) -> Path:
         out_dir
     )
     save_tokenizer(out_dir)
-    _pin_float32(out_dir / "config.json")
+    pin_float32(out_dir / "config.json")
     return out_dir
 
 
@@ -66,7 +66,7 @@ def save_untrained_model(out_dir: Path, seed: int = 0) -> Path:
     return save_model(build_model(seed), out_dir)
 
 
-def _pin_float32(config_path: Path) -> None:
+def pin_float32(config_path: Path) -> None:
     # transformers 5 writes "dtype"; older readers look for "torch_dtype". Keep both, float32.
     config = json.loads(config_path.read_text())
     config["dtype"] = "float32"

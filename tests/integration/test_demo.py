@@ -121,8 +121,11 @@ def test_short_demo_prints_every_strategy_writes_its_files_and_leaves_no_process
         assert summary["errors"] == 0, label
         assert summary["p50_latency_seconds"] > 0, label
     assert summaries["self-consistency@4"]["mean_branches"] <= 4
-    # The trained model answers some problems; with the step verifier, best-of-n does too.
-    assert summaries["best-of-n@4"]["accuracy"] > 0
+    # The trained model answers some problems; with the oracle (the step verifier), best-of-n
+    # does too. The learned reward models' rows ran through their own vLLM servers.
+    assert summaries["best-of-n@4 oracle"]["accuracy"] > 0
+    assert summaries["best-of-n@4 ORM"]["mean_branches"] <= 4
+    assert summaries["beam-search PRM"]["mean_branches"] > 1
 
     assert_none_left(seen)
 

@@ -191,7 +191,10 @@ def test_schema_bounds(schema: dict[str, Any], path: str, minimum: int, maximum:
     ("path", "values"),
     [
         ("spec.strategy.default", [member.crd_value for member in StrategyName]),
-        ("spec.strategy.verifier.type", ["None", "Logprob", "HTTP", "RewardModel"]),
+        (
+            "spec.strategy.verifier.type",
+            ["None", "Logprob", "HTTP", "RewardModel", "ProcessRewardModel"],
+        ),
         (
             "spec.strategy.extractor",
             ["Auto", "Boxed", "Hashes", "AnswerColon", "AnswerIs", "LastNumber", "Regex"],

@@ -18,6 +18,7 @@ from ponder.scheduler.strategies.base import BranchRequest, ScoreMode
 from ponder.scheduler.verifiers import (
     HttpVerifier,
     LogprobVerifier,
+    ProcessRewardModelVerifier,
     RewardModelVerifier,
     VerifierError,
     VerifierInput,
@@ -203,6 +204,69 @@ async def test_reward_model_404_names_the_endpoint() -> None:
             await verifier.score("q", "1", [])
 
 
+def vllm_pooling_server(received: list[dict[str, Any]]) -> Handler:
+    """Replies like vLLM's /pooling with step pooling (PoolingResponse): one [p] per solution
+    line, 0.9 for a line that is a right step of 23+48-17 and 0.2 for any other."""
+    right = {"23+48=71", "71-17=54", "#54"}
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.json()
+        received.append(body)
+        lines = [line for line in body["messages"][1]["content"].split("\n") if line]
+        steps = [[0.9 if line in right else 0.2] for line in lines]
+        return web.json_response(
+            {"object": "list", "data": [{"index": 0, "object": "pooling", "data": steps}]}
+        )
+
+    return handle
+
+
+async def test_process_reward_model_scores_a_solution_by_its_weakest_step() -> None:
+    received: list[dict[str, Any]] = []
+    inputs = [
+        VerifierInput("23+48-17", "54", ("23+48=71", "71-17=54", "#54")),
+        VerifierInput("23+48-17", "53", ("23+48=71", "71-17=53", "#53")),
+        VerifierInput("23+48-17", None, ()),
+    ]
+    async with (
+        serving("/pooling", vllm_pooling_server(received)) as base,
+        ProcessRewardModelVerifier(base, model="prm", timeout_seconds=10) as verifier,
+    ):
+        scores = await verifier.score_many(inputs)
+        steps = await verifier.step_scores("23+48-17", "23+48=71\n71-17=53\n#53")
+    assert scores == [0.9, 0.2, 0.0]
+    assert steps == [0.9, 0.2, 0.2]
+    assert received[0] == {
+        "model": "prm",
+        "task": "token_classify",
+        "messages": [
+            {"role": "user", "content": "23+48-17"},
+            {"role": "assistant", "content": "23+48=71\n71-17=54\n#54"},
+        ],
+    }
+
+
+async def test_process_reward_model_reply_without_step_scores_names_the_pooler() -> None:
+    async def embedding(_request: web.Request) -> web.Response:
+        return web.json_response({"data": [{"index": 0, "embedding": [0.1, 0.2]}]})
+
+    async with (
+        serving("/v1/pooling", embedding) as base,
+        ProcessRewardModelVerifier(f"{base}/v1") as verifier,
+    ):
+        with pytest.raises(VerifierError, match="step pooling"):
+            await verifier.score("q", "1", ["1+0=1"])
+
+
+async def test_process_reward_model_score_outside_0_1_is_an_error() -> None:
+    async def logits(_request: web.Request) -> web.Response:
+        return web.json_response({"data": [{"index": 0, "data": [[2.5]]}]})
+
+    async with serving("/pooling", logits) as base, ProcessRewardModelVerifier(base) as verifier:
+        with pytest.raises(VerifierError, match="probability"):
+            await verifier.score("q", "1", ["1+0=1"])
+
+
 @pytest.mark.parametrize(
     ("mean_logprob", "expected"),
     [(0.0, 1.0), (-0.5, math.exp(-0.5)), (-50.0, math.exp(-50.0)), (None, 0.0), (0.1, 1.0)],
@@ -225,6 +289,10 @@ async def test_logprob_verifier_maps_mean_logprob_to_a_probability(
         (VerifierConfig(kind=VerifierKind.LOGPROB), LogprobVerifier),
         (VerifierConfig(kind=VerifierKind.HTTP, url="http://v/verify"), HttpVerifier),
         (VerifierConfig(kind=VerifierKind.REWARD_MODEL, url="http://rm"), RewardModelVerifier),
+        (
+            VerifierConfig(kind=VerifierKind.PROCESS_REWARD_MODEL, url="http://prm"),
+            ProcessRewardModelVerifier,
+        ),
     ],
 )
 def test_make_verifier_builds_the_configured_kind(

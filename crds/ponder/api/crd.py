@@ -188,6 +188,7 @@ class VerifierType(StrEnum):
     LOGPROB = "Logprob"
     HTTP = "HTTP"
     REWARD_MODEL = "RewardModel"
+    PROCESS_REWARD_MODEL = "ProcessRewardModel"
 
 
 class AutoscalingMode(StrEnum):
@@ -608,8 +609,9 @@ class VerifierSpec(_Spec):
 
     model_config = validations(
         cel(
-            "!(self.type in ['HTTP', 'RewardModel']) || has(self.url)",
-            "spec.strategy.verifier.url is required when the verifier type is HTTP or RewardModel",
+            "!(self.type in ['HTTP', 'RewardModel', 'ProcessRewardModel']) || has(self.url)",
+            "spec.strategy.verifier.url is required when the verifier type is HTTP, RewardModel "
+            "or ProcessRewardModel",
             field_path=".url",
         ),
         cel(
@@ -628,9 +630,19 @@ class VerifierSpec(_Spec):
         description="Base URL of an HTTP verifier or of the vLLM serving the reward model.",
     )
     model: str | None = Field(
-        default=None, max_length=253, description="Reward model name (type RewardModel)."
+        default=None,
+        max_length=253,
+        description="Served name of the reward model (types RewardModel, ProcessRewardModel).",
     )
     timeout_seconds: int = Field(default=5, ge=1, le=300, description="Per-call timeout.")
+    accept_score_percent: int = Field(
+        default=99,
+        ge=1,
+        le=100,
+        description="A score at or above this percentage counts as verified (adaptive "
+        "stopping, the vote among verified branches, refine's pass); set it from a learned "
+        "verifier's calibration.",
+    )
 
 
 class BeamSpec(_Spec):

@@ -21,8 +21,14 @@ class VerifierKind(StrEnum):
     NONE = "none"
     LOGPROB = "logprob"  # mean token logprob of the branch
     HTTP = "http"  # POST {question, answer, steps} -> {"score": float}
-    REWARD_MODEL = "reward-model"  # a reward model served by vLLM (its /score or /pooling)
+    REWARD_MODEL = "reward-model"  # an outcome reward model served by vLLM (its /score)
+    PROCESS_REWARD_MODEL = "process-reward-model"  # a process reward model on vLLM's /pooling
 
+
+REMOTE_VERIFIER_KINDS = frozenset(
+    {VerifierKind.HTTP, VerifierKind.REWARD_MODEL, VerifierKind.PROCESS_REWARD_MODEL}
+)
+"""The kinds that call a server at the verifier's url."""
 
 MAX_ANSWER_PATTERN_LENGTH = 256
 """Longest user regex an answer extractor accepts (CRD `spec.strategy.answerPattern`)."""
@@ -94,12 +100,20 @@ class VerifierConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: VerifierKind = VerifierKind.NONE
     url: str | None = Field(default=None, description="HTTP verifier or reward-model base URL.")
-    model: str | None = Field(default=None, description="Reward model name (reward-model kind).")
+    model: str | None = Field(default=None, description="Served name of the reward model.")
     timeout_seconds: float = Field(default=5.0, gt=0)
+    accept_score: float = Field(
+        default=0.99,
+        ge=0.01,
+        le=1,
+        description="A score at or above this counts as verified: adaptive stopping, the "
+        "vote among verified branches, refine's pass. Set it from a learned verifier's "
+        "calibration (an exact checker scores 1).",
+    )
 
     @model_validator(mode="after")
     def _url_when_remote(self) -> VerifierConfig:
-        if self.kind in (VerifierKind.HTTP, VerifierKind.REWARD_MODEL) and not self.url:
+        if self.kind in REMOTE_VERIFIER_KINDS and not self.url:
             raise ValueError(f"verifier kind {self.kind.value} needs a url")
         return self
 

@@ -1,14 +1,20 @@
-"""The repository's shipped model, `models/arith/ponder-arith`, and its step verifier.
+"""The repository's shipped models: the policy `models/arith/ponder-arith`, its learned outcome
+and process reward models, and the exact step checker (the oracle).
 
 The model is a tiny character-level Llama trained on `+`/`-` chains: prompts `Q:23+48-17 A:`,
 completions `23+48=71 71-17=54 #54`. Its service settings follow from that: answers after `#`,
 one step per space, at most four steps, 512 positions. The step verifier
-(`models/arith/verifier_server.py`, the HTTP verifier contract) scores such steps. Both live in
-the checkout, not in the package: an installed wheel serves a model of the user's with `--model`.
+(`models/arith/verifier_server.py`, the HTTP verifier contract) scores such steps by
+recomputing them: it knows the answer, so it is the oracle, never a figure of what test-time
+compute buys. The reward models (`models/arith/ponder-arith-orm`, `-prm`, trained by
+`models.arith.train_reward`) see only the question and the solution; vLLM serves them as
+pooling models with `reward_model_args`. All live in the checkout, not in the package: an
+installed wheel serves a model of the user's with `--model`.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ponder.api.service_config import (
@@ -25,6 +31,15 @@ from ponder.local.verifier import ServerCommand, python_module_command
 
 MODEL_PATH = Path("models") / "arith" / "ponder-arith"
 """Where the shipped model lies in the checkout."""
+
+OUTCOME_REWARD_MODEL_PATH = Path("models") / "arith" / "ponder-arith-orm"
+PROCESS_REWARD_MODEL_PATH = Path("models") / "arith" / "ponder-arith-prm"
+OUTCOME_REWARD_MODEL_NAME = "ponder-arith-orm"
+PROCESS_REWARD_MODEL_NAME = "ponder-arith-prm"
+
+STEP_TAG_ID = 4
+"""The token that closes each step in the reward models' input: the newline, id 4 in the
+character tokenizer (`models.arith.reward.STEP_TAG_ID`)."""
 
 SERVICE_NAME = "arith"
 SERVED_NAME = "ponder-arith"
@@ -61,6 +76,24 @@ def is_shipped_model(model_dir: Path) -> bool:
     """Whether `model_dir` is the checkout's shipped model."""
     shipped = shipped_model_dir()
     return shipped is not None and model_dir.resolve() == shipped.resolve()
+
+
+def reward_model_args(kind: VerifierKind, model_dir: Path) -> list[str]:
+    """vLLM's extra arguments to serve a shipped reward model at `model_dir`: the outcome model
+    (`reward-model`) on /score with its score template, the process model
+    (`process-reward-model`) on /pooling with its chat template and step pooling at each
+    step's closing newline."""
+    if kind == VerifierKind.REWARD_MODEL:
+        return ["--chat-template", str(model_dir / "score_template.jinja")]
+    if kind == VerifierKind.PROCESS_REWARD_MODEL:
+        pooler = {"task": "token_classify", "tok_pooling_type": "STEP", "step_tag_id": STEP_TAG_ID}
+        return [
+            "--chat-template",
+            str(model_dir / "chat_template.jinja"),
+            "--pooler-config",
+            json.dumps(pooler),
+        ]
+    raise ValueError(f"no shipped reward model of kind {kind.value}")
 
 
 def verifier_command() -> ServerCommand:

@@ -20,15 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ponder.api.service_config import ServiceConfig, VerifierConfig, VerifierKind
+from ponder.api.service_config import (
+    REMOTE_VERIFIER_KINDS,
+    ServiceConfig,
+    VerifierConfig,
+    VerifierKind,
+)
 from ponder.local.dataplane import Dataplane, local_dataplane
 from ponder.local.scheduler import SchedulerProcess, scheduler_process
 from ponder.local.verifier import ServerCommand, VerifierServer, verifier_server
+from ponder.local.vllm import VllmServer, vllm_server
 
 VERIFY_PATH = "/verify"
 """The route of an HTTP verifier that a config names no URL for (the step verifier's)."""
-
-REMOTE_VERIFIERS = (VerifierKind.HTTP, VerifierKind.REWARD_MODEL)
 
 
 def with_verifier(config: ServiceConfig, server_url: str) -> ServiceConfig:
@@ -38,7 +42,7 @@ def with_verifier(config: ServiceConfig, server_url: str) -> ServiceConfig:
     a remote verifier (none, logprob) gets the HTTP verifier at `{server_url}/verify`.
     """
     verifier = config.strategy.verifier
-    if verifier.kind in REMOTE_VERIFIERS and verifier.url:
+    if verifier.kind in REMOTE_VERIFIER_KINDS and verifier.url:
         parts = urlsplit(verifier.url)
         query = f"?{parts.query}" if parts.query else ""
         moved = verifier.model_copy(update={"url": f"{server_url}{parts.path}{query}"})
@@ -90,6 +94,21 @@ class LocalStack:
     def verifier_url(self) -> str | None:
         """The URL the service calls its verifier at, when this stack started one."""
         return self.config.strategy.verifier.url if self.verifier else None
+
+    async def add_reward_model(
+        self, model_dir: Path, served_name: str, vllm_args: Sequence[str]
+    ) -> VllmServer:
+        """A reward model served by another vLLM (a pooling model: no warm-up completion),
+        ready on return, stopped with the stack; point a verifier config at its `base_url`."""
+        return await self._stack.enter_async_context(
+            vllm_server(
+                model_dir,
+                served_name=served_name,
+                log_dir=self.log_dir,
+                extra_args=vllm_args,
+                warm=False,
+            )
+        )
 
     async def add_scheduler(self, config: ServiceConfig, scheduler_id: str) -> SchedulerProcess:
         """Another scheduler replica on this stack's NATS (the same stream and workers when

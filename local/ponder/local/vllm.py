@@ -168,8 +168,13 @@ async def vllm_server(
     max_model_len: int | None = 256,
     log_dir: Path | None = None,
     extra_args: Sequence[str] = (),
+    warm: bool = True,
 ) -> AsyncIterator[VllmServer]:
-    """Serve `model_dir` as `served_name` on a free port until the block exits."""
+    """Serve `model_dir` as `served_name` on a free port until the block exits.
+
+    `warm`: send one sampled completion first (`warm_up`); off for a pooling model, which
+    serves no completions.
+    """
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     log_path = (log_dir / f"vllm-{port}.log") if log_dir else None
@@ -188,7 +193,8 @@ async def vllm_server(
             poll_seconds=0.5,
             request_timeout_seconds=5.0,
         )
-        await warm_up(session, base_url, served_name)
+        if warm:
+            await warm_up(session, base_url, served_name)
         yield VllmServer(
             base_url=base_url,
             port=port,

@@ -45,6 +45,7 @@ _VERIFIER_KINDS = {
     VerifierType.LOGPROB: VerifierKind.LOGPROB,
     VerifierType.HTTP: VerifierKind.HTTP,
     VerifierType.REWARD_MODEL: VerifierKind.REWARD_MODEL,
+    VerifierType.PROCESS_REWARD_MODEL: VerifierKind.PROCESS_REWARD_MODEL,
 }
 _EXTRACTOR_KINDS = {
     ExtractorType.AUTO: ExtractorKind.AUTO,
@@ -117,6 +118,7 @@ def service_config_from_spec(
                 url=verifier.url,
                 model=verifier.model,
                 timeout_seconds=float(verifier.timeout_seconds),
+                accept_score=verifier.accept_score_percent / 100,
             ),
             beam=BeamConfig(
                 width=strategy.beam.width,

@@ -600,6 +600,7 @@ def planned_query(
         extractor=defaults.extractor,
         answer_pattern=defaults.answer_pattern,
         has_verifier=defaults.verifier.kind != VerifierKind.NONE,
+        accept_score=defaults.verifier.accept_score,
         beam=defaults.beam,
         budget_forcing=defaults.budget_forcing,
         wave_size=width.branches,

@@ -231,8 +231,20 @@ class HttpVerifier(_JsonPeer):
         )
 
 
-class RewardModelVerifier(_JsonPeer):
-    """A reward model served by vLLM, through its score API.
+class _VllmModel(_JsonPeer):
+    """A model on a vLLM server: `url` is its base (`.../v1` or not) or the route itself."""
+
+    route = "/"
+
+    def __init__(self, url: str, model: str | None = None, timeout_seconds: float = 5.0) -> None:
+        super().__init__(timeout_seconds)
+        base = url.rstrip("/")
+        self.url = base if base.endswith(self.route) else f"{base}{self.route}"
+        self.model = model
+
+
+class RewardModelVerifier(_VllmModel):
+    """An outcome reward model served by vLLM, through its score API.
 
     POST `{url}/score` with `{"model", "text_1": question, "text_2": [solution, ...]}`; vLLM
     answers `{"data": [{"index": i, "score": s}, ...]}` (one entry per text_2, scores in [0, 1]
@@ -240,12 +252,7 @@ class RewardModelVerifier(_JsonPeer):
     """
 
     kind = "reward model"
-
-    def __init__(self, url: str, model: str | None = None, timeout_seconds: float = 5.0) -> None:
-        super().__init__(timeout_seconds)
-        base = url.rstrip("/")
-        self.url = base if base.endswith("/score") else f"{base}/score"
-        self.model = model
+    route = "/score"
 
     async def score(
         self,
@@ -298,6 +305,66 @@ class RewardModelVerifier(_JsonPeer):
         return [scores[i] for i in range(len(solutions))]
 
 
+class ProcessRewardModelVerifier(_VllmModel):
+    """A process reward model served by vLLM, through its pooling API.
+
+    POST `{url}/pooling` with `{"model", "task": "token_classify", "messages": [{"role":
+    "user", "content": question}, {"role": "assistant", "content": solution}]}` (the solution's
+    steps on separate lines, `solution_text`), one request per solution. The server's chat
+    template renders the conversation as the model was trained to read it and its step pooling
+    (`--pooler-config '{"tok_pooling_type": "STEP", "step_tag_id": ...}'`) returns one
+    probability per step: `{"data": [{"data": [[p], [p], ...]}]}`. A solution scores its lowest
+    step (it is only as right as its weakest step); one without steps scores 0.
+    """
+
+    kind = "process reward model"
+    route = "/pooling"
+
+    async def score(
+        self,
+        question: str,
+        answer: str | None,
+        steps: Sequence[str],
+        *,
+        mean_logprob: float | None = None,
+    ) -> float:
+        solution = solution_text(answer, steps)
+        if not solution.strip():
+            return 0.0  # nothing to score (and no step for the server to pool)
+        return min(await self.step_scores(question, solution), default=0.0)
+
+    async def score_many(self, inputs: Sequence[VerifierInput]) -> list[float]:
+        return await _all(
+            [self.score(i.question, i.answer, i.steps, mean_logprob=i.mean_logprob) for i in inputs]
+        )
+
+    async def step_scores(self, question: str, solution: str) -> list[float]:
+        """The model's probability that the solution is still right after each of its steps."""
+        body: dict[str, Any] = {
+            "task": "token_classify",
+            "messages": [
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": solution},
+            ],
+        }
+        if self.model:
+            body["model"] = self.model
+        reply = await self._post(self.url, body)
+        data = reply.get("data") if isinstance(reply, dict) else None
+        entry = data[0] if isinstance(data, list) and len(data) == 1 else None
+        steps = entry.get("data") if isinstance(entry, dict) else None
+        if not isinstance(steps, list):
+            raise VerifierError(
+                f"{self.kind} {self.url} answered {str(reply)[:300]}; expected data[0].data with "
+                "one score per step (is the server's --pooler-config step pooling on?)"
+            )
+        scores = []
+        for step in steps:
+            value = step[-1] if isinstance(step, list) and step else step
+            scores.append(self._checked(self.url, value))
+        return scores
+
+
 def make_verifier(config: VerifierConfig) -> Verifier | None:
     """The verifier `config` describes, not yet entered; None for `kind: none`."""
     if config.kind == VerifierKind.NONE:
@@ -308,6 +375,8 @@ def make_verifier(config: VerifierConfig) -> Verifier | None:
         raise ValueError(f"verifier kind {config.kind.value} needs a url")
     if config.kind == VerifierKind.HTTP:
         return HttpVerifier(config.url, config.timeout_seconds)
+    if config.kind == VerifierKind.PROCESS_REWARD_MODEL:
+        return ProcessRewardModelVerifier(config.url, config.model, config.timeout_seconds)
     return RewardModelVerifier(config.url, config.model, config.timeout_seconds)
 
 

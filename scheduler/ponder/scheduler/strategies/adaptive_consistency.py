@@ -13,10 +13,11 @@ and the leading answer is the true majority with probability
 After each wave (every branch of it finished) we stop when this reaches `query.confidence`.
 
 With a verifier (`query.has_verifier`) the rule changes: stop as soon as a wave holds a verified
-answer (verifier score >= VERIFIED_SCORE), and answer with the vote among verified branches
-(plain vote when none is verified). On a small model that is often confidently wrong, agreement
-says little and a verified answer says much (measured on the shipped model: majority@16 54%,
-voting among verified samples 83-85%), so agreement alone never stops the search there.
+answer (verifier score >= the service's `accept_score`, 0.99 unless set), and answer with the
+vote among verified branches (plain vote when none is verified). On a small model that is
+often confidently wrong, agreement says little and a verified answer says much (measured on the
+shipped model: majority@16 54%, voting among verified samples 83-85%), so agreement alone never
+stops the search there.
 
 At temperature 0 every sample is the same greedy decode: the first wave is one branch and the
 search stops after it.
@@ -44,7 +45,6 @@ from ponder.scheduler.strategies.base import (
 )
 from ponder.scheduler.strategies.ledger import BranchLedger
 from ponder.scheduler.strategies.voting import (
-    VERIFIED_SCORE,
     VoteResult,
     ballots_of,
     majority_vote,
@@ -121,7 +121,9 @@ class AdaptiveConsistency(Strategy):
 
     def _vote(self) -> VoteResult | None:
         ballots = ballots_of(self.branches)
-        return verified_vote(ballots) if self.query.has_verifier else majority_vote(ballots)
+        if self.query.has_verifier:
+            return verified_vote(ballots, self.query.accept_score)
+        return majority_vote(ballots)
 
     def _answer(self) -> FinalAnswer | None:
         vote = self._vote()
@@ -139,7 +141,7 @@ class AdaptiveConsistency(Strategy):
                 b.completed
                 and b.answer is not None
                 and b.score is not None
-                and b.score >= VERIFIED_SCORE
+                and b.score >= self.query.accept_score
                 for b in self.branches
             )
         return answer.confidence is not None and answer.confidence >= self.query.confidence

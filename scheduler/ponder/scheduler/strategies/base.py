@@ -94,6 +94,7 @@ class PlannedQuery:
     answer_pattern: str | None = None  # the regex of extractor `regex`
     probe: AnswerProbe | None = None  # the answer-probe early exit of every branch, if granted
     engine: EngineSampling = field(default_factory=EngineSampling)  # to vLLM, every branch
+    accept_score: float = 0.99  # a verifier score at or above this counts as verified
 
 
 @dataclass(frozen=True)

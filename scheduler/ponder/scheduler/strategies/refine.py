@@ -3,10 +3,10 @@
 Madaan et al. 2023, "Self-Refine: Iterative Refinement with Self-Feedback" (NeurIPS): the same
 model drafts a solution, critiques it, and revises it in the light of the critique. Drafts and
 revisions are scored by the verifier (`ScoreMode.FINAL`); the loop stops when one scores at
-least VERIFIED_SCORE, or when the budget or the branch cap cannot pay for another critique and
-revision, and answers with the best-scored attempt (the latest among equals). Without a
-verifier there is no signal to iterate on, so it runs one critique and one revision and
-answers with the revision.
+least the service's `accept_score` (`verifier.accept_score`), or when the budget or the branch
+cap cannot pay for another critique and revision, and answers with the best-scored attempt
+(the latest among equals). Without a verifier there is no signal to iterate on, so it runs one
+critique and one revision and answers with the revision.
 
 Critique and revision turns are whole new prompts (`BranchRequest.prompt_override`) that restate
 the question and the previous attempt, so they read the same on both endpoints: the runner sends
@@ -36,7 +36,6 @@ from ponder.scheduler.strategies.base import (
     Wait,
 )
 from ponder.scheduler.strategies.ledger import BranchLedger
-from ponder.scheduler.strategies.voting import VERIFIED_SCORE
 
 CRITIQUE_PROMPT = (
     "{question}\n\n"
@@ -138,7 +137,7 @@ class Refine(Strategy):
         )
 
     def _passed(self, branch: ScoredBranch) -> bool:
-        return self.query.has_verifier and (branch.score or 0.0) >= VERIFIED_SCORE
+        return self.query.has_verifier and (branch.score or 0.0) >= self.query.accept_score
 
     def _latest(self) -> Attempt:
         return self.attempts[-1]
