@@ -508,6 +508,15 @@ def test_an_early_exit_that_cannot_apply_is_refused(
     assert message in error.message
 
 
+def test_the_planned_query_carries_the_verifiers_accept_score() -> None:
+    verifier = VerifierConfig(kind=VerifierKind.HTTP, url="http://v", accept_score=0.7)
+    config = CONFIG.model_copy(
+        update={"strategy": CONFIG.strategy.model_copy(update={"verifier": verifier})}
+    )
+    assert planned(plan_query(request(), config)).query.accept_score == 0.7
+    assert planned(plan_query(request(), CONFIG)).query.accept_score == 0.99
+
+
 HAS_VERIFIER = CONFIG.model_copy(
     update={
         "strategy": CONFIG.strategy.model_copy(

@@ -285,6 +285,19 @@ def test_pods_roll_when_the_config_changes() -> None:
             lambda c: (c.strategy.verifier.kind, c.strategy.verifier.model),
             (VerifierKind.REWARD_MODEL, "prm"),
         ),
+        (
+            {
+                "strategy": {
+                    "verifier": {
+                        "type": "ProcessRewardModel",
+                        "url": "http://p",
+                        "acceptScorePercent": 70,
+                    }
+                }
+            },
+            lambda c: (c.strategy.verifier.kind, c.strategy.verifier.accept_score),
+            (VerifierKind.PROCESS_REWARD_MODEL, 0.7),
+        ),
         ({"strategy": {"beam": {"width": 2, "expansions": 3}}}, lambda c: c.strategy.beam.width, 2),
         (
             {"strategy": {"budgetForcing": {"maxWaits": 5}}},

@@ -152,3 +152,18 @@ def test_late_waves_launch_fewer_branches_rather_than_starved_ones() -> None:
     run = drive_query(query, in_order(*[Reply(f"#{i}", tokens=40) for i in range(10)]))
     # wave 1 spends 160; 40 left: two branches of half the cap, not four of 10 tokens
     assert [(r.n, r.max_tokens) for r in run.requests] == [(4, 40), (2, 20)]
+
+
+def test_a_learned_verifiers_accept_score_decides_what_counts_as_verified() -> None:
+    """0.75 is verified at `accept_score` 0.7 (a learned model's calibrated cut), not at the
+    exact checker's default 0.99."""
+    wave_1 = [Reply("#42", score=0.2)] * 3 + [Reply("#17", score=0.75)]
+    rest = [Reply("#42", score=0.2)] * 12
+    lenient = drive_query(
+        planned(AC, wave_size=4, has_verifier=True, accept_score=0.7), in_order(*wave_1, *rest)
+    )
+    strict = drive_query(planned(AC, wave_size=4, has_verifier=True), in_order(*wave_1, *rest))
+    assert lenient.launch_sizes == [4]
+    assert lenient.final is not None and lenient.final.answer == "17"
+    assert strict.launched == 16
+    assert strict.final is not None and strict.final.answer == "42"

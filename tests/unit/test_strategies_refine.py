@@ -83,3 +83,10 @@ def test_refine_respects_max_branches() -> None:
     run = drive_query(planned(REFINE, has_verifier=True, max_branches=4), in_order(*replies))
     assert run.launched == 4
     assert run.final is not None and run.final.answer == "2"  # equal scores: the latest
+
+
+def test_refine_passes_at_the_services_accept_score() -> None:
+    replies = [Reply("#54", score=0.8), Reply("never asked")]
+    run = drive_query(planned(REFINE, has_verifier=True, accept_score=0.7), in_order(*replies))
+    assert phases(run.requests) == ["draft-0"]
+    assert run.final is not None and run.final.answer == "54"
