@@ -71,9 +71,10 @@ MODELS = ("arith", "smollm2")
 
 
 def demo_specs(short: bool) -> list[StrategySpec]:
-    """Every strategy once, each on the scheduler whose verifier it names (`VERIFIER_NAMES`):
-    none, the learned outcome or process reward model, and the oracle last, as the ceiling
-    that no user's verifier reaches. `short` uses smaller widths."""
+    """Every strategy once, each on the scheduler whose verifier its label names
+    (`bench.stack.start_verifier_schedulers`): none, the learned outcome or process reward
+    model, and the oracle last, as the ceiling that no user's verifier reaches. `short` uses
+    smaller widths."""
     width = 4 if short else 8
     beam_cap = beam_branches(demo_settings(short, MODEL_DIR))
     refine_cap = 3 if short else 5

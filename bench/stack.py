@@ -125,16 +125,11 @@ def without_verifier(config: ServiceConfig) -> ServiceConfig:
 ORACLE_SCHEDULER = "default"
 """The stack's own scheduler: the exact step verifier, which knows the answer (the oracle)."""
 ORM_SCHEDULER = "orm"
+"""A replica scoring with the learned outcome reward model."""
 PRM_SCHEDULER = "prm"
+"""A replica scoring with the learned process reward model."""
 VOTE_SCHEDULER = "vote"
-
-VERIFIER_NAMES = {
-    ORACLE_SCHEDULER: "oracle (knows the answer)",
-    ORM_SCHEDULER: "learned outcome RM",
-    PRM_SCHEDULER: "learned process RM",
-    VOTE_SCHEDULER: "none",
-}
-"""What scores branches on each scheduler, as tables name it."""
+"""A replica without a verifier."""
 
 REWARD_MODELS = {
     ORM_SCHEDULER: (
@@ -160,17 +155,15 @@ right (the calibration tables in models/arith/ponder-arith-{orm,prm}/README.md).
 async def start_verifier_schedulers(stack: LocalStack) -> dict[str, str]:
     """Beside the stack's scheduler (the oracle's), a scheduler replica per learned reward
     model, each served by its own vLLM, and one without a verifier, all on the same stream and
-    workers. Returns every scheduler's OpenAI base URL by name (`VERIFIER_NAMES`)."""
+    workers. Returns every scheduler's OpenAI base URL by name (`ORACLE_SCHEDULER`,
+    `ORM_SCHEDULER`, `PRM_SCHEDULER`, `VOTE_SCHEDULER`)."""
     urls = {ORACLE_SCHEDULER: stack.openai_base_url}
+    servers = {}
     async with asyncio.TaskGroup() as group:  # the reward models' vLLMs start side by side
-        servers = {
-            name: group.create_task(
-                stack.add_reward_model(
-                    REPO_ROOT / path, served_name, shipped.reward_model_args(kind, REPO_ROOT / path)
-                )
-            )
-            for name, (kind, path, served_name) in REWARD_MODELS.items()
-        }
+        for name, (kind, path, served_name) in REWARD_MODELS.items():
+            model_dir = REPO_ROOT / path
+            args = shipped.reward_model_args(kind, model_dir)
+            servers[name] = group.create_task(stack.add_reward_model(model_dir, served_name, args))
     for name, (kind, _, served_name) in REWARD_MODELS.items():
         verifier = {
             "kind": kind.value,

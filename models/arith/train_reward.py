@@ -27,7 +27,7 @@ import random
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -146,9 +146,8 @@ def targets(
             (example.body_start + offset, label, dense_weight if kind == ORM else 1.0)
             for offset, label in enumerate(example.prefix_labels)
         ]
+        # an empty solution has no characters: only the ORM has a label for it (its last token)
         scored = [*dense, (len(example.ids) - 1, example.outcome, 1.0)] if kind == ORM else dense
-        if not scored:  # an empty solution: only the ORM has a label for it (its last token)
-            continue
         for position, label, weight in scored:
             if weight > 0:
                 rows.append(row)
@@ -166,14 +165,16 @@ def token_logits(
     return model.score(hidden).squeeze(-1)
 
 
-def epochs_of(examples: Sequence[Labelled], settings: RewardSettings) -> Iterator[list[Labelled]]:
+def epochs_of(
+    examples: Sequence[Labelled], epochs: int, batch_size: int, seed: int
+) -> Iterator[list[Labelled]]:
     """Shuffled batches, `epochs` passes."""
-    rng = random.Random(settings.seed)
+    rng = random.Random(seed)
     order = list(range(len(examples)))
-    for _ in range(settings.epochs):
+    for _ in range(epochs):
         rng.shuffle(order)
-        for start in range(0, len(order), settings.batch_size):
-            yield [examples[index] for index in order[start : start + settings.batch_size]]
+        for start in range(0, len(order), batch_size):
+            yield [examples[index] for index in order[start : start + batch_size]]
 
 
 def reward_model_from(policy: Path, extra_layers: int, seed: int) -> LlamaForSequenceClassification:
@@ -213,11 +214,11 @@ def train_model(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
-    settings = replace(settings, epochs=epochs)
-    total = settings.epochs * math.ceil(len(examples) / settings.batch_size)
+    total = epochs * math.ceil(len(examples) / settings.batch_size)
     started_at = time.monotonic()
     loss_value = math.nan
-    for step, batch in enumerate(epochs_of(examples, settings)):
+    batches = epochs_of(examples, epochs, settings.batch_size, settings.seed)
+    for step, batch in enumerate(batches):
         warm = min(1.0, (step + 1) / settings.warmup_steps)
         decay = 0.5 * (1 + math.cos(math.pi * step / total))
         for group in optimizer.param_groups:
@@ -249,19 +250,33 @@ def train_model(
     }
 
 
+@dataclass(frozen=True)
+class Scored:
+    """A model's probabilities for one example: at each step tag, and at the last token."""
+
+    steps: list[float]
+    last: float
+
+    def solution(self, kind: str) -> float:
+        """The solution's score as the scheduler's verifier reads it from vLLM: the PRM's
+        lowest step (0 without steps), the ORM's last token."""
+        return min(self.steps, default=0.0) if kind == PRM else self.last
+
+
 @torch.no_grad()
-def tag_scores(
-    model: LlamaForSequenceClassification, examples: Sequence[Labelled]
-) -> list[list[float]]:
-    """Per example, the model's probability at each step tag (the last one is the ORM's)."""
+def scored(model: LlamaForSequenceClassification, examples: Sequence[Labelled]) -> list[Scored]:
+    """The model's probabilities for each example, run in this process."""
     model.eval()
-    scores: list[list[float]] = []
+    scores: list[Scored] = []
     for start in range(0, len(examples), 256):
         batch = examples[start : start + 256]
         ids, mask = padded(batch)
         probabilities = torch.sigmoid(token_logits(model, ids, mask))
         scores += [
-            [float(probabilities[row, position]) for position in example.tag_positions]
+            Scored(
+                steps=[float(probabilities[row, position]) for position in example.tag_positions],
+                last=float(probabilities[row, len(example.ids) - 1]),
+            )
             for row, example in enumerate(batch)
         ]
     return scores
@@ -278,11 +293,9 @@ def picked_accuracy(examples: Sequence[Labelled], scores: Sequence[float], group
     return right / problems
 
 
-def figures(
-    examples: Sequence[Labelled], per_step: Sequence[Sequence[float]], kind: str
-) -> dict[str, Any]:
+def figures(examples: Sequence[Labelled], scores: Sequence[Scored], kind: str) -> dict[str, Any]:
     """AUROC and calibration of the solution score (and of step scores for the PRM)."""
-    solution = [min(steps) if kind == PRM else steps[-1] for steps in per_step]
+    solution = [score.solution(kind) for score in scores]
     outcomes = [example.outcome for example in examples]
     bins, error = calibration(solution, outcomes)
     result: dict[str, Any] = {
@@ -299,7 +312,7 @@ def figures(
         / (len(examples) // EVALUATION_SAMPLES),
     }
     if kind == PRM:
-        step_scores = [score for steps in per_step for score in steps]
+        step_scores = [step for score in scores for step in score.steps]
         step_truth = [label for example in examples for label in example.step_labels]
         result["steps"] = len(step_scores)
         result["step_auroc"] = auroc(step_scores, step_truth)
@@ -371,19 +384,13 @@ def run(
     }
     synthetic = synthetic_examples(settings)
     data["synthetic_solutions"] = len(synthetic)
-    # The process model learns first, on the policy's samples and the written solutions; the
-    # outcome model starts from it and learns the outcome on the policy's samples alone.
-    prm = reward_model_from(policy, settings.extra_layers, settings.seed)
-    plans = {
-        PRM: (prm, [*train_examples, *synthetic], settings.epochs),
-        ORM: (None, train_examples, settings.orm_epochs),
-    }
     summaries: dict[str, Any] = {}
-    for kind in (PRM, ORM):
-        model, examples, epochs = plans[kind]
-        model = model if model is not None else copy.deepcopy(prm)
+
+    def finish(
+        kind: str, model: LlamaForSequenceClassification, examples: list[Labelled], epochs: int
+    ) -> None:
         training_figures = train_model(model, examples, kind, settings, epochs)
-        evaluation = figures(eval_examples, tag_scores(model, eval_examples), kind)
+        evaluation = figures(eval_examples, scored(model, eval_examples), kind)
         summary = {
             "kind": kind,
             "settings": asdict(settings),
@@ -394,6 +401,12 @@ def run(
         save(model, outputs[kind], summary)
         summaries[kind] = summary
         print(json.dumps({kind: evaluation | {"calibration": "..."}}, indent=2), flush=True)
+
+    # The process model learns first, on the policy's samples and the written solutions; the
+    # outcome model starts from it and learns the outcome on the policy's samples alone.
+    prm = reward_model_from(policy, settings.extra_layers, settings.seed)
+    finish(PRM, prm, [*train_examples, *synthetic], settings.epochs)
+    finish(ORM, copy.deepcopy(prm), train_examples, settings.orm_epochs)
     return summaries
 
 

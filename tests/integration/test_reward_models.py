@@ -20,7 +20,7 @@ from transformers import LlamaForSequenceClassification
 from bench.stack import ORM_SCHEDULER, PRM_SCHEDULER, REWARD_MODELS
 from models.arith.reward import labelled, solution_steps
 from models.arith.task import parse_question
-from models.arith.train_reward import tag_scores
+from models.arith.train_reward import Scored, scored
 from ponder.api.service_config import VerifierConfig, VerifierKind
 from ponder.local import shipped
 from ponder.local.checkout import checkout_root
@@ -74,12 +74,12 @@ async def prm_server(stack_log_dir: Path) -> AsyncIterator[VllmServer]:
         yield server
 
 
-def in_process(relative: Path, completions: list[str]) -> list[list[float]]:
-    """The model's probability at each step tag, run by transformers in this process."""
+def in_process(relative: Path, completions: list[str]) -> list[Scored]:
+    """The model's probabilities (at each step tag, at the last token), run by transformers here."""
     problem = parse_question(QUESTION)
     assert problem is not None
     model = LlamaForSequenceClassification.from_pretrained(str(model_dir(relative)))
-    return tag_scores(model, [labelled(problem, text) for text in completions])
+    return scored(model, [labelled(problem, text) for text in completions])
 
 
 def inputs(*completions: str) -> list[VerifierInput]:
@@ -97,7 +97,7 @@ async def test_outcome_model_on_vllm_scores_as_trained_and_prefers_the_right_ans
     assert isinstance(verifier, RewardModelVerifier)
     async with verifier:
         scores = await verifier.score_many(inputs(*completions))
-    expected = [steps[-1] for steps in in_process(shipped.OUTCOME_REWARD_MODEL_PATH, completions)]
+    expected = [s.last for s in in_process(shipped.OUTCOME_REWARD_MODEL_PATH, completions)]
     assert scores == pytest.approx(expected, abs=1e-3)
 
 
@@ -120,7 +120,7 @@ async def test_process_model_on_vllm_scores_every_step_as_trained(
         scores = await verifier.score_many(inputs(*completions))
     expected = in_process(shipped.PROCESS_REWARD_MODEL_PATH, completions)
     for served, computed in zip(steps, expected, strict=True):
-        assert served == pytest.approx(computed, abs=1e-3)
+        assert served == pytest.approx(computed.steps, abs=1e-3)
     assert [len(row) for row in steps] == [3, 3, 3]
     assert scores == pytest.approx([min(row) for row in steps])
 
@@ -133,6 +133,6 @@ async def test_process_model_scores_a_partial_solution_for_beam_search(
         prefix = await verifier.step_scores(QUESTION, "23+48=71")
         score = await verifier.score(QUESTION, None, ["23+48=71"])
     (expected,) = in_process(shipped.PROCESS_REWARD_MODEL_PATH, ["23+48=71"])
-    assert prefix == pytest.approx(expected, abs=1e-3)
+    assert prefix == pytest.approx(expected.steps, abs=1e-3)
     assert len(prefix) == 1
     assert score == pytest.approx(prefix[0])

@@ -226,9 +226,7 @@ class HttpVerifier(_JsonPeer):
         return self._checked(self.url, reply["score"])
 
     async def score_many(self, inputs: Sequence[VerifierInput]) -> list[float]:
-        return await _all(
-            [self.score(i.question, i.answer, i.steps, mean_logprob=i.mean_logprob) for i in inputs]
-        )
+        return await _each(self, inputs)
 
 
 class _VllmModel(_JsonPeer):
@@ -241,6 +239,10 @@ class _VllmModel(_JsonPeer):
         base = url.rstrip("/")
         self.url = base if base.endswith(self.route) else f"{base}{self.route}"
         self.model = model
+
+    async def _ask(self, body: dict[str, Any]) -> Any:
+        """POST `body` to the route, naming the served model when one is configured."""
+        return await self._post(self.url, {**body, "model": self.model} if self.model else body)
 
 
 class RewardModelVerifier(_VllmModel):
@@ -284,10 +286,7 @@ class RewardModelVerifier(_VllmModel):
         return scores
 
     async def _score_texts(self, question: str, solutions: list[str]) -> list[float]:
-        body: dict[str, Any] = {"text_1": question, "text_2": solutions}
-        if self.model:
-            body["model"] = self.model
-        reply = await self._post(self.url, body)
+        reply = await self._ask({"text_1": question, "text_2": solutions})
         data = reply.get("data") if isinstance(reply, dict) else None
         if not isinstance(data, list) or len(data) != len(solutions):
             raise VerifierError(
@@ -334,22 +333,19 @@ class ProcessRewardModelVerifier(_VllmModel):
         return min(await self.step_scores(question, solution), default=0.0)
 
     async def score_many(self, inputs: Sequence[VerifierInput]) -> list[float]:
-        return await _all(
-            [self.score(i.question, i.answer, i.steps, mean_logprob=i.mean_logprob) for i in inputs]
-        )
+        return await _each(self, inputs)
 
     async def step_scores(self, question: str, solution: str) -> list[float]:
         """The model's probability that the solution is still right after each of its steps."""
-        body: dict[str, Any] = {
-            "task": "token_classify",
-            "messages": [
-                {"role": "user", "content": question},
-                {"role": "assistant", "content": solution},
-            ],
-        }
-        if self.model:
-            body["model"] = self.model
-        reply = await self._post(self.url, body)
+        reply = await self._ask(
+            {
+                "task": "token_classify",
+                "messages": [
+                    {"role": "user", "content": question},
+                    {"role": "assistant", "content": solution},
+                ],
+            }
+        )
         data = reply.get("data") if isinstance(reply, dict) else None
         entry = data[0] if isinstance(data, list) and len(data) == 1 else None
         steps = entry.get("data") if isinstance(entry, dict) else None
@@ -378,6 +374,13 @@ def make_verifier(config: VerifierConfig) -> Verifier | None:
     if config.kind == VerifierKind.PROCESS_REWARD_MODEL:
         return ProcessRewardModelVerifier(config.url, config.model, config.timeout_seconds)
     return RewardModelVerifier(config.url, config.model, config.timeout_seconds)
+
+
+async def _each(verifier: Verifier, inputs: Sequence[VerifierInput]) -> list[float]:
+    """Every input scored by its own `verifier.score` call, concurrently, in order."""
+    return await _all(
+        [verifier.score(i.question, i.answer, i.steps, mean_logprob=i.mean_logprob) for i in inputs]
+    )
 
 
 async def _all(calls: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
