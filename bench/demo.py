@@ -116,6 +116,24 @@ def demo_specs(short: bool) -> list[StrategySpec]:
         StrategySpec("refine ORM", "refine", {"max_branches": refine_cap}, scheduler=ORM_SCHEDULER),
         StrategySpec("budget-forcing", "budget-forcing", scheduler=VOTE_SCHEDULER),
         StrategySpec(
+            "deep-conf online",
+            "deep-conf",
+            {"branches": width, "max_branches": 2 * width},
+            scheduler=VOTE_SCHEDULER,
+        ),
+        *(
+            []
+            if short
+            else [
+                StrategySpec(
+                    f"deep-conf offline@{2 * width}",
+                    "deep-conf",
+                    {"branches": 2 * width, "max_branches": 2 * width, "deep_conf_mode": "offline"},
+                    scheduler=VOTE_SCHEDULER,
+                )
+            ]
+        ),
+        StrategySpec(
             f"best-of-n@{width} oracle",
             "best-of-n",
             {"branches": width},

@@ -5,18 +5,19 @@
 On a held-out problem set, through Ponder on one local stack with a scheduler replica per
 verifier (`bench.stack.start_verifier_schedulers`): `single` (greedy), self-consistency at
 2/4/8/16, adaptive-consistency by the vote alone at two confidence levels and with the learned
-outcome reward model at branch caps 4/8/16 (there the confidence level plays no part),
-best-of-n at 4/8/16 with the learned outcome and with the learned process reward model, a
-weighted vote by the outcome model, beam search with the process model, refine with the
-outcome model, and best-of-n@16 with the exact step verifier, which knows the answer (the
-oracle, a ceiling and nothing more). Then the
-peer, optillm, as its own proxy in front of the same vLLM (`bench/optillm_peer.py`): its
-`self_consistency` and `bon` approaches, plus its `majority_voting` plugin at k=16.
+outcome reward model at branch caps 4/8/16 (there the confidence level plays no part), best-of-n
+at 4/8/16 with the learned outcome and with the learned process reward model, a weighted vote by
+the outcome model, beam search with the process model, refine with the outcome model, deep-conf
+offline at 16 and online with warm-ups of 4/6/8 up to 16 (the model's own token confidence, no
+verifier), and best-of-n@16 with the exact step verifier, which knows the answer (the oracle, a
+ceiling and nothing more). Then the peer, optillm, as its own proxy in front of the same vLLM
+(`bench/optillm_peer.py`): its `self_consistency` and `bon` approaches, plus its
+`majority_voting` plugin at k=16.
 
-Prints the table, the ratio "tokens of adaptive-consistency / tokens of self-consistency@16 at
-equal or better accuracy", Ponder's best strategy against each optillm point at equal tokens,
-and how often the samples agree; writes `results.json`, `table.txt` and
-`accuracy_vs_tokens.png` under `out/tts/`.
+Prints the table, the ratios "tokens of adaptive-consistency / tokens of self-consistency@16 at
+equal or better accuracy" and the same for deep-conf online, Ponder's best strategy against each
+optillm point at equal tokens, and how often the samples agree; writes `results.json`,
+`table.txt` and `accuracy_vs_tokens.png` under `out/tts/`.
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ DEFAULT_PROBLEMS = 100
 """The first problems of the held-out benchmark set (``models.arith.heldout.TTS``)."""
 CONCURRENCY = 16
 REFERENCE = "self-consistency@16"
+DEEP_CONF = "deep-conf"
+DEEP_CONF_ONLINE = "deep-conf online"
+ADAPTIVE_TARGET = 0.25
+DEEP_CONF_TARGET = 0.40
+"""Issue 8's (b): deep-conf online's tokens / self-consistency@16's at equal or better accuracy."""
 
 
 def ponder_specs(settings: BenchSettings) -> list[StrategySpec]:
@@ -128,6 +134,23 @@ def ponder_specs(settings: BenchSettings) -> list[StrategySpec]:
     specs.append(StrategySpec("refine ORM", "refine", {"max_branches": 5}, scheduler=ORM_SCHEDULER))
     specs.append(
         StrategySpec(
+            "deep-conf offline@16",
+            DEEP_CONF,
+            {"branches": 16, "max_branches": 16, "deep_conf_mode": "offline"},
+            scheduler=vote,
+        )
+    )
+    specs += [
+        StrategySpec(
+            f"{DEEP_CONF_ONLINE} warm-up {warmup}",
+            DEEP_CONF,
+            {"branches": warmup, "max_branches": 16, "deep_conf_mode": "online"},
+            scheduler=vote,
+        )
+        for warmup in (4, 6, 8)
+    ]
+    specs.append(
+        StrategySpec(
             "best-of-n@16 oracle", "best-of-n", {"branches": 16}, scheduler=ORACLE_SCHEDULER
         )
     )
@@ -159,7 +182,23 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", type=Path, default=MODEL_DIR, help="model directory")
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="queries in flight")
     parser.add_argument("--no-peer", action="store_true", help="skip optillm")
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        metavar="PREFIX",
+        help="run only Ponder's rows whose label starts with one of these (the reference, "
+        f"{REFERENCE}, and greedy always run)",
+    )
     return parser
+
+
+def selected(specs: Sequence[StrategySpec], prefixes: Sequence[str] | None) -> list[StrategySpec]:
+    """The rows whose label starts with one of `prefixes` (all when None), plus the reference
+    and greedy, which every ratio and comparison needs."""
+    if prefixes is None:
+        return list(specs)
+    kept = (REFERENCE, "single", *prefixes)
+    return [spec for spec in specs if spec.label.startswith(kept)]
 
 
 SETTLE_SECONDS = 0.5
@@ -195,8 +234,9 @@ async def run_benchmark(
     out_dir: Path,
     concurrency: int,
     with_peer: bool,
+    rows: Sequence[str] | None = None,
 ) -> tuple[list[Summary], list[QueryRecord]]:
-    specs = ponder_specs(settings)
+    specs = selected(ponder_specs(settings), rows)
     peers = peer_specs(settings.temperature) if with_peer else []
     summaries: list[Summary] = []
     records: list[QueryRecord] = []
@@ -260,7 +300,7 @@ async def run_benchmark(
     return summaries, records
 
 
-def ratio_lines(result: EfficiencyRatio) -> list[str]:
+def ratio_lines(result: EfficiencyRatio, target: float = ADAPTIVE_TARGET) -> list[str]:
     reference = result.reference
     head = (
         f"{reference.label}: accuracy {reference.accuracy:.3f} at "
@@ -275,14 +315,14 @@ def ratio_lines(result: EfficiencyRatio) -> list[str]:
             if best
             else "no adaptive configuration ran"
         )
-        return [head, f"ratio: - ({tail})", "target (<= 0.25): NOT MET"]
-    verdict = "met" if result.ratio <= 0.25 else "NOT MET"
+        return [head, f"ratio: - ({tail})", f"target (<= {target:.2f}): NOT MET"]
+    verdict = "met" if result.ratio <= target else "NOT MET"
     return [
         head,
         f"ratio: {result.ratio:.3f} = {result.candidate.generated_tokens:.1f} tokens of "
         f"{result.candidate.label} (accuracy {result.candidate.accuracy:.3f}) / "
         f"{reference.generated_tokens:.1f} tokens of {reference.label}",
-        f"target (<= 0.25): {verdict}",
+        f"target (<= {target:.2f}): {verdict}",
     ]
 
 
@@ -322,7 +362,7 @@ async def main_async(argv: Sequence[str]) -> int:
     out_dir: Path = args.out
     began = time.monotonic()
     summaries, records = await run_benchmark(
-        problems, settings, out_dir, args.concurrency, not args.no_peer
+        problems, settings, out_dir, args.concurrency, not args.no_peer, args.rows
     )
     elapsed = time.monotonic() - began
     by_label = {s.label: s for s in summaries}
@@ -331,6 +371,8 @@ async def main_async(argv: Sequence[str]) -> int:
     adaptive = [s for s in ponder if s.label.startswith("adaptive")]
     ratio = efficiency_ratio(by_label[REFERENCE], adaptive)
     vote_ratio = efficiency_ratio(by_label[REFERENCE], [s for s in adaptive if "vote" in s.label])
+    online = [s for s in ponder if s.label.startswith(DEEP_CONF_ONLINE)]
+    deep_conf_ratio = efficiency_ratio(by_label[REFERENCE], online)
     comparisons = compare_at_equal_tokens(peers, ponder)
 
     title = (
@@ -344,6 +386,8 @@ async def main_async(argv: Sequence[str]) -> int:
         + "\n  ".join(ratio_lines(ratio)),
         "Vote-only adaptive-consistency vs self-consistency@16:\n  "
         + "\n  ".join(ratio_lines(vote_ratio)),
+        "deep-conf online vs self-consistency@16 (confidence, no verifier):\n  "
+        + "\n  ".join(ratio_lines(deep_conf_ratio, DEEP_CONF_TARGET)),
     ]
     if comparisons:
         sections.append(
@@ -367,6 +411,7 @@ async def main_async(argv: Sequence[str]) -> int:
             "elapsed_seconds": round(elapsed, 1),
             "ratio": ratio,
             "vote_ratio": vote_ratio,
+            "deep_conf_ratio": deep_conf_ratio,
             "peer_comparisons": comparisons,
             "summaries": summaries,
             "records": records,

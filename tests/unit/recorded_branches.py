@@ -72,6 +72,7 @@ class Reply:
     finish_reason: str = "stop"
     score: float | None = None  # the verifier's, handed over only when the request asks
     mean_logprob: float | None = None
+    confidence: float | None = None  # lowest group confidence, only when the request asks
 
 
 FAILED = Reply("", tokens=0, status=BranchStatus.FAILED, finish_reason="error")
@@ -86,19 +87,30 @@ def scored(
 ) -> ScoredBranch:
     """The ScoredBranch the runner would hand over for `reply` to `request`."""
     tokens = min(reply.tokens, request.max_tokens)
-    finish_reason = "length" if reply.tokens > request.max_tokens else reply.finish_reason
+    finish_reason: str | None = (
+        "length" if reply.tokens > request.max_tokens else reply.finish_reason
+    )
+    status, text = reply.status, reply.text
+    confidence = reply.confidence if request.confidence else None
+    stop_below = request.confidence_stop_below
+    low_confidence = confidence is not None and stop_below is not None and confidence < stop_below
+    if low_confidence:
+        # The worker stops it part-way, as soon as a window falls below the threshold.
+        status, text, tokens, finish_reason = BranchStatus.CANCELLED, text[:2], tokens // 2, None
     number = next(_ids)
     result = BranchResult(
         query_id="q1",
         job_id=f"job-{number}",
         branch_id=f"branch-{number}",
-        status=reply.status,
-        text=reply.text,
+        status=status,
+        text=text,
         finish_reason=finish_reason,
         completion_tokens=tokens,
         mean_logprob=reply.mean_logprob,
+        confidence=confidence,
+        low_confidence=low_confidence,
     )
-    answer = extract_answer(request.continuation + reply.text, extractor)
+    answer = extract_answer(request.continuation + text, extractor)
     score = reply.score if request.score != ScoreMode.NONE else None
     return ScoredBranch(request=request, result=result, answer=answer, score=score)
 

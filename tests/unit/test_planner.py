@@ -10,6 +10,8 @@ from ponder.api.service_config import (
     AnswerProbe,
     BeamConfig,
     BudgetConfig,
+    DeepConfConfig,
+    DeepConfMode,
     EarlyExit,
     EarlyExitConfig,
     ServiceConfig,
@@ -508,6 +510,41 @@ def test_an_early_exit_that_cannot_apply_is_refused(
     assert message in error.message
 
 
+@pytest.mark.parametrize(
+    ("ponder", "mode"),
+    [
+        ({"strategy": "deep-conf"}, DeepConfMode.ONLINE),  # the service's default
+        ({"strategy": "deep-conf", "deep_conf_mode": "offline"}, DeepConfMode.OFFLINE),
+        ({"strategy": "deep-conf", "deep_conf_mode": "online"}, DeepConfMode.ONLINE),
+    ],
+)
+def test_deep_conf_runs_in_the_mode_asked_else_the_services(
+    ponder: dict[str, Any], mode: DeepConfMode
+) -> None:
+    query = planned(plan_query(request(ponder=ponder), CONFIG)).query
+    assert query.deep_conf == DeepConfConfig(mode=mode)
+
+
+@pytest.mark.parametrize(
+    ("ponder", "message"),
+    [
+        (
+            {"strategy": "deep-conf", "deep_conf_mode": "later"},
+            "unknown deep-conf mode 'later'; use one of: offline, online",
+        ),
+        (
+            {"strategy": "self-consistency", "deep_conf_mode": "offline"},
+            "ponder.deep_conf_mode applies to ponder.strategy=deep-conf only",
+        ),
+    ],
+)
+def test_a_deep_conf_mode_that_cannot_apply_is_refused(
+    ponder: dict[str, Any], message: str
+) -> None:
+    error = refused(plan_query(request(ponder=ponder), CONFIG))
+    assert error.field == "ponder.deep_conf_mode" and message in error.message
+
+
 def test_the_planned_query_carries_the_verifiers_accept_score() -> None:
     verifier = VerifierConfig(kind=VerifierKind.HTTP, url="http://v", accept_score=0.7)
     config = CONFIG.model_copy(
@@ -515,6 +552,13 @@ def test_the_planned_query_carries_the_verifiers_accept_score() -> None:
     )
     assert planned(plan_query(request(), config)).query.accept_score == 0.7
     assert planned(plan_query(request(), CONFIG)).query.accept_score == 0.99
+
+
+def test_the_planned_query_carries_the_services_give_up_share() -> None:
+    config = CONFIG.model_copy(
+        update={"strategy": CONFIG.strategy.model_copy(update={"give_up": 0.3})}
+    )
+    assert planned(plan_query(request(), config)).query.give_up == 0.3
 
 
 HAS_VERIFIER = CONFIG.model_copy(

@@ -18,10 +18,13 @@ from ponder.api.crd import ReasoningServiceSpec
 from ponder.api.service_config import (
     AnswerProbe,
     AuthMode,
+    DeepConfConfig,
+    DeepConfMode,
     EarlyExit,
     EarlyExitConfig,
     ExtractorKind,
     ServiceConfig,
+    TokenConfidence,
     VerifierKind,
 )
 from ponder.api.settings import Option
@@ -303,6 +306,32 @@ def test_pods_roll_when_the_config_changes() -> None:
             {"strategy": {"budgetForcing": {"maxWaits": 5}}},
             lambda c: c.strategy.budget_forcing.max_waits,
             5,
+        ),
+        ({}, lambda c: c.strategy.give_up, 0.5),
+        ({"strategy": {"giveUpPercent": 100}}, lambda c: c.strategy.give_up, 1.0),
+        ({}, lambda c: c.strategy.deep_conf, DeepConfConfig()),
+        (
+            {
+                "strategy": {
+                    "deepConf": {
+                        "mode": "Offline",
+                        "tokenConfidence": "TopK",
+                        "topK": 8,
+                        "windowTokens": 16,
+                        "keepPercent": 90,
+                        "consensusPercent": 80,
+                    }
+                }
+            },
+            lambda c: c.strategy.deep_conf,
+            DeepConfConfig(
+                mode=DeepConfMode.OFFLINE,
+                token_confidence=TokenConfidence.TOP_K,
+                top_k=8,
+                window_tokens=16,
+                keep_percent=90,
+                consensus=0.8,
+            ),
         ),
         ({}, lambda c: c.strategy.early_exit.default, EarlyExit.NONE),
         (

@@ -7,9 +7,23 @@ from dataclasses import replace
 
 import pytest
 
-from ponder.api.service_config import AnswerProbe, BeamConfig, BudgetForcingConfig, ExtractorKind
+from ponder.api.service_config import (
+    AnswerProbe,
+    BeamConfig,
+    BudgetForcingConfig,
+    DeepConfConfig,
+    ExtractorKind,
+    TokenConfidence,
+)
 from ponder.api.strategy import StrategyName
-from ponder.api.wire import AnswerReading, BranchResult, BranchStatus, ChatMessage, Endpoint
+from ponder.api.wire import (
+    AnswerReading,
+    BranchResult,
+    BranchStatus,
+    ChatMessage,
+    ConfidenceWatch,
+    Endpoint,
+)
 from ponder.scheduler.dispatch import QueryCollector
 from ponder.scheduler.jobs import JobContext, build_jobs
 from ponder.scheduler.strategies.base import BranchRequest, PlannedQuery
@@ -166,6 +180,20 @@ async def test_collector_takes_a_jobs_results_message_and_drops_a_redelivered_on
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(collector.next_batch(), timeout=0.05)
     assert collector.outstanding == {"q7-2"}
+
+
+def test_jobs_carry_a_confidence_watch_when_the_request_asks() -> None:
+    settings = DeepConfConfig(token_confidence=TokenConfidence.TOP_K, top_k=7, window_tokens=9)
+    query = replace(QUERY, deep_conf=settings)
+    plain = build_jobs(context(query), BranchRequest(n=2, max_tokens=8), 0)[0]
+    assert plain.confidence is None
+    watched = BranchRequest(n=2, max_tokens=8, confidence=True)
+    assert build_jobs(context(query), watched, 0)[0].confidence == ConfidenceWatch(
+        token=TokenConfidence.TOP_K, top_k=7, window_tokens=9
+    )
+    stopping = replace(watched, confidence_stop_below=0.42)
+    watch = build_jobs(context(query), stopping, 0)[0].confidence
+    assert watch is not None and watch.stop_below == 0.42
 
 
 def test_jobs_carry_the_answer_reading_and_the_querys_probe() -> None:

@@ -266,6 +266,29 @@ def test_the_ponder_object_counts_tokens_after_answers_and_early_exits() -> None
     assert ponder_info(outcome()).plan.early_exit == "none"
 
 
+def test_the_ponder_object_reports_confidence_and_low_confidence_stops() -> None:
+    def measured(index: int, status: BranchStatus, confidence: float, low: bool) -> Any:
+        scored = branch(index, status, 0, 12)
+        update = {"confidence": confidence, "low_confidence": low}
+        return replace(scored, result=scored.result.model_copy(update=update))
+
+    branches = [
+        measured(0, BranchStatus.COMPLETED, 0.9, False),
+        measured(1, BranchStatus.CANCELLED, 0.2, True),
+    ]
+    info = ponder_info(outcome(branches=branches))
+    assert [(b.confidence, b.low_confidence) for b in info.branches] == [(0.9, False), (0.2, True)]
+    assert info.low_confidence_stops == 1
+
+
+def test_the_ponder_object_says_when_the_strategy_gave_up() -> None:
+    assert not ponder_info(outcome()).gave_up
+    given_up = outcome()
+    assert given_up.answer is not None
+    given_up = replace(given_up, answer=replace(given_up.answer, gave_up=True))
+    assert ponder_info(given_up).gave_up
+
+
 @pytest.mark.parametrize(
     ("fields", "early"),
     [

@@ -167,3 +167,30 @@ def test_a_learned_verifiers_accept_score_decides_what_counts_as_verified() -> N
     assert lenient.final is not None and lenient.final.answer == "17"
     assert strict.launched == 16
     assert strict.final is not None and strict.final.answer == "42"
+
+
+def test_an_unsettled_query_gives_up_at_its_share_of_the_cap_and_says_so() -> None:
+    # Every answer differs: no wave settles the vote. Half of the 16-branch cap is 8 branches.
+    scattered = [f"#{i}" for i in range(16)]
+    run = drive_query(planned(AC, wave_size=2, max_branches=16, give_up=0.5), in_order(*scattered))
+    assert run.launched == 8 and run.finished
+    assert run.final is not None and run.final.gave_up
+
+
+def test_giving_up_counts_the_budget_spent_too() -> None:
+    # 100-token branches against a 1,000-token budget: 4 branches spend 40% of it.
+    replies = [Reply(f"#{i}", tokens=100) for i in range(10)]
+    query = planned(AC, wave_size=2, max_branches=10, budget_tokens=1000, give_up=0.4)
+    run = drive_query(query, in_order(*replies))
+    assert run.launched == 4 and run.final is not None and run.final.gave_up
+
+
+def test_a_query_settled_before_its_give_up_share_has_not_given_up() -> None:
+    run = drive_query(planned(AC, wave_size=4, give_up=0.5), in_order(*["#42"] * 4))
+    assert run.final is not None and not run.final.gave_up
+
+
+def test_at_give_up_one_an_unsettled_query_runs_to_its_cap_without_giving_up() -> None:
+    scattered = [f"#{i}" for i in range(16)]
+    run = drive_query(planned(AC, wave_size=2, max_branches=16, give_up=1.0), in_order(*scattered))
+    assert run.launched == 16 and run.final is not None and not run.final.gave_up

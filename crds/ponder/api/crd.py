@@ -173,6 +173,20 @@ class EarlyExitType(StrEnum):
     ANSWER_PROBE = "AnswerProbe"
 
 
+class DeepConfModeType(StrEnum):
+    """How DeepConf uses its branches' confidence."""
+
+    OFFLINE = "Offline"
+    ONLINE = "Online"
+
+
+class TokenConfidenceType(StrEnum):
+    """What one generated token says about its branch's confidence."""
+
+    SAMPLED_TOKEN = "SampledToken"
+    TOP_K = "TopK"
+
+
 class LoadAdaptationType(StrEnum):
     """How the planner fits a query's branches to the load it observes."""
 
@@ -671,6 +685,33 @@ class BudgetForcingSpec(_Spec):
     max_waits: int = Field(default=2, ge=0, le=16, description="Waits inserted at most.")
 
 
+class DeepConfSpec(_Spec):
+    """DeepConf (confidence without a verifier): a branch's confidence is its lowest group
+    confidence, the mean token confidence over a sliding window of `windowTokens`. Offline:
+    `branches` at once, the `keepPercent` most confident vote, weighted by confidence. Online:
+    a first wave of `branches` sets the threshold (what its `keepPercent` most confident
+    reach); each later branch is stopped as soon as a window falls below it, and waves of
+    `branches` follow up to `maxBranches` until the vote's leader holds `consensusPercent` of
+    the weight. Requests choose the mode with `ponder.deep_conf_mode`."""
+
+    mode: DeepConfModeType = Field(
+        default=DeepConfModeType.ONLINE, description="Offline or Online."
+    )
+    token_confidence: TokenConfidenceType = Field(
+        default=TokenConfidenceType.SAMPLED_TOKEN,
+        description="SampledToken: the sampled token's probability (a group scores the geometric "
+        "mean); TopK: DeepConf's, minus the mean logprob of the topK likeliest tokens.",
+    )
+    top_k: int = Field(default=5, ge=2, le=20, description="Tokens TopK averages.")
+    window_tokens: int = Field(default=4, ge=1, le=4096, description="Tokens per group.")
+    keep_percent: int = Field(
+        default=10, ge=1, le=100, description="Share of the most confident branches that vote."
+    )
+    consensus_percent: int = Field(
+        default=95, ge=1, le=100, description="Online: stop once the leader holds this weight."
+    )
+
+
 class EarlyExitSpec(_Spec):
     """The answer-probe early exit (Dynasor's certaindex): every `everyTokens` tokens, ask for
     the branch's answer so far (its text, then `cue`, continued greedily for at most
@@ -751,6 +792,14 @@ class StrategySpec(_Spec):
         le=99,
         description="Adaptive consistency stops once the vote's confidence reaches this.",
     )
+    give_up_percent: int = Field(
+        default=50,
+        ge=1,
+        le=100,
+        description="An adaptive strategy (AdaptiveConsistency, DeepConf online) that has not "
+        "settled once this share of its branch cap or token budget is spent answers with its "
+        "best so far and says so (ponder.gave_up); 100: it runs to the cap.",
+    )
     temperature: str = Field(
         default="0.8",
         pattern=TEMPERATURE_PATTERN,
@@ -779,6 +828,7 @@ class StrategySpec(_Spec):
     verifier: VerifierSpec = Field(default_factory=VerifierSpec)
     beam: BeamSpec = Field(default_factory=BeamSpec)
     budget_forcing: BudgetForcingSpec = Field(default_factory=BudgetForcingSpec)
+    deep_conf: DeepConfSpec = Field(default_factory=DeepConfSpec)
     early_exit: EarlyExitSpec = Field(default_factory=EarlyExitSpec)
 
     @field_validator("answer_pattern")

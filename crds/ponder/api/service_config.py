@@ -134,6 +134,38 @@ class BudgetForcingConfig(BaseModel):
     max_waits: int = Field(default=2, ge=0, le=16)
 
 
+class DeepConfMode(StrEnum):
+    """How `deep-conf` uses its branches' confidence (Fu et al. 2025, arXiv 2508.15260)."""
+
+    OFFLINE = "offline"  # all branches at once, then a vote over the most confident
+    ONLINE = "online"  # a warm-up wave sets a threshold; later branches stop below it
+
+
+class TokenConfidence(StrEnum):
+    """What one generated token says about a branch's confidence; higher is more confident."""
+
+    SAMPLED = "sampled"  # the sampled token's probability: a group scores exp(mean logprob)
+    TOP_K = "top-k"  # DeepConf's: minus the mean logprob of the k likeliest tokens
+
+
+class DeepConfConfig(BaseModel):
+    """The `deep-conf` strategy: a branch's confidence is its lowest group confidence, the mean
+    token confidence over a sliding window of `window_tokens` (over the whole branch when it is
+    shorter). Offline, `branches` run at once and the `keep_percent` most confident vote,
+    weighted by their confidence. Online, a first wave of `branches` sets the threshold (the
+    confidence the `keep_percent` most confident of it reach); each later branch is stopped as
+    soon as a window falls below it; waves of `branches` follow up to `max_branches` until the
+    weighted vote's leader holds `consensus` of the weight."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    mode: DeepConfMode = DeepConfMode.ONLINE
+    token_confidence: TokenConfidence = TokenConfidence.SAMPLED
+    top_k: int = Field(default=5, ge=2, le=20, description="Tokens averaged by top-k.")
+    window_tokens: int = Field(default=4, ge=1, le=4096, description="Tokens per group.")
+    keep_percent: int = Field(default=10, ge=1, le=100, description="Most confident share kept.")
+    consensus: float = Field(default=0.95, gt=0.0, le=1.0, description="Online stop share.")
+
+
 class StrategyDefaults(BaseModel):
     """Defaults a request falls back to, and the limits it may not exceed."""
 
@@ -144,6 +176,14 @@ class StrategyDefaults(BaseModel):
     max_branches: int = Field(default=32, ge=1, le=256)
     branches_per_job: int = Field(default=4, ge=1, le=64, description="k branches share a job.")
     confidence: float = Field(default=0.95, gt=0.0, lt=1.0)
+    give_up: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="An adaptive strategy (adaptive-consistency, deep-conf online) that has not "
+        "settled once this share of its branch cap or token budget is spent answers with its "
+        "best so far and says so (`ponder.gave_up`); 1: it runs to the cap.",
+    )
     temperature: float = Field(default=0.8, ge=0.0, le=5.0)
     extractor: ExtractorKind = ExtractorKind.AUTO
     answer_pattern: str | None = Field(
@@ -155,6 +195,7 @@ class StrategyDefaults(BaseModel):
     verifier: VerifierConfig = Field(default_factory=VerifierConfig)
     beam: BeamConfig = Field(default_factory=BeamConfig)
     budget_forcing: BudgetForcingConfig = Field(default_factory=BudgetForcingConfig)
+    deep_conf: DeepConfConfig = Field(default_factory=DeepConfConfig)
     early_exit: EarlyExitConfig = Field(default_factory=EarlyExitConfig)
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ class StrategyName(StrEnum):
     BEAM_SEARCH = "beam-search"
     REFINE = "refine"
     BUDGET_FORCING = "budget-forcing"
+    DEEP_CONF = "deep-conf"
 
     @property
     def crd_value(self) -> str:

@@ -12,7 +12,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, field_validator
 
-from ponder.api.service_config import MAX_ANSWER_PATTERN_LENGTH, AnswerProbe, ExtractorKind
+from ponder.api.service_config import (
+    MAX_ANSWER_PATTERN_LENGTH,
+    AnswerProbe,
+    ExtractorKind,
+    TokenConfidence,
+)
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -142,6 +147,23 @@ class AnswerReading(BaseModel):
     pattern: str | None = Field(default=None, min_length=1, max_length=MAX_ANSWER_PATTERN_LENGTH)
 
 
+class ConfidenceWatch(BaseModel):
+    """What a worker measures of each branch's confidence while it generates (`deep-conf`).
+
+    Each token gets a confidence (`token`: the sampled token's logprob, or minus the mean
+    logprob of the `top_k` likeliest tokens); a group is the mean over a sliding window of
+    `window_tokens` (the whole branch when it is shorter), exp'ed for `sampled`, and the branch's
+    confidence is its lowest group's. With `stop_below`, a branch stops as soon as a full
+    window's group falls below it; the job then runs one engine request per branch, so that one
+    branch can stop alone."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    token: TokenConfidence = TokenConfidence.SAMPLED
+    top_k: int = Field(default=5, ge=2, le=20)
+    window_tokens: int = Field(default=4, ge=1, le=4096)
+    stop_below: float | None = Field(default=None, ge=0.0)
+
+
 class BranchJob(_Wire):
     """A group of k branches of one query, run by one worker as one vLLM request with n=k."""
 
@@ -163,6 +185,11 @@ class BranchJob(_Wire):
         description="Stop each branch once its probed answers agree (needs `answer`); each "
         "branch then runs as its own engine request, so that one can stop alone.",
     )
+    confidence: ConfidenceWatch | None = Field(
+        default=None,
+        description="Measure each branch's confidence (and stop it below a threshold); the "
+        "results then carry it.",
+    )
     partials: bool = Field(
         default=False,
         description="Publish `BranchPartial` messages with the text so far while generating, "
@@ -181,7 +208,8 @@ class BranchJob(_Wire):
 
 class BranchStatus(StrEnum):
     COMPLETED = "completed"
-    CANCELLED = "cancelled"  # aborted on a cancel; text holds what was generated so far
+    CANCELLED = "cancelled"  # aborted on a cancel, or below its confidence threshold; text
+    # holds what was generated so far
     EXPIRED = "expired"  # past its deadline before or during generation
     FAILED = "failed"  # engine error, or MaxDeliver reached
 
@@ -220,6 +248,16 @@ class BranchResult(_Wire):
     )
     early_exit: bool = Field(
         default=False, description="Stopped by the answer probe; `text` ends with its answer."
+    )
+    confidence: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="Its lowest group confidence, when the job watched it (`confidence`); "
+        "None when it generated nothing.",
+    )
+    low_confidence: bool = Field(
+        default=False,
+        description="CANCELLED by the worker because a group fell below `stop_below`.",
     )
 
     @property

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from ponder.api.crd import (
     AuthType,
+    DeepConfModeType,
     EarlyExitType,
     ExtractorType,
     LoadAdaptationType,
     ReasoningServiceSpec,
+    TokenConfidenceType,
     VerifierType,
 )
 from ponder.api.service_config import (
@@ -23,6 +25,8 @@ from ponder.api.service_config import (
     BeamConfig,
     BudgetConfig,
     BudgetForcingConfig,
+    DeepConfConfig,
+    DeepConfMode,
     EarlyExit,
     EarlyExitConfig,
     ExtractorKind,
@@ -30,6 +34,7 @@ from ponder.api.service_config import (
     ServiceConfig,
     SloConfig,
     StrategyDefaults,
+    TokenConfidence,
     VerifierConfig,
     VerifierKind,
 )
@@ -60,6 +65,16 @@ _EXTRACTOR_KINDS = {
 _EARLY_EXITS = {
     EarlyExitType.NONE: EarlyExit.NONE,
     EarlyExitType.ANSWER_PROBE: EarlyExit.ANSWER_PROBE,
+}
+
+_DEEP_CONF_MODES = {
+    DeepConfModeType.OFFLINE: DeepConfMode.OFFLINE,
+    DeepConfModeType.ONLINE: DeepConfMode.ONLINE,
+}
+
+_TOKEN_CONFIDENCES = {
+    TokenConfidenceType.SAMPLED_TOKEN: TokenConfidence.SAMPLED,
+    TokenConfidenceType.TOP_K: TokenConfidence.TOP_K,
 }
 
 _LOAD_ADAPTATIONS = {
@@ -110,6 +125,7 @@ def service_config_from_spec(
             max_branches=strategy.max_branches,
             branches_per_job=strategy.branches_per_job,
             confidence=strategy.confidence_percent / 100,
+            give_up=strategy.give_up_percent / 100,
             temperature=float(strategy.temperature),
             extractor=_EXTRACTOR_KINDS[strategy.extractor],
             answer_pattern=strategy.answer_pattern,
@@ -131,6 +147,14 @@ def service_config_from_spec(
                 wait_token=strategy.budget_forcing.wait_token,
                 answer_prompt=strategy.budget_forcing.answer_prompt,
                 max_waits=strategy.budget_forcing.max_waits,
+            ),
+            deep_conf=DeepConfConfig(
+                mode=_DEEP_CONF_MODES[strategy.deep_conf.mode],
+                token_confidence=_TOKEN_CONFIDENCES[strategy.deep_conf.token_confidence],
+                top_k=strategy.deep_conf.top_k,
+                window_tokens=strategy.deep_conf.window_tokens,
+                keep_percent=strategy.deep_conf.keep_percent,
+                consensus=strategy.deep_conf.consensus_percent / 100,
             ),
             early_exit=EarlyExitConfig(
                 default=_EARLY_EXITS[strategy.early_exit.default],

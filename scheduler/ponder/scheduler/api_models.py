@@ -48,6 +48,10 @@ class PonderOptions(BaseModel):
         description="How a branch may stop early: none, or answer-probe (stop once probes of "
         "its answer agree; the service's spec.strategy.earlyExit settings).",
     )
+    deep_conf_mode: str | None = Field(
+        default=None,
+        description="deep-conf only: offline or online (default: spec.strategy.deepConf.mode).",
+    )
 
 
 class StreamOptions(BaseModel):
@@ -232,6 +236,12 @@ class BranchInfo(BaseModel):
     probes: int = 0
     probe_tokens: int = Field(default=0, description="Answer probes' tokens, in its usage.")
     early_exit: bool = Field(default=False, description="Stopped by its answer probe.")
+    confidence: float | None = Field(
+        default=None, description="Its lowest group confidence (deep-conf), when measured."
+    )
+    low_confidence: bool = Field(
+        default=False, description="Stopped by its worker below the confidence threshold."
+    )
 
 
 class PonderInfo(BaseModel):
@@ -266,6 +276,12 @@ class PonderInfo(BaseModel):
         default=False,
         description="The strategy answered before its branch cap had completed.",
     )
+    gave_up: bool = Field(
+        default=False,
+        description="An adaptive strategy answered unsettled, with its best so far: it had "
+        "spent spec.strategy.giveUpPercent of its branch cap or budget without a verified, "
+        "confident or agreed answer.",
+    )
     tokens_saved: int = Field(
         default=0,
         description="Completion tokens that stopping early left unspent, against the plan's "
@@ -281,6 +297,9 @@ class PonderInfo(BaseModel):
         description="Tokens all branches generated after their answers settled (overthinking).",
     )
     early_exits: int = Field(default=0, description="Branches stopped by their answer probe.")
+    low_confidence_stops: int = Field(
+        default=0, description="Branches stopped below deep-conf's confidence threshold."
+    )
     branches: list[BranchInfo] = Field(
         default_factory=list, description="Every branch result received, in arrival order."
     )

@@ -11,7 +11,7 @@ Prompts:
   worker sets them when a chat job ends with an assistant message); a `prompt_override` replaces
   the conversation by the query's system messages plus one user message.
 Answers: every job says how the service reads answers (`AnswerReading`), and carries the
-query's answer probe when it has one.
+query's answer probe when it has one, and a confidence watch when the request asks for one.
 Seeds: a seeded query gives the job holding branches `n..n+k-1` the seed `seed + n`; vLLM gives
 child i of the `n=k` request `seed + n + i`, so branch n always samples with `seed + n`.
 """
@@ -21,7 +21,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from ponder.api.wire import AnswerReading, BranchJob, ChatMessage, Endpoint, SamplingParams
+from ponder.api.wire import (
+    AnswerReading,
+    BranchJob,
+    ChatMessage,
+    ConfidenceWatch,
+    Endpoint,
+    SamplingParams,
+)
 from ponder.scheduler.strategies.base import BranchRequest, PlannedQuery
 
 
@@ -85,6 +92,7 @@ def build_jobs(context: JobContext, request: BranchRequest, first_index: int) ->
                 deadline_at=context.deadline_at,
                 answer=answer,
                 probe=query.probe,
+                confidence=confidence_watch(query, request),
                 partials=streams_text(context, request),
             )
         )
@@ -96,6 +104,20 @@ def streams_text(context: JobContext, request: BranchRequest) -> bool:
     branch whose text is the answer, and no answer probe (an early exit rewrites the tail)."""
     return (
         context.partials and request.streams_answer and request.n == 1 and not context.query.probe
+    )
+
+
+def confidence_watch(query: PlannedQuery, request: BranchRequest) -> ConfidenceWatch | None:
+    """What the worker measures of the branches' confidence, and where it stops them; None
+    when the request asks for no confidence."""
+    if not request.confidence:
+        return None
+    settings = query.deep_conf
+    return ConfidenceWatch(
+        token=settings.token_confidence,
+        top_k=settings.top_k,
+        window_tokens=settings.window_tokens,
+        stop_below=request.confidence_stop_below,
     )
 
 

@@ -52,6 +52,8 @@ from dataclasses import dataclass, field, replace
 from ponder.api.priority import Priority
 from ponder.api.service_config import (
     AnswerProbe,
+    DeepConfConfig,
+    DeepConfMode,
     EarlyExit,
     LoadAdaptation,
     ServiceConfig,
@@ -164,6 +166,7 @@ class ValidRequest:
     top_p: float
     confidence: float
     probe: AnswerProbe | None = None
+    deep_conf: DeepConfConfig = field(default_factory=DeepConfConfig)
     priority: Priority = Priority.STANDARD
     explicit_branches: bool = False
     """The request named `ponder.branches`: the width is the caller's, never grown."""
@@ -254,6 +257,9 @@ def validate_request(
     probe = resolve_early_exit(request.ponder, config, strategy)
     if isinstance(probe, PlanError):
         return probe
+    deep_conf = resolve_deep_conf(request.ponder, config, strategy)
+    if isinstance(deep_conf, PlanError):
+        return deep_conf
     budget_tokens, max_tokens_per_branch = tokens
     temperature, top_p, confidence = sampling
     return ValidRequest(
@@ -267,6 +273,7 @@ def validate_request(
         top_p=top_p,
         confidence=confidence,
         probe=probe,
+        deep_conf=deep_conf,
         priority=request.priority,
         explicit_branches=request.ponder.branches is not None,
     )
@@ -452,6 +459,30 @@ def resolve_early_exit(
     return settings.probe if wanted is EarlyExit.ANSWER_PROBE else None
 
 
+def resolve_deep_conf(
+    options: PonderOptions, config: ServiceConfig, strategy: type[Strategy]
+) -> DeepConfConfig | PlanError:
+    """The service's deep-conf settings, in the mode the request names (deep-conf only)."""
+    settings = config.strategy.deep_conf
+    if options.deep_conf_mode is None:
+        return settings
+    if strategy.name is not StrategyName.DEEP_CONF:
+        return PlanError(
+            "ponder.deep_conf_mode",
+            f"ponder.deep_conf_mode applies to ponder.strategy={StrategyName.DEEP_CONF.value} "
+            f"only, not {strategy.name.value}",
+        )
+    try:
+        mode = DeepConfMode(options.deep_conf_mode)
+    except ValueError:
+        known = ", ".join(member.value for member in DeepConfMode)
+        return PlanError(
+            "ponder.deep_conf_mode",
+            f"unknown deep-conf mode {options.deep_conf_mode!r}; use one of: {known}",
+        )
+    return settings.model_copy(update={"mode": mode})
+
+
 def fit_to_budget(valid: ValidRequest, config: ServiceConfig) -> Width:
     """The branches the token budget pays for, full length each; a strategy that launches in
     steps is sized by its step width and `beam.maxSteps` instead."""
@@ -603,6 +634,8 @@ def planned_query(
         accept_score=defaults.verifier.accept_score,
         beam=defaults.beam,
         budget_forcing=defaults.budget_forcing,
+        deep_conf=valid.deep_conf,
+        give_up=defaults.give_up,
         wave_size=width.branches,
         probe=valid.probe,
         engine=request.engine,

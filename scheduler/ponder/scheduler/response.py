@@ -74,6 +74,7 @@ def ponder_info(outcome: QueryOutcome) -> PonderInfo:
         deadline_exceeded=outcome.deadline_exceeded,
         branches_unreported=outcome.unreported,
         stopped_early=reading.stopped_early if reading else False,
+        gave_up=answer.gave_up if answer else False,
         tokens_saved=reading.tokens_saved if reading else 0,
         usage_complete=outcome.unreported == 0,
         latency_ms=round(outcome.latency_seconds * 1000.0, 3),
@@ -98,6 +99,7 @@ def ponder_info(outcome: QueryOutcome) -> PonderInfo:
             branch.result.tokens_after_answer or 0 for branch in outcome.branches
         ),
         early_exits=sum(1 for branch in outcome.branches if branch.result.early_exit),
+        low_confidence_stops=sum(1 for branch in outcome.branches if branch.result.low_confidence),
         branches=[
             BranchInfo(
                 id=branch.result.branch_id,
@@ -113,6 +115,8 @@ def ponder_info(outcome: QueryOutcome) -> PonderInfo:
                 probes=branch.result.probes,
                 probe_tokens=branch.result.probe_tokens,
                 early_exit=branch.result.early_exit,
+                confidence=branch.result.confidence,
+                low_confidence=branch.result.low_confidence,
             )
             for branch in outcome.branches
         ],

@@ -16,6 +16,7 @@ from ponder.scheduler.strategies.base import PlannedQuery, Strategy, shape_probl
 from ponder.scheduler.strategies.beam_search import BeamSearch
 from ponder.scheduler.strategies.best_of_n import BestOfN, WeightedVote
 from ponder.scheduler.strategies.budget_forcing import BudgetForcing
+from ponder.scheduler.strategies.deep_conf import DeepConf
 from ponder.scheduler.strategies.refine import Refine
 from ponder.scheduler.strategies.self_consistency import SelfConsistency
 from ponder.scheduler.strategies.single import Single
@@ -45,6 +46,7 @@ STRATEGIES = registry(
     BeamSearch,
     Refine,
     BudgetForcing,
+    DeepConf,
 )
 
 

@@ -19,6 +19,11 @@ often confidently wrong, agreement says little and a verified answer says much (
 shipped model: majority@16 54%, voting among verified samples 83-85%), so agreement alone never
 stops the search there.
 
+Giving up: a query still unsettled once it has spent `query.give_up` of its branch cap or token
+budget (`spec.strategy.giveUpPercent`) answers with its best so far, marked `gave_up`: on the
+shipped model most queries that no wave settles by then are ones none will (the issue that
+asked for it measured 91% of the tokens at the defaults going to queries run to the cap).
+
 At temperature 0 every sample is the same greedy decode: the first wave is one branch and the
 search stops after it.
 """
@@ -43,7 +48,7 @@ from ponder.scheduler.strategies.base import (
     Strategy,
     Wait,
 )
-from ponder.scheduler.strategies.ledger import BranchLedger
+from ponder.scheduler.strategies.ledger import BranchLedger, given_up
 from ponder.scheduler.strategies.voting import (
     VoteResult,
     ballots_of,
@@ -93,6 +98,9 @@ class AdaptiveConsistency(Strategy):
         answer = self._answer()
         if answer is not None and self._settled(answer):
             return Finish(answer)
+        gave_up = given_up(answer, self.ledger, self.query.give_up)
+        if gave_up is not None:
+            return Finish(gave_up)
         wave = self._next_wave()
         if wave is not None:
             return Launch((wave,))

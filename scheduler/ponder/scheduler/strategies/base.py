@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar
 
-from ponder.api.service_config import AnswerProbe, BeamConfig, BudgetForcingConfig, ExtractorKind
+from ponder.api.service_config import (
+    AnswerProbe,
+    BeamConfig,
+    BudgetForcingConfig,
+    DeepConfConfig,
+    ExtractorKind,
+)
 from ponder.api.strategy import StrategyName
 from ponder.api.wire import BranchResult, BranchStatus, ChatMessage, Endpoint, EngineSampling
 
@@ -95,6 +101,8 @@ class PlannedQuery:
     probe: AnswerProbe | None = None  # the answer-probe early exit of every branch, if granted
     engine: EngineSampling = field(default_factory=EngineSampling)  # to vLLM, every branch
     accept_score: float = 0.99  # a verifier score at or above this counts as verified
+    deep_conf: DeepConfConfig = field(default_factory=DeepConfConfig)
+    give_up: float = 1.0  # an adaptive strategy unsettled at this share of cap or budget answers
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,8 @@ class BranchRequest:
     stop: tuple[str, ...] | None = None  # None: the query's stop strings
     score: ScoreMode = ScoreMode.NONE
     logprobs: bool = False
+    confidence: bool = False  # the worker measures each branch's confidence (`deep_conf`)
+    confidence_stop_below: float | None = None  # ... and stops a branch below this
     streams_answer: bool = False
     """If this branch (n=1) completes, the query answers with its `full_text`: the runner
     streams that text live to a streaming client (the single branch, budget forcing's forced
@@ -145,6 +155,7 @@ class FinalAnswer:
     votes: dict[str, float] = field(default_factory=dict)  # answer -> votes or weight
     scores: list[float] = field(default_factory=list)
     finish_reason: str = "stop"
+    gave_up: bool = False  # an adaptive strategy stopped unsettled: more would not help
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ponder.scheduler.strategies.base import BranchRequest, ScoredBranch
+from ponder.scheduler.strategies.base import BranchRequest, FinalAnswer, ScoredBranch
 
 
 class BranchLedger:
@@ -37,6 +37,11 @@ class BranchLedger:
     @property
     def branches_left(self) -> int:
         return max(0, self.max_branches - self.launched)
+
+    def spent_share(self) -> float:
+        """How much of the query's means it has used: the larger of the share of its branch
+        cap launched and the share of its budget spent."""
+        return max(self.launched / self.max_branches, self.spent_tokens / self.budget_tokens)
 
     def fit(self, request: BranchRequest, min_tokens: int = 1) -> BranchRequest | None:
         """`request` shrunk to what the budget and branch cap allow, or None if not even one
@@ -76,3 +81,12 @@ class BranchLedger:
         self.finished += 1
         self.reserved_tokens = max(0, self.reserved_tokens - branch.request.max_tokens)
         self.spent_tokens += branch.result.completion_tokens
+
+
+def given_up(answer: FinalAnswer | None, ledger: BranchLedger, share: float) -> FinalAnswer | None:
+    """`answer`, marked as given up, when an unsettled adaptive query has spent `share` of its
+    branch cap or budget and could still launch more; None while it should go on (or has
+    nothing to answer with)."""
+    if answer is None or ledger.branches_left == 0 or ledger.spent_share() < share:
+        return None
+    return replace(answer, gave_up=True)
