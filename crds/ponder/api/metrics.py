@@ -16,6 +16,7 @@ WORKER_TOKENS_TOTAL = "ponder_worker_tokens_total"  # labels: kind=prompt|comple
 WORKER_DEADLETTERS_TOTAL = "ponder_worker_deadletters_total"  # labels: reason
 WORKER_ANSWER_PROBES_TOTAL = "ponder_worker_answer_probes_total"
 WORKER_EARLY_EXITS_TOTAL = "ponder_worker_early_exits_total"
+WORKER_LOW_CONFIDENCE_STOPS_TOTAL = "ponder_worker_low_confidence_stops_total"
 WORKER_TOKENS_AFTER_ANSWER_TOTAL = "ponder_worker_tokens_after_answer_total"
 DESIRED_REPLICAS = "ponder_desired_replicas"  # operator, labels: namespace, name
 ACTUAL_REPLICAS = "ponder_actual_replicas"  # operator: the worker Deployment's status.replicas

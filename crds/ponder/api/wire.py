@@ -165,7 +165,8 @@ class ConfidenceWatch(BaseModel):
 
 
 class BranchJob(_Wire):
-    """A group of k branches of one query, run by one worker as one vLLM request with n=k."""
+    """A group of k branches of one query, run by one worker as one vLLM request with n=k (one
+    request per branch when a branch may stop alone: an answer probe, a confidence threshold)."""
 
     query_id: str = Field(min_length=1, max_length=128)
     job_id: str = Field(min_length=1, max_length=160, description="Also the Nats-Msg-Id.")

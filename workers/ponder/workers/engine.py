@@ -3,9 +3,10 @@
 `Engine` is the seam: the worker talks to nothing else, so a benchmark can plug an instant
 engine (bench/overhead.py) while everything around it stays real.
 
-A job runs as one `n=k` request, its branches sharing the prompt. A job with an answer probe
-runs one request per branch instead (vLLM's prefix cache still shares the prompt), plus its
-probes, so that each branch can stop on its own once its probes agree.
+A job runs as one `n=k` request, its branches sharing the prompt. A job with an answer probe,
+or with a confidence threshold (`ConfidenceWatch.stop_below`), runs one request per branch
+instead (vLLM's prefix cache still shares the prompt), plus its probes, so that each branch can
+stop on its own: once its probes agree, or once its confidence falls below the threshold.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from ponder.workers.generation import (
     probe_request_body,
     request_body,
     request_path,
+    runs_per_branch,
 )
 from ponder.workers.job_trace import request_attributes, usage_attributes
 from ponder.workers.probing import ProbeSchedule, probed_answer
@@ -107,28 +109,29 @@ class VllmEngine:
         return self._session
 
     async def generate(self, job: BranchJob, generation: Generation) -> None:
-        if job.probe is None:
+        if not runs_per_branch(job):
             await self._stream(job, request_body(job), generation)
             return
         try:
             async with asyncio.TaskGroup() as group:
                 for index in range(len(job.branch_ids)):
-                    group.create_task(self._probed_branch(job, generation, index))
+                    group.create_task(self._branch(job, generation, index))
         except* (EngineUnavailable, EngineRejected) as failures:
             # One branch's failure stopped them all, as one failed `n=k` request would.
             raise _first_failure(failures) from None
 
-    async def _probed_branch(self, job: BranchJob, generation: Generation, index: int) -> None:
-        """Branch `index` alone, probed every `probe.every_tokens` tokens; stops once
-        `probe.window` probes in a row agree. A probe still running when the branch ends is
-        stopped, its tokens so far counted."""
-        assert job.probe is not None and job.answer is not None  # BranchJob guarantees both
-        probe, read = job.probe, reader_of(job.answer)
+    async def _branch(self, job: BranchJob, generation: Generation, index: int) -> None:
+        """Branch `index` alone. With an answer probe, probed every `probe.every_tokens` tokens
+        and stopped once `probe.window` probes in a row agree; with a confidence threshold,
+        stopped at the chunk where a full window falls below it (`ChoiceOutput.low_confidence`).
+        A probe still running when the branch ends is stopped, its tokens so far counted."""
         choice = generation.choices[index]
-        schedule = ProbeSchedule(probe)
+        schedule = ProbeSchedule(job.probe) if job.probe is not None else None
         probes: list[asyncio.Task[None]] = []
 
-        async def run_probe(prefix: str) -> None:
+        async def run_probe(schedule: ProbeSchedule, prefix: str) -> None:
+            assert job.answer is not None  # BranchJob: a probe needs an answer reading
+            probe, read = schedule.probe, reader_of(job.answer)
             scratch = ChoiceOutput()
             try:
                 await self._stream(job, probe_request_body(job, prefix), Generation([scratch]))
@@ -139,18 +142,21 @@ class VllmEngine:
                 choice.probes += 1
                 choice.probe_tokens += scratch.completion_tokens
             answer = probed_answer(probe, scratch.text, read)
-            if schedule.finish(answer) and choice.finish_reason is None:
+            if schedule.finish(answer) and not choice.ended:
                 choice.exit_with(len(prefix), probe.cue + scratch.text)
                 # Closes the branch's connection, so vLLM aborts it; a task group takes a
                 # cancelled child for a finished one.
                 stream.cancel()
 
-        def on_chunk() -> None:
+        def on_chunk() -> bool:
             if index == 0:
                 generation.prompt_tokens = own.prompt_tokens  # counted once per job
-            if choice.finish_reason is None and schedule.due(choice.completion_tokens):
+            if choice.low_confidence:
+                return True  # ends the stream at this very chunk
+            if schedule is not None and not choice.ended and schedule.due(choice.completion_tokens):
                 schedule.start(choice.completion_tokens)
-                probes.append(group.create_task(run_probe(choice.text)))
+                probes.append(group.create_task(run_probe(schedule, choice.text)))
+            return False
 
         async def run_branch() -> None:
             try:
@@ -168,11 +174,13 @@ class VllmEngine:
         job: BranchJob,
         body: dict[str, Any],
         generation: Generation,
-        on_chunk: Callable[[], None] | None = None,
+        on_chunk: Callable[[], bool] | None = None,
     ) -> None:
         """POST one streaming request of `job` and add its chunks to `generation`, calling
-        `on_chunk` after each; engine errors become EngineUnavailable or EngineRejected. The
-        request is a CLIENT span under the job's, its context in the `traceparent` header."""
+        `on_chunk` after each: when it returns True, the stream ends there, its connection
+        closed so that vLLM aborts the sequence. Engine errors become EngineUnavailable or
+        EngineRejected. The request is a CLIENT span under the job's, its context in the
+        `traceparent` header."""
         span = tracing.tracer().start_span(
             tracing.span_name(job.endpoint, job.model),
             kind=SpanKind.CLIENT,
@@ -197,7 +205,7 @@ class VllmEngine:
         job: BranchJob,
         body: dict[str, Any],
         generation: Generation,
-        on_chunk: Callable[[], None] | None,
+        on_chunk: Callable[[], bool] | None,
         headers: dict[str, str],
     ) -> None:
         remaining = max(0.0, job.deadline_at - time.time())
@@ -215,10 +223,14 @@ class VllmEngine:
                 try:
                     async for line in response.content:
                         chunk = parse_sse_line(line)
-                        if chunk is not None:
-                            apply_chunk(generation, chunk, endpoint)
-                            if on_chunk is not None:
-                                on_chunk()
+                        if chunk is None:
+                            continue
+                        apply_chunk(generation, chunk, endpoint)
+                        if on_chunk is not None and on_chunk():
+                            # Stopped here, not at the next read: lines already buffered
+                            # would add tokens past the stop.
+                            response.close()
+                            return
                 except BaseException:
                     # Cancelled (a cancel message, the deadline, a drain, an early exit) or
                     # failed: close the connection itself rather than returning it to the

@@ -10,7 +10,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ponder.api.service_config import TokenConfidence
 from ponder.api.wire import BranchJob, ChatMessage, Endpoint
+from ponder.workers.confidence import GroupConfidence, token_confidence
 
 PROBE_STOPS = ("\n", ". ")
 """Where an answer probe's continuation ends: the answer is the first line or sentence after
@@ -24,6 +26,7 @@ class ChoiceOutput:
     `checkpoints` holds `(characters, tokens)` after each streamed piece of text, so that a
     position in the text can be told in tokens (where the answer settled). `completion_tokens`
     counts the branch's own stream; `probe_tokens` what its answer probes generated besides.
+    `confidence` tracks its group confidence when the job watches it (`BranchJob.confidence`).
     """
 
     text_parts: list[str] = field(default_factory=list)
@@ -36,6 +39,7 @@ class ChoiceOutput:
     probes: int = 0
     probe_tokens: int = 0
     early_exit: bool = False
+    confidence: GroupConfidence | None = None
 
     @property
     def text(self) -> str:
@@ -65,6 +69,17 @@ class ChoiceOutput:
         self.early_exit = True
 
     @property
+    def low_confidence(self) -> bool:
+        """A full window of its confidence fell below the watch's `stop_below`: the branch is
+        to stop there."""
+        return self.confidence is not None and self.confidence.below_threshold
+
+    @property
+    def ended(self) -> bool:
+        """It finished, or is to stop for low confidence: nothing more is to be done for it."""
+        return self.finish_reason is not None or self.low_confidence
+
+    @property
     def mean_logprob(self) -> float | None:
         """Mean log-probability of the sampled tokens; None when logprobs were not asked for."""
         if self.logprob_count == 0:
@@ -81,7 +96,15 @@ class Generation:
 
     @classmethod
     def for_job(cls, job: BranchJob) -> Generation:
-        return cls(choices=[ChoiceOutput() for _ in job.branch_ids])
+        """Empty outputs for every branch of `job`, each with a confidence tracker when the job
+        watches confidence."""
+        watch = job.confidence
+        return cls(
+            choices=[
+                ChoiceOutput(confidence=GroupConfidence(watch) if watch is not None else None)
+                for _ in job.branch_ids
+            ]
+        )
 
     @property
     def completion_tokens(self) -> int:
@@ -97,6 +120,14 @@ class StreamError(Exception):
         self.status = status
 
 
+def runs_per_branch(job: BranchJob) -> bool:
+    """Whether `job` runs one request per branch rather than one `n=k` request: when one of its
+    branches may stop alone, on its answer probe or below its confidence threshold (closing an
+    `n=k` request's stream aborts all k)."""
+    stops_on_confidence = job.confidence is not None and job.confidence.stop_below is not None
+    return job.probe is not None or stops_on_confidence
+
+
 def request_path(endpoint: Endpoint) -> str:
     return "/v1/chat/completions" if endpoint is Endpoint.CHAT else "/v1/completions"
 
@@ -110,7 +141,9 @@ def request_body(job: BranchJob) -> dict[str, Any]:
     strings. vLLM gives child i of an `n=k` request the seed `seed + i`, which is the wire
     contract (`SamplingParams.seed`). A chat job whose messages end with an assistant message
     (a strategy's continuation: a beam prefix, budget forcing's "Wait") asks vLLM to continue
-    that message rather than open a new turn after it.
+    that message rather than open a new turn after it. Logprobs are asked for when the job
+    wants their mean (`sampling.logprobs`) or watches confidence (with the `top_k` likeliest
+    tokens' for `top-k`).
     """
     sampling = job.sampling
     body: dict[str, Any] = {
@@ -137,15 +170,28 @@ def request_body(job: BranchJob) -> dict[str, Any]:
             # message and generate on from there, with no new assistant header in between.
             body["continue_final_message"] = True
             body["add_generation_prompt"] = False
-        if sampling.logprobs:
-            # The sampled token's logprob is always returned; no alternatives are needed.
+        alternatives = _alternatives(job)
+        if alternatives is not None:
+            # The sampled token's logprob is always returned, besides the alternatives.
             body["logprobs"] = True
-            body["top_logprobs"] = 0
+            body["top_logprobs"] = alternatives
     else:
         body["prompt"] = job.prompt
-        if sampling.logprobs:
-            body["logprobs"] = 0
+        alternatives = _alternatives(job)
+        if alternatives is not None:
+            body["logprobs"] = alternatives
     return body
+
+
+def _alternatives(job: BranchJob) -> int | None:
+    """How many of the likeliest tokens' logprobs `job` needs at each position beside the
+    sampled one's; None when it needs no logprobs at all."""
+    watch = job.confidence
+    if watch is not None and watch.token is TokenConfidence.TOP_K:
+        return watch.top_k
+    if watch is not None or job.sampling.logprobs:
+        return 0
+    return None
 
 
 def branch_request_body(job: BranchJob, index: int) -> dict[str, Any]:
@@ -231,16 +277,17 @@ def apply_chunk(generation: Generation, chunk: dict[str, Any], endpoint: Endpoin
         if endpoint is Endpoint.CHAT:
             delta = choice.get("delta") or {}
             text = delta.get("content") or ""
-            token_logprobs = [
-                item.get("logprob") for item in (choice.get("logprobs") or {}).get("content") or []
-            ]
         else:
             text = choice.get("text") or ""
-            token_logprobs = list((choice.get("logprobs") or {}).get("token_logprobs") or [])
-        for logprob in token_logprobs:
+        token_logprobs = _token_logprobs(choice.get("logprobs") or {}, endpoint)
+        for logprob, top_logprobs in token_logprobs:
             if isinstance(logprob, int | float):
                 output.logprob_sum += float(logprob)
                 output.logprob_count += 1
+            if output.confidence is not None:
+                value = token_confidence(output.confidence.watch, logprob, top_logprobs)
+                if value is not None:
+                    output.confidence.add(value)
         if choice.get("finish_reason"):
             output.finish_reason = str(choice["finish_reason"])
         # With continuous usage stats, a chunk of one choice carries that choice's running
@@ -253,3 +300,27 @@ def apply_chunk(generation: Generation, chunk: dict[str, Any], endpoint: Endpoin
             output.completion_tokens += len(token_logprobs)
         if text:
             output.append_text(text)
+
+
+def _token_logprobs(logprobs: dict[str, Any], endpoint: Endpoint) -> list[tuple[Any, list[Any]]]:
+    """(sampled logprob, logprobs of the likeliest tokens) of each token of one streamed choice.
+
+    vLLM's completions put them side by side: `token_logprobs` (floats) and `top_logprobs`
+    ({token: logprob} per position, the sampled token added when it is not among the top k,
+    null entries possible); its chat puts one item per token in `content`, `{token, logprob,
+    top_logprobs: [{token, logprob}]}` with exactly the top k.
+    """
+    if endpoint is Endpoint.CHAT:
+        return [
+            (
+                item.get("logprob"),
+                [top.get("logprob") for top in item.get("top_logprobs") or []],
+            )
+            for item in logprobs.get("content") or []
+        ]
+    sampled = list(logprobs.get("token_logprobs") or [])
+    tops = list(logprobs.get("top_logprobs") or [])
+    return [
+        (logprob, list((tops[position] or {}).values()) if position < len(tops) else [])
+        for position, logprob in enumerate(sampled)
+    ]

@@ -102,6 +102,12 @@ class WorkerMetrics:
             "Branches stopped by their answer probe",
             registry=self.registry,
         )
+        self.low_confidence_stops = Counter(
+            names.WORKER_LOW_CONFIDENCE_STOPS_TOTAL,
+            "Branches stopped because a window of their confidence fell below the threshold "
+            "(deep-conf)",
+            registry=self.registry,
+        )
         self.tokens_after_answer = Counter(
             names.WORKER_TOKENS_AFTER_ANSWER_TOTAL,
             "Tokens branches generated after their answer had settled (overthinking)",
@@ -132,12 +138,15 @@ class WorkerMetrics:
             self._completion_tokens.inc(completion_tokens)
 
     def count_answers(self, results: list[BranchResult]) -> None:
-        """Probes, early exits and tokens after the answer of one job's branches."""
+        """Probes, early exits, low-confidence stops and tokens after the answer of one job's
+        branches."""
         for result in results:
             if result.probes:
                 self.answer_probes.inc(result.probes)
             if result.early_exit:
                 self.early_exits.inc()
+            if result.low_confidence:
+                self.low_confidence_stops.inc()
             if result.tokens_after_answer:
                 self.tokens_after_answer.inc(result.tokens_after_answer)
 

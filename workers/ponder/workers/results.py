@@ -28,7 +28,11 @@ def branch_results(
     Tokens are reported whatever the status, so the scheduler's `usage` counts what cancelled
     and expired branches spent (answer probes included); the prompt's tokens ride on the first
     branch only. With an answer reading, each result says where its answer settled. A branch
-    that had finished before its job was stopped is COMPLETED whatever stopped the rest.
+    that had finished before its job was stopped is COMPLETED whatever stopped the rest; one the
+    worker stopped for low confidence is CANCELLED, however the job ended. With a confidence
+    watch, each result carries the branch's confidence. The mean logprob is reported only when
+    the job asked for it: a confidence watch asks vLLM for logprobs too, and a mean nobody asked
+    for would weigh the branch's vote.
     """
     results = []
     for index, (branch_id, choice) in enumerate(
@@ -44,7 +48,7 @@ def branch_results(
                 finish_reason=choice.finish_reason,
                 prompt_tokens=generation.prompt_tokens if index == 0 else 0,
                 completion_tokens=choice.total_tokens,
-                mean_logprob=choice.mean_logprob,
+                mean_logprob=choice.mean_logprob if job.sampling.logprobs else None,
                 error=error,
                 rejected=rejected,
                 worker_id=worker_id,
@@ -53,13 +57,21 @@ def branch_results(
                 probes=choice.probes,
                 probe_tokens=choice.probe_tokens,
                 early_exit=choice.early_exit,
+                confidence=choice.confidence.lowest if choice.confidence is not None else None,
+                low_confidence=choice.low_confidence,
             )
         )
     return BranchResults(query_id=job.query_id, job_id=job.job_id, results=results)
 
 
 def _branch_status(job_status: BranchStatus, choice: ChoiceOutput) -> BranchStatus:
-    """A cancel or deadline stops what is still generating, not what has ended."""
+    """A cancel or deadline stops what is still generating, not what has ended; a branch
+    stopped for low confidence was cancelled by the worker, even in a completed job. An engine
+    failure fails them all."""
+    if job_status is BranchStatus.FAILED:
+        return job_status
+    if choice.low_confidence:
+        return BranchStatus.CANCELLED
     if job_status in _STOPPED and choice.finish_reason is not None:
         return BranchStatus.COMPLETED
     return job_status
