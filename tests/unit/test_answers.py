@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from ponder.api.answers import extract_answer, normalize_answer, split_steps
+from ponder.api.answers import extract_answer, normalize_answer, numeric_answer, split_steps
 from ponder.api.service_config import ExtractorKind, StrategyDefaults
 
 AUTO, BOXED, HASHES, COLON, ANSWER_IS, LAST_NUMBER = (
@@ -153,3 +153,19 @@ def test_equal_numbers_in_different_spellings_extract_equal() -> None:
 )
 def test_split_steps_drops_empty_steps(text: str, delimiter: str, expected: list[str]) -> None:
     assert split_steps(text, delimiter) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (" 54.", "54"),
+        ("-0", "0"),
+        ("1,234.50", "1234.5"),
+        ("$42$", "42"),
+        ("51 718+78=165", None),
+        ("B", None),
+        ("", None),
+    ],
+)
+def test_numeric_answer_is_a_number_alone_or_none(raw: str, expected: str | None) -> None:
+    assert numeric_answer(raw) == expected

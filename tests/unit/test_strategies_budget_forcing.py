@@ -74,6 +74,23 @@ def test_forced_answer_without_a_pattern_takes_the_first_line() -> None:
     assert run.final is not None and run.final.answer == "54"
 
 
+def test_a_forced_answer_that_is_no_answer_falls_back_to_the_chains() -> None:
+    # What followed the prompt is neither read by the extractor nor a number alone (measured on
+    # the arithmetic model: "51 718+78=165 ###5"): the chain's own answer stands.
+    config = BudgetForcingConfig(answer_prompt="So the result is", min_thinking_tokens=0)
+    query = planned(BF, budget_forcing=config, max_tokens_per_branch=10)
+    replies = [Reply("23+48=71 #71", tokens=99), Reply(" 51 718+78=165 ###5", tokens=8)]
+    run = drive_query(query, in_order(*replies))
+    assert run.final is not None and run.final.answer == "71"
+
+
+def test_a_forced_answer_that_is_no_answer_after_no_answer_has_none() -> None:
+    config = BudgetForcingConfig(answer_prompt="So the result is", min_thinking_tokens=0)
+    query = planned(BF, budget_forcing=config, max_tokens_per_branch=10)
+    run = drive_query(query, in_order(Reply("long", tokens=99), Reply(" maybe 5 or 6", tokens=4)))
+    assert run.final is not None and run.final.answer is None
+
+
 def test_the_forced_answer_is_kept_in_reserve_within_a_tight_budget() -> None:
     query = forcing_query(min_thinking=0, budget_tokens=60)
     run = drive_query(query, in_order(Reply("x" * 400, tokens=400), Reply(" 3", tokens=100)))

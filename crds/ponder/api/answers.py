@@ -159,6 +159,13 @@ def normalize_answer(raw: str) -> str:
     return number if number is not None else answer
 
 
+def numeric_answer(raw: str) -> str | None:
+    """`raw` as an answer when it is a number alone (`normalize_answer`'s spelling), else
+    None: for text no extractor read, where only a bare number is well-formed enough."""
+    answer = normalize_answer(raw)
+    return answer if _canonical_number(answer) is not None else None
+
+
 def _is_plain_integer(text: str) -> bool:
     """ASCII digits with an optional sign (`str.isdigit` alone also takes e.g. superscripts)."""
     digits = text[1:] if text[:1] in ("+", "-") else text

@@ -19,7 +19,7 @@ in the same turn (no end of turn and new assistant header before the "Wait" or a
 
 from __future__ import annotations
 
-from ponder.api.answers import extract_answer, normalize_answer
+from ponder.api.answers import extract_answer, numeric_answer
 from ponder.api.strategy import StrategyName
 from ponder.api.wire import BranchStatus
 from ponder.scheduler.strategies.base import (
@@ -153,10 +153,11 @@ class BudgetForcing(Strategy):
 
     def _forced_answer(self, branch: ScoredBranch) -> FinalAnswer:
         """The forced answer: extracted from answer prompt + the few tokens written after it,
-        else the first line written, else (nothing written) the answer the thinking gave."""
+        else the first line written when it is a number alone, else the answer the thinking
+        gave: a well-formed answer or none, never whatever text followed the prompt."""
         written = self.config.answer_prompt + branch.result.text
         lines = [line for line in branch.result.text.splitlines() if line.strip()]
-        answer = self._answer_in(written) or (normalize_answer(lines[0]) if lines else None)
+        answer = self._answer_in(written) or (numeric_answer(lines[0]) if lines else None)
         if not answer and self.chain is not None:
             # A chat model often ends its turn right after the answer prompt (measured on
             # SmolLM2-135M-Instruct: "...\nFinal Answer:" then end of turn in half the forced
