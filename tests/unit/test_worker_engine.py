@@ -29,6 +29,7 @@ from ponder.local.processes import free_port
 from ponder.workers.engine import VllmEngine
 from ponder.workers.generation import Generation
 from ponder.workers.results import branch_results
+from tests.unit.test_worker_generation import vllm_completion_chunk
 
 CUE = " The answer is"
 CONFIDENT, DOUBTFUL = 0, 1
@@ -81,23 +82,8 @@ class FakeVllm:
 def chunk(
     index: int, text: str, tokens: int, logprob: float, finish: str | None = None
 ) -> dict[str, Any]:
-    return {
-        "object": "text_completion",
-        "choices": [
-            {
-                "index": index,
-                "text": text,
-                "logprobs": {
-                    "text_offset": [0],
-                    "token_logprobs": [logprob],
-                    "tokens": [text],
-                    "top_logprobs": [{text: logprob}],
-                },
-                "finish_reason": finish,
-            }
-        ],
-        "usage": {"prompt_tokens": 5, "completion_tokens": tokens, "total_tokens": 5 + tokens},
-    }
+    """One sampled token of one branch, as vLLM streams it with `logprobs: 0`."""
+    return vllm_completion_chunk(index, text, tokens, [{text: logprob}], finish)
 
 
 async def send(response: web.StreamResponse, payload: dict[str, Any]) -> None:

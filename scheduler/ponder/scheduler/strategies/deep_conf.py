@@ -59,7 +59,7 @@ def confidence_threshold(confidences: list[float], keep_percent: int) -> float |
         return None
     ranked = sorted(confidences, reverse=True)
     keep = max(1, math.ceil(len(ranked) * keep_percent / 100))
-    return ranked[min(keep, len(ranked)) - 1]
+    return ranked[keep - 1]  # keep_percent <= 100: never past the last
 
 
 def confident_ballots(branches: list[ScoredBranch], threshold: float | None) -> list[Ballot]:
@@ -94,7 +94,6 @@ class DeepConf(Strategy):
         self.online = self.settings.mode is DeepConfMode.ONLINE
         self.ledger = BranchLedger(query.budget_tokens, query.max_branches)
         self.branches: list[ScoredBranch] = []
-        self.warmup: list[ScoredBranch] = []
         self.threshold: float | None = None  # set once the warm-up (or offline wave) is in
         self.waves = 0
         self.greedy = query.temperature == 0
@@ -107,7 +106,6 @@ class DeepConf(Strategy):
         self.ledger.settle(branch)
         self.branches.append(branch)
         if self.threshold is None:
-            self.warmup.append(branch)
             if self.ledger.outstanding > 0:
                 return Wait()  # the threshold needs the whole first wave
             self.threshold = confidence_threshold(self._confidences(), self.settings.keep_percent)
@@ -144,12 +142,15 @@ class DeepConf(Strategy):
         return wave
 
     def _confidences(self) -> list[float]:
-        """The completed warm-up branches' confidences, answers or not: the threshold is
-        about how confident the model's traces are on this query."""
+        """The completed warm-up branches' confidences (those launched without a threshold),
+        answers or not: the threshold is about how confident the model's traces are on this
+        query."""
         return [
             b.result.confidence
-            for b in self.warmup
-            if b.completed and b.result.confidence is not None
+            for b in self.branches
+            if b.request.confidence_stop_below is None
+            and b.completed
+            and b.result.confidence is not None
         ]
 
     def _answer(self) -> FinalAnswer | None:
