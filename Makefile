@@ -52,7 +52,7 @@ test-e2e: $(VENV_STAMP) tools ## The local Kubernetes control plane, the chart a
 	$(PY) -m pytest $(PYTEST_ARGS) tests/e2e
 
 .PHONY: test-chaos
-test-chaos: $(VENV_STAMP) tools ## Faults under load (SIGKILLed workers, NATS, stream leader, scheduler, operator): prints answered, failed, lost, duplicated, recovery
+test-chaos: $(VENV_STAMP) tools ## Faults under load (SIGKILLed workers, NATS, stream leader, scheduler, operator; an unreachable NATS URL; a burst at zero workers): prints answered, failed, lost, duplicated, recovery
 	$(PY) -m pytest -s $(PYTEST_ARGS) tests/chaos
 
 .PHONY: crds

@@ -301,3 +301,12 @@ class Load:
             detail=detail,
             query_id=query_id,
         )
+
+
+def assert_every_query_answered(records: Sequence[QueryRecord], queries: int) -> None:
+    """Each of the `queries` was answered once: none failed, lost, duplicated or unclear (for
+    the faults that a client must never notice)."""
+    counts = tally(records)
+    strays = [record for record in records if record.outcome is not Outcome.ANSWERED]
+    assert (counts.lost, counts.duplicated, counts.unclear, counts.failed) == (0, 0, 0, 0), strays
+    assert counts.answered == queries, counts

@@ -11,6 +11,7 @@ from tests.chaos.load import (
     DISCONNECTED,
     Outcome,
     QueryRecord,
+    assert_every_query_answered,
     classify,
     duplication_problems,
     recovery_seconds,
@@ -121,3 +122,23 @@ def test_recovery_waits_for_the_queries_in_flight_and_a_later_answer(
     records: list[QueryRecord], seconds: float | None
 ) -> None:
     assert recovery_seconds(records, fault_at=10.0) == seconds
+
+
+@pytest.mark.parametrize(
+    ("records", "passes"),
+    [
+        ([record(0, 1, Outcome.ANSWERED, "q1"), record(0, 1, Outcome.ANSWERED, "q2")], True),
+        ([record(0, 1, Outcome.ANSWERED, "q1"), record(0, 1, Outcome.ANSWERED, "q1")], False),
+        ([record(0, 1, Outcome.ANSWERED, "q1"), record(0, 1, Outcome.FAILED, "")], False),
+        ([record(0, 1, Outcome.ANSWERED, "q1"), record(0, 1, Outcome.LOST)], False),
+        ([record(0, 1, Outcome.ANSWERED, "q1")], False),  # one of the two never ended
+    ],
+)
+def test_every_query_answered_accepts_only_each_query_answered_once(
+    records: list[QueryRecord], passes: bool
+) -> None:
+    if passes:
+        assert_every_query_answered(records, 2)
+    else:
+        with pytest.raises(AssertionError):
+            assert_every_query_answered(records, 2)

@@ -32,6 +32,7 @@ from ponder.local.cluster.commands import Kubectl
 from ponder.local.nats import NatsServer
 from ponder.local.scheduler import SchedulerProcess, scheduler_process
 from tests.cluster.eventually import eventually
+from tests.e2e.local_kubelet import operator_config
 from tests.e2e.test_operator import (  # noqa: F401 (namespace: a fixture, used by name)
     SETTLE_SECONDS,
     OperatorProcess,
@@ -42,7 +43,6 @@ from tests.e2e.test_operator import (  # noqa: F401 (namespace: a fixture, used 
     wait_ready,
     worker_replicas,
 )
-from tests.e2e.test_scale_from_zero import operator_config
 from tests.report import report
 
 pytestmark = pytest.mark.e2e

@@ -50,6 +50,7 @@ from ponder.local.worker import WorkerProcess, worker_process
 from ponder.operator.deletion_cost import DELETION_COST_ANNOTATION
 from ponder.operator.render import worker_selector
 from tests.cluster.eventually import eventually
+from tests.e2e.local_kubelet import operator_config
 from tests.e2e.test_operator import (  # noqa: F401 (operator, namespace: fixtures, used by name)
     SETTLE_SECONDS,
     OperatorProcess,
@@ -63,7 +64,6 @@ from tests.e2e.test_operator import (  # noqa: F401 (operator, namespace: fixtur
 from tests.e2e.test_scale_from_zero import (  # noqa: F401 (shipped_vllm: a fixture)
     ANSWER,
     PROMPT,
-    operator_config,
     shipped_vllm,
 )
 from tests.integration.vllm_control import paused

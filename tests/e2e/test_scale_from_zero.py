@@ -3,10 +3,9 @@
 The operator runs as in test_operator.py (a local process, the chart's RBAC, real NATS). The
 data plane is real too: the scheduler runs as a local process on the ServiceConfig the operator
 wrote into the service's ConfigMap, the engine is vLLM on the CPU serving the shipped arithmetic
-model, and the test plays the kubelet for the worker pods: whenever the worker Deployment asks
-for more replicas than run, it starts a local worker process (`python -m ponder.workers`) after
-a pod's start-up delay, and it stops one whenever the Deployment asks for fewer. kwok's pods
-stand for them in the cluster; nothing runs in those.
+model, and the test plays the kubelet for the worker pods (`tests.e2e.local_kubelet`): whenever
+the worker Deployment asks for more replicas than run, it starts a local worker process after a
+pod's start-up delay, and it stops one whenever the Deployment asks for fewer.
 
 The story: a service created at zero workers answers its first query through a cold start
 (0 -> 1), goes idle, is scaled to zero, and a query arriving then is held in JetStream past its
@@ -16,12 +15,9 @@ then answered, whole.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +28,11 @@ import pytest_asyncio
 from ponder.api.service_config import ServiceConfig
 from ponder.local.cluster.commands import Kubectl
 from ponder.local.nats import NatsServer
-from ponder.local.scheduler import SchedulerProcess, scheduler_process
+from ponder.local.scheduler import SchedulerProcess
 from ponder.local.vllm import VllmServer
-from ponder.local.worker import worker_process
 from tests.cluster.eventually import eventually
 from tests.conftest import shipped_model_present
+from tests.e2e.local_kubelet import POD_START_SECONDS, LocalKubelet, served_locally
 from tests.e2e.test_operator import (  # noqa: F401 (operator, namespace: fixtures, used by name)
     SETTLE_SECONDS,
     TICK_GAP_SLACK_SECONDS,
@@ -60,10 +56,6 @@ HOLD_SECONDS = 120
 """spec.autoscaling.scaleToZero.holdSeconds: far longer than the cold start here takes."""
 DEADLINE_MS = 3000
 """The queries' own deadline, shorter than a worker's start below: only the hold answers them."""
-POD_START_SECONDS = 5.0
-"""How long after the Deployment asks for a worker its process starts (a GPU pod: minutes)."""
-POLL_SECONDS = 0.5
-"""How often the stand-in kubelet reads the worker Deployment."""
 QUERY_TIMEOUT_SECONDS = HOLD_SECONDS + SETTLE_SECONDS
 PROMPT = "Q:23+48-17 A:"
 ANSWER = "54"
@@ -99,69 +91,6 @@ def shipped_vllm(vllm: VllmServer) -> VllmServer:
     return vllm
 
 
-@dataclass
-class LocalKubelet:
-    """Runs one local worker process per replica the worker Deployment asks for."""
-
-    kubectl: Kubectl
-    namespace: str
-    name: str
-    config: ServiceConfig
-    nats_url: str
-    vllm_url: str
-    log_dir: Path
-    replicas_seen: list[tuple[float, int]] = field(default_factory=list)
-    """(monotonic time, spec.replicas) at every change the kubelet saw."""
-    started: list[float] = field(default_factory=list)
-    """When each worker process was up (connected, pulling)."""
-    workers: list[contextlib.AsyncExitStack] = field(default_factory=list)
-
-    def first_seen_at(self, replicas: int, after: float) -> float | None:
-        """When the Deployment was first seen at `replicas` after `after`."""
-        return next(
-            (at for at, count in self.replicas_seen if at > after and count == replicas), None
-        )
-
-    async def run(self) -> None:
-        """Follow the Deployment until cancelled; stop every worker on the way out."""
-        try:
-            while True:
-                replicas = await worker_replicas(self.kubectl, self.namespace, self.name)
-                if not self.replicas_seen or self.replicas_seen[-1][1] != replicas:
-                    self.replicas_seen.append((time.monotonic(), replicas))
-                while len(self.workers) > replicas:
-                    await self.workers[-1].aclose()  # drained and gone before it is not counted
-                    self.workers.pop()
-                if len(self.workers) < replicas:
-                    await asyncio.sleep(POD_START_SECONDS)  # the pod's start
-                    await self._start_worker()
-                    continue
-                await asyncio.sleep(POLL_SECONDS)
-        finally:
-            while self.workers:
-                await self.workers.pop().aclose()
-
-    async def _start_worker(self) -> None:
-        stack = contextlib.AsyncExitStack()
-        await stack.enter_async_context(
-            worker_process(
-                self.config,
-                nats_url=self.nats_url,
-                vllm_url=self.vllm_url,
-                worker_id=f"worker-{len(self.started)}",
-                log_dir=self.log_dir,
-            )
-        )
-        self.workers.append(stack)
-        self.started.append(time.monotonic())
-
-
-async def operator_config(kubectl: Kubectl, where: str, name: str) -> ServiceConfig:
-    """The ServiceConfig the operator rendered into the service's ConfigMap."""
-    config_map = await get_json(kubectl, "configmap", f"{name}-config", "-n", where)
-    return ServiceConfig.model_validate_json(config_map["data"]["service.json"])
-
-
 @pytest_asyncio.fixture
 async def kubelet_and_scheduler(
     operator: OperatorProcess,  # noqa: F811 (the fixture)
@@ -177,19 +106,11 @@ async def kubelet_and_scheduler(
     await apply(kubectl, namespace, service(name, **SPEC))
     await wait_ready(kubectl, namespace, name)
     assert await worker_replicas(kubectl, namespace, name) == 0
-    config = await operator_config(kubectl, namespace, name)
-    assert config.slo.cold_start_hold_ms == HOLD_SECONDS * 1000
-    kubelet = LocalKubelet(
-        kubectl, namespace, name, config, nats.url, shipped_vllm.base_url, stack_log_dir
-    )
-    async with scheduler_process(config, nats_url=nats.url, log_dir=stack_log_dir) as scheduler:
-        # Not a task group: a fixture's setup and teardown may run in different tasks.
-        watching = asyncio.create_task(kubelet.run())
-        try:
-            yield kubelet, scheduler, config
-        finally:
-            watching.cancel()
-            await asyncio.gather(watching, return_exceptions=True)
+    async with served_locally(
+        kubectl, namespace, name, nats.url, shipped_vllm.base_url, stack_log_dir
+    ) as (kubelet, scheduler, config):
+        assert config.slo.cold_start_hold_ms == HOLD_SECONDS * 1000
+        yield kubelet, scheduler, config
 
 
 async def ask(scheduler: SchedulerProcess) -> tuple[int, dict[str, Any], float]:
