@@ -54,8 +54,10 @@ from ponder.scheduler.verifiers import Verifier, VerifierError, verifier_input
 
 log = logging.getLogger(__name__)
 
-PUBLISH_TIMEOUT_SECONDS = 5.0
-"""Longest wait for JetStream's PubAcks of one launch (never past the deadline)."""
+PUBLISH_TIMEOUT_SECONDS = 10.0
+"""Longest wait for JetStream's PubAcks of one launch (never past the deadline): past the 4-9 s
+that an R3 stream's Raft waits before it elects a new leader, so a query queued while its
+stream has none waits for the election instead of failing."""
 
 
 LATE_WARNING_SECONDS = 0.1
