@@ -4,8 +4,9 @@
 
 On a held-out problem set, through Ponder on one local stack with a scheduler replica per
 verifier (`bench.stack.start_verifier_schedulers`): `single` (greedy), self-consistency at
-2/4/8/16, adaptive-consistency by the vote alone at two confidence levels and with the learned
-outcome reward model at branch caps 4/8/16 (there the confidence level plays no part), best-of-n
+2/4/8/16, adaptive-consistency by the vote alone at two confidence levels, by ESC's unanimous
+window of 2 and 4, by the vote weighted by token confidence, and with the learned outcome reward
+model at branch caps 4/8/16 (there the confidence level plays no part), best-of-n
 at 4/8/16 with the learned outcome and with the learned process reward model, a weighted vote by
 the outcome model, beam search with the process model, refine with the outcome model, deep-conf
 offline at 16 and online with warm-ups of 4/6/8 up to 16 (the model's own token confidence, no
@@ -102,6 +103,25 @@ def ponder_specs(settings: BenchSettings) -> list[StrategySpec]:
         )
         for confidence in (0.8, 0.95)
     ]
+    # The other stopping rules without a verifier: ESC's unanimous window, and the vote
+    # weighted by the branches' token confidence (deep-conf's measure, its consensus).
+    specs += [
+        StrategySpec(
+            f"adaptive window@{window} (vote)",
+            ADAPTIVE,
+            {"branches": window, "max_branches": 16, "stopping_rule": "window"},
+            scheduler=vote,
+        )
+        for window in (2, 4)
+    ]
+    specs.append(
+        StrategySpec(
+            "adaptive confidence (weighted vote)",
+            ADAPTIVE,
+            {"branches": 2, "max_branches": 16, "stopping_rule": "confidence"},
+            scheduler=vote,
+        )
+    )
     # With a verifier the confidence level plays no part (a wave holding a verified answer
     # stops the search), so the knob that trades accuracy for tokens is the branch cap.
     specs += [

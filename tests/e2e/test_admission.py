@@ -126,6 +126,12 @@ REFUSED: list[tuple[str, dict[str, Any], str, str]] = [
         "spec.strategy.beam.width x spec.strategy.beam.expansions must not exceed "
         "spec.strategy.maxBranches",
     ),
+    (
+        "stopping rule Verifier without a verifier",
+        {"strategy": {"stoppingRule": "Verifier"}},
+        "spec.strategy.stoppingRule",
+        "spec.strategy.stoppingRule Verifier needs a verifier",
+    ),
     # unbounded maps
     (
         "a nodeSelector of 65 labels",
@@ -477,6 +483,18 @@ FULL_RESOURCES = {
 
 ACCEPTED: list[tuple[str, dict[str, Any]]] = [
     ("the shipped example", sample()),
+    (
+        "stopping rule Verifier with a verifier",
+        service(
+            {
+                "strategy": {
+                    "stoppingRule": "Verifier",
+                    "verifier": {"type": "HTTP", "url": "http://verifier.default:8000"},
+                }
+            }
+        ),
+    ),
+    ("stopping rule Window", service({"strategy": {"stoppingRule": "Window"}})),
     ("defaults only", {**sample(), "spec": {"model": {"name": "Qwen/Qwen2.5-1.5B-Instruct"}}}),
     ("every minimum", {**sample(), "spec": every_integer_at("minimum", EVERY_MINIMUM_FIXES)}),
     ("every maximum", {**sample(), "spec": every_integer_at("maximum", EVERY_MAXIMUM_FIXES)}),

@@ -255,6 +255,44 @@ async def test_deep_conf_online_stops_unconfident_branches_below_the_warmups_thr
     assert body["usage"]["completion_tokens"] == sum(b["completion_tokens"] for b in branches)
 
 
+@pytest.mark.parametrize("rule", ["window", "confidence"])
+async def test_adaptive_consistency_stops_by_the_rule_the_request_names(
+    plane: Dataplane, http: aiohttp.ClientSession, rule: str
+) -> None:
+    status, body = await post_json(
+        http,
+        f"{plane.base_url}/v1/completions",
+        {
+            "model": MODEL,
+            "prompt": PROMPT,
+            "max_tokens": 48,
+            "ponder": {
+                "strategy": "adaptive-consistency",
+                "branches": 2,
+                "max_branches": 8,
+                "stopping_rule": rule,
+            },
+        },
+    )
+    assert status == 200, body
+    ponder = body["ponder"]
+    assert ponder["plan"]["stopping_rule"] == rule
+    waves = [b for b in ponder["branches"] if b["status"] == "completed"]
+    assert waves and ponder["branches_launched"] <= 8
+    if rule == "confidence":
+        # The workers measured every branch; the answer's confidence is its share of weight.
+        assert all(0 < b["confidence"] <= 1 for b in waves), waves
+        weight = sum(b["confidence"] for b in waves if b["answer"] is not None)
+        leader = sum(b["confidence"] for b in waves if b["answer"] == ponder["answer"])
+        assert ponder["confidence"] == pytest.approx(leader / weight)
+    else:
+        assert all(b.get("confidence") is None for b in waves)
+        # It stopped before the cap only on a unanimous wave: the last two answered alike.
+        if ponder["branches_launched"] < 8 and not ponder["gave_up"]:
+            last = ponder["branches"][-2:]
+            assert last[0]["answer"] is not None and last[0]["answer"] == last[1]["answer"]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "param", "message"),
     [

@@ -16,6 +16,7 @@ from ponder.api.service_config import (
     EarlyExitConfig,
     ServiceConfig,
     SloConfig,
+    StoppingRule,
     StrategyDefaults,
     VerifierConfig,
     VerifierKind,
@@ -568,3 +569,60 @@ HAS_VERIFIER = CONFIG.model_copy(
         )
     }
 )
+
+
+@pytest.mark.parametrize(
+    ("ponder", "config", "rule"),
+    [
+        ({"strategy": "adaptive-consistency"}, CONFIG, StoppingRule.BETA),  # no verifier
+        ({"strategy": "adaptive-consistency"}, HAS_VERIFIER, StoppingRule.VERIFIER),
+        (
+            {"strategy": "adaptive-consistency", "stopping_rule": "window"},
+            HAS_VERIFIER,
+            StoppingRule.WINDOW,
+        ),
+        (
+            {"strategy": "adaptive-consistency", "stopping_rule": "confidence"},
+            CONFIG,
+            StoppingRule.CONFIDENCE,
+        ),
+        (
+            {"strategy": "adaptive-consistency"},
+            CONFIG.model_copy(
+                update={
+                    "strategy": CONFIG.strategy.model_copy(
+                        update={"stopping_rule": StoppingRule.WINDOW}
+                    )
+                }
+            ),
+            StoppingRule.WINDOW,
+        ),
+    ],
+)
+def test_adaptive_consistency_stops_by_the_rule_asked_else_the_services(
+    ponder: dict[str, Any], config: ServiceConfig, rule: StoppingRule
+) -> None:
+    query = planned(plan_query(request(ponder=ponder), config)).query
+    assert query.stopping_rule is rule
+
+
+@pytest.mark.parametrize(
+    ("ponder", "message"),
+    [
+        (
+            {"strategy": "adaptive-consistency", "stopping_rule": "soon"},
+            "unknown stopping rule 'soon'; use one of: beta, window, confidence, verifier",
+        ),
+        (
+            {"strategy": "self-consistency", "stopping_rule": "window"},
+            "ponder.stopping_rule applies to ponder.strategy=adaptive-consistency only",
+        ),
+        (
+            {"strategy": "adaptive-consistency", "stopping_rule": "verifier"},
+            "ponder.stopping_rule=verifier needs a verifier, and this service has none",
+        ),
+    ],
+)
+def test_a_stopping_rule_that_cannot_apply_is_refused(ponder: dict[str, Any], message: str) -> None:
+    error = refused(plan_query(request(ponder=ponder), CONFIG))
+    assert error.field == "ponder.stopping_rule" and message in error.message

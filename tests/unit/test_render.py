@@ -309,6 +309,23 @@ def test_pods_roll_when_the_config_changes() -> None:
         ),
         ({}, lambda c: c.strategy.give_up, 0.5),
         ({"strategy": {"giveUpPercent": 100}}, lambda c: c.strategy.give_up, 1.0),
+        ({}, lambda c: c.strategy.stopping_rule, None),
+        ({"strategy": {"stoppingRule": "Window"}}, lambda c: c.strategy.stopping_rule, "window"),
+        (
+            {"strategy": {"stoppingRule": "Confidence"}},
+            lambda c: c.strategy.stopping_rule,
+            "confidence",
+        ),
+        (
+            {
+                "strategy": {
+                    "stoppingRule": "Verifier",
+                    "verifier": {"type": "HTTP", "url": "http://v"},
+                }
+            },
+            lambda c: c.strategy.stopping_rule,
+            "verifier",
+        ),
         ({}, lambda c: c.strategy.deep_conf, DeepConfConfig()),
         (
             {

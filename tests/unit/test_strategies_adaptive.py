@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from ponder.api.service_config import DeepConfConfig, StoppingRule
 from ponder.api.strategy import StrategyName
 from ponder.scheduler.strategies.adaptive_consistency import leader_is_majority_probability
 from ponder.scheduler.strategies.base import Launch, ScoreMode, Wait
@@ -194,3 +195,102 @@ def test_at_give_up_one_an_unsettled_query_runs_to_its_cap_without_giving_up() -
     scattered = [f"#{i}" for i in range(16)]
     run = drive_query(planned(AC, wave_size=2, max_branches=16, give_up=1.0), in_order(*scattered))
     assert run.launched == 16 and run.final is not None and not run.final.gave_up
+
+
+# --- selectable stopping rules ----------------------------------------------------------------
+
+W = StoppingRule.WINDOW
+C = StoppingRule.CONFIDENCE
+
+
+@pytest.mark.parametrize(
+    ("answers", "sizes", "final"),
+    [
+        # A unanimous first window stops at once.
+        (["#42"] * 4, [4], "42"),
+        # 3 of 4 agree: Beta at 0.95 is not reached either, the second window is unanimous.
+        (["#42", "#42", "#17", "#42"] + ["#42"] * 4, [4, 4], "42"),
+        # The second window agrees on another answer: it stops there and the vote over both
+        # windows answers (5 against 3).
+        (["#42", "#42", "#42", "#17"] + ["#17"] * 4, [4, 4], "17"),
+        # A branch without an answer breaks the window's agreement.
+        (["#42", "#42", "no", "#42"] + ["#42"] * 4, [4, 4], "42"),
+    ],
+)
+def test_window_rule_stops_once_a_whole_wave_agrees(
+    answers: list[str], sizes: list[int], final: str
+) -> None:
+    run = drive_query(planned(AC, wave_size=4, stopping_rule=W), in_order(*answers))
+    assert run.launch_sizes == sizes
+    assert run.final is not None and run.final.answer == final
+
+
+def test_window_rule_stops_where_beta_would_not() -> None:
+    """Two agreeing branches settle a window of two; Beta at 0.95 needs four in a row."""
+    answers = ["#42"] * 8
+    window = drive_query(planned(AC, wave_size=2, stopping_rule=W), in_order(*answers))
+    beta = drive_query(
+        planned(AC, wave_size=2, stopping_rule=StoppingRule.BETA), in_order(*answers)
+    )
+    assert window.launch_sizes == [2] and beta.launch_sizes == [2, 2]
+
+
+def test_window_rule_never_settles_on_a_wave_of_one() -> None:
+    run = drive_query(
+        planned(AC, wave_size=1, max_branches=3, stopping_rule=W), in_order(*["#42"] * 3)
+    )
+    assert run.launch_sizes == [1, 1, 1]
+
+
+def test_window_rule_with_a_failed_branch_in_the_wave_goes_on() -> None:
+    run = drive_query(
+        planned(AC, wave_size=2, stopping_rule=W), in_order("#42", FAILED, "#42", "#42")
+    )
+    assert run.launch_sizes == [2, 2]
+
+
+def c(answer: str, confidence: float) -> Reply:
+    return Reply(answer, confidence=confidence)
+
+
+def test_confidence_rule_asks_the_workers_for_confidence_and_weights_the_vote() -> None:
+    # 2 votes of weak confidence against 2 of strong: the strong answer leads by weight.
+    wave = [c("#42", 0.1), c("#42", 0.1), c("#17", 0.9), c("#17", 0.9)]
+    query = planned(AC, wave_size=4, max_branches=4, stopping_rule=C)
+    run = drive_query(query, in_order(*wave))
+    assert all(r.confidence and r.confidence_stop_below is None for r in run.requests)
+    assert run.final is not None and run.final.answer == "17"
+    assert run.final.confidence == pytest.approx(1.8 / 2.0)
+
+
+@pytest.mark.parametrize(
+    ("consensus", "sizes"),
+    [
+        (0.85, [4]),  # the leader holds 1.8 / 2.0 = 0.9 of the weight after one wave
+        (0.95, [4, 4]),  # not yet: the second, unanimous wave lifts it to 5.4 / 5.6
+    ],
+)
+def test_confidence_rule_stops_at_the_deep_conf_consensus(
+    consensus: float, sizes: list[int]
+) -> None:
+    wave_1 = [c("#42", 0.1), c("#42", 0.1), c("#17", 0.9), c("#17", 0.9)]
+    wave_2 = [c("#17", 0.9)] * 4
+    query = planned(AC, wave_size=4, stopping_rule=C, deep_conf=DeepConfConfig(consensus=consensus))
+    run = drive_query(query, in_order(*wave_1, *wave_2, *wave_2))
+    assert run.launch_sizes == sizes
+    assert run.final is not None and run.final.answer == "17"
+
+
+def test_confidence_rule_without_confidences_falls_back_to_a_plain_vote() -> None:
+    run = drive_query(
+        planned(AC, wave_size=4, max_branches=4, stopping_rule=C),
+        in_order("#42", "#42", "#42", "#17"),
+    )
+    assert run.final is not None and run.final.answer == "42"
+
+
+def test_an_explicit_beta_rule_ignores_the_services_verifier() -> None:
+    query = planned(AC, wave_size=4, has_verifier=True, stopping_rule=StoppingRule.BETA)
+    run = drive_query(query, in_order(*[Reply("#42", score=0.1)] * 4))
+    assert all(r.score is ScoreMode.NONE for r in run.requests)  # nothing to score
+    assert run.launch_sizes == [4]  # the unanimous vote settles it; no verified answer needed

@@ -187,6 +187,15 @@ class TokenConfidenceType(StrEnum):
     TOP_K = "TopK"
 
 
+class StoppingRuleType(StrEnum):
+    """When AdaptiveConsistency stops sampling, judged after each wave."""
+
+    BETA = "Beta"
+    WINDOW = "Window"
+    CONFIDENCE = "Confidence"
+    VERIFIER = "Verifier"
+
+
 class LoadAdaptationType(StrEnum):
     """How the planner fits a query's branches to the load it observes."""
 
@@ -765,6 +774,12 @@ class StrategySpec(_Spec):
             "spec.strategy.maxBranches while BeamSearch is allowed",
             field_path=".beam",
         ),
+        cel(
+            f"!has(self.stoppingRule) || self.stoppingRule != '{StoppingRuleType.VERIFIER}' || "
+            f"self.verifier.type != '{VerifierType.NONE}'",
+            "spec.strategy.stoppingRule Verifier needs a verifier: set spec.strategy.verifier",
+            field_path=".stoppingRule",
+        ),
     )
 
     default: StrategyType = Field(
@@ -799,6 +814,18 @@ class StrategySpec(_Spec):
         description="An adaptive strategy (AdaptiveConsistency, DeepConf online) that has not "
         "settled once this share of its branch cap or token budget is spent answers with its "
         "best so far and says so (ponder.gave_up); 100: it runs to the cap.",
+    )
+    stopping_rule: StoppingRuleType | None = Field(
+        default=None,
+        description=(
+            "When AdaptiveConsistency stops, judged after each wave: Beta (the vote's leader is "
+            "the true majority with probability confidencePercent, Adaptive-Consistency), "
+            "Window (every answer of the last wave is the same, ESC), Confidence (the leader "
+            "of the vote weighted by deepConf's branch confidence holds "
+            "deepConf.consensusPercent of the weight), Verifier (a branch scores "
+            "verifier.acceptScorePercent or more). Absent: Verifier with a verifier, else "
+            "Beta. Requests choose with ponder.stopping_rule."
+        ),
     )
     temperature: str = Field(
         default="0.8",

@@ -166,6 +166,15 @@ class DeepConfConfig(BaseModel):
     consensus: float = Field(default=0.95, gt=0.0, le=1.0, description="Online stop share.")
 
 
+class StoppingRule(StrEnum):
+    """When adaptive-consistency stops sampling, judged after each wave."""
+
+    BETA = "beta"  # the vote's leader is the majority with probability >= confidence
+    WINDOW = "window"  # the last wave's answers are all the same (ESC, Li et al. 2024)
+    CONFIDENCE = "confidence"  # the confidence-weighted leader holds deep_conf.consensus
+    VERIFIER = "verifier"  # a branch's verifier score reaches verifier.accept_score
+
+
 class StrategyDefaults(BaseModel):
     """Defaults a request falls back to, and the limits it may not exceed."""
 
@@ -183,6 +192,11 @@ class StrategyDefaults(BaseModel):
         description="An adaptive strategy (adaptive-consistency, deep-conf online) that has not "
         "settled once this share of its branch cap or token budget is spent answers with its "
         "best so far and says so (`ponder.gave_up`); 1: it runs to the cap.",
+    )
+    stopping_rule: StoppingRule | None = Field(
+        default=None,
+        description="adaptive-consistency's stopping rule; None: verifier when the service has "
+        "one, else beta.",
     )
     temperature: float = Field(default=0.8, ge=0.0, le=5.0)
     extractor: ExtractorKind = ExtractorKind.AUTO
@@ -202,6 +216,8 @@ class StrategyDefaults(BaseModel):
     def _branches_within_limit(self) -> StrategyDefaults:
         if self.branches > self.max_branches:
             raise ValueError(f"branches={self.branches} exceeds max_branches={self.max_branches}")
+        if self.stopping_rule is StoppingRule.VERIFIER and self.verifier.kind is VerifierKind.NONE:
+            raise ValueError("stopping_rule=verifier needs a verifier (verifier.kind is none)")
         return self
 
     @field_validator("answer_pattern")

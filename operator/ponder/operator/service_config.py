@@ -14,6 +14,7 @@ from ponder.api.crd import (
     ExtractorType,
     LoadAdaptationType,
     ReasoningServiceSpec,
+    StoppingRuleType,
     TokenConfidenceType,
     VerifierType,
 )
@@ -33,6 +34,7 @@ from ponder.api.service_config import (
     LoadAdaptation,
     ServiceConfig,
     SloConfig,
+    StoppingRule,
     StrategyDefaults,
     TokenConfidence,
     VerifierConfig,
@@ -67,6 +69,12 @@ _EARLY_EXITS = {
     EarlyExitType.ANSWER_PROBE: EarlyExit.ANSWER_PROBE,
 }
 
+_STOPPING_RULES = {
+    StoppingRuleType.BETA: StoppingRule.BETA,
+    StoppingRuleType.WINDOW: StoppingRule.WINDOW,
+    StoppingRuleType.CONFIDENCE: StoppingRule.CONFIDENCE,
+    StoppingRuleType.VERIFIER: StoppingRule.VERIFIER,
+}
 _DEEP_CONF_MODES = {
     DeepConfModeType.OFFLINE: DeepConfMode.OFFLINE,
     DeepConfModeType.ONLINE: DeepConfMode.ONLINE,
@@ -126,6 +134,9 @@ def service_config_from_spec(
             branches_per_job=strategy.branches_per_job,
             confidence=strategy.confidence_percent / 100,
             give_up=strategy.give_up_percent / 100,
+            stopping_rule=(
+                None if strategy.stopping_rule is None else _STOPPING_RULES[strategy.stopping_rule]
+            ),
             temperature=float(strategy.temperature),
             extractor=_EXTRACTOR_KINDS[strategy.extractor],
             answer_pattern=strategy.answer_pattern,

@@ -52,6 +52,11 @@ class PonderOptions(BaseModel):
         default=None,
         description="deep-conf only: offline or online (default: spec.strategy.deepConf.mode).",
     )
+    stopping_rule: str | None = Field(
+        default=None,
+        description="adaptive-consistency only: beta, window, confidence or verifier "
+        "(default: spec.strategy.stoppingRule).",
+    )
 
 
 class StreamOptions(BaseModel):
@@ -214,6 +219,11 @@ class PlanInfo(BaseModel):
     )
     grow_reason: str | None = None
     early_exit: str = Field(default="none", description="The branches' early exit: none, ...")
+    stopping_rule: str | None = Field(
+        default=None,
+        description="adaptive-consistency's stopping rule: beta, window, confidence or "
+        "verifier; absent for other strategies.",
+    )
 
 
 class BranchInfo(BaseModel):

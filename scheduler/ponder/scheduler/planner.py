@@ -48,6 +48,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import TypeVar
 
 from ponder.api.priority import Priority
 from ponder.api.service_config import (
@@ -57,6 +59,7 @@ from ponder.api.service_config import (
     EarlyExit,
     LoadAdaptation,
     ServiceConfig,
+    StoppingRule,
     VerifierKind,
 )
 from ponder.api.strategy import StrategyName
@@ -167,6 +170,7 @@ class ValidRequest:
     confidence: float
     probe: AnswerProbe | None = None
     deep_conf: DeepConfConfig = field(default_factory=DeepConfConfig)
+    stopping_rule: StoppingRule = StoppingRule.BETA
     priority: Priority = Priority.STANDARD
     explicit_branches: bool = False
     """The request named `ponder.branches`: the width is the caller's, never grown."""
@@ -260,6 +264,9 @@ def validate_request(
     deep_conf = resolve_deep_conf(request.ponder, config, strategy)
     if isinstance(deep_conf, PlanError):
         return deep_conf
+    stopping_rule = resolve_stopping_rule(request.ponder, config, strategy)
+    if isinstance(stopping_rule, PlanError):
+        return stopping_rule
     budget_tokens, max_tokens_per_branch = tokens
     temperature, top_p, confidence = sampling
     return ValidRequest(
@@ -274,6 +281,7 @@ def validate_request(
         confidence=confidence,
         probe=probe,
         deep_conf=deep_conf,
+        stopping_rule=stopping_rule,
         priority=request.priority,
         explicit_branches=request.ponder.branches is not None,
     )
@@ -459,6 +467,32 @@ def resolve_early_exit(
     return settings.probe if wanted is EarlyExit.ANSWER_PROBE else None
 
 
+OptionValue = TypeVar("OptionValue", bound=StrEnum)
+
+
+def strategy_option(
+    option: str,
+    value: str,
+    kind: type[OptionValue],
+    what: str,
+    strategy: type[Strategy],
+    only: StrategyName,
+) -> OptionValue | PlanError:
+    """`value` of the request option `ponder.<option>` as a member of `kind`; a PlanError when
+    the strategy is not `only` or no member is spelt `value`."""
+    field_name = f"ponder.{option}"
+    if strategy.name is not only:
+        return PlanError(
+            field_name,
+            f"{field_name} applies to ponder.strategy={only.value} only, not {strategy.name.value}",
+        )
+    try:
+        return kind(value)
+    except ValueError:
+        known = ", ".join(member.value for member in kind)
+        return PlanError(field_name, f"unknown {what} {value!r}; use one of: {known}")
+
+
 def resolve_deep_conf(
     options: PonderOptions, config: ServiceConfig, strategy: type[Strategy]
 ) -> DeepConfConfig | PlanError:
@@ -466,21 +500,41 @@ def resolve_deep_conf(
     settings = config.strategy.deep_conf
     if options.deep_conf_mode is None:
         return settings
-    if strategy.name is not StrategyName.DEEP_CONF:
+    mode = strategy_option(
+        "deep_conf_mode",
+        options.deep_conf_mode,
+        DeepConfMode,
+        "deep-conf mode",
+        strategy,
+        StrategyName.DEEP_CONF,
+    )
+    return mode if isinstance(mode, PlanError) else settings.model_copy(update={"mode": mode})
+
+
+def resolve_stopping_rule(
+    options: PonderOptions, config: ServiceConfig, strategy: type[Strategy]
+) -> StoppingRule | PlanError:
+    """adaptive-consistency's stopping rule: the request's, else the service's, else verifier
+    when the service has one and beta when not. Verifier needs a verifier."""
+    has_verifier = config.strategy.verifier.kind is not VerifierKind.NONE
+    if options.stopping_rule is None:
+        default = StoppingRule.VERIFIER if has_verifier else StoppingRule.BETA
+        return config.strategy.stopping_rule or default
+    rule = strategy_option(
+        "stopping_rule",
+        options.stopping_rule,
+        StoppingRule,
+        "stopping rule",
+        strategy,
+        StrategyName.ADAPTIVE_CONSISTENCY,
+    )
+    if rule is StoppingRule.VERIFIER and not has_verifier:
         return PlanError(
-            "ponder.deep_conf_mode",
-            f"ponder.deep_conf_mode applies to ponder.strategy={StrategyName.DEEP_CONF.value} "
-            f"only, not {strategy.name.value}",
+            "ponder.stopping_rule",
+            "ponder.stopping_rule=verifier needs a verifier, and this service has none "
+            "(spec.strategy.verifier)",
         )
-    try:
-        mode = DeepConfMode(options.deep_conf_mode)
-    except ValueError:
-        known = ", ".join(member.value for member in DeepConfMode)
-        return PlanError(
-            "ponder.deep_conf_mode",
-            f"unknown deep-conf mode {options.deep_conf_mode!r}; use one of: {known}",
-        )
-    return settings.model_copy(update={"mode": mode})
+    return rule
 
 
 def fit_to_budget(valid: ValidRequest, config: ServiceConfig) -> Width:
@@ -635,6 +689,7 @@ def planned_query(
         beam=defaults.beam,
         budget_forcing=defaults.budget_forcing,
         deep_conf=valid.deep_conf,
+        stopping_rule=valid.stopping_rule,
         give_up=defaults.give_up,
         wave_size=width.branches,
         probe=valid.probe,

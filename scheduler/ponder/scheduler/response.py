@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from ponder.api.service_config import EarlyExit
+from ponder.api.strategy import StrategyName
 from ponder.api.wire import BranchStatus, Endpoint
 from ponder.scheduler.api_models import (
     BranchInfo,
@@ -94,6 +95,12 @@ def ponder_info(outcome: QueryOutcome) -> PonderInfo:
             grown=plan.grown,
             grow_reason=plan.grow_reason,
             early_exit=EarlyExit.ANSWER_PROBE.value if query.probe else EarlyExit.NONE.value,
+            stopping_rule=(
+                query.stopping_rule.value
+                if query.stopping_rule is not None
+                and query.strategy is StrategyName.ADAPTIVE_CONSISTENCY
+                else None
+            ),
         ),
         tokens_after_answer=sum(
             branch.result.tokens_after_answer or 0 for branch in outcome.branches

@@ -12,12 +12,20 @@ and the leading answer is the true majority with probability
 (the regularised incomplete Beta function at 1/2 for integer parameters is a binomial tail).
 After each wave (every branch of it finished) we stop when this reaches `query.confidence`.
 
-With a verifier (`query.has_verifier`) the rule changes: stop as soon as a wave holds a verified
-answer (verifier score >= the service's `accept_score`, 0.99 unless set), and answer with the
-vote among verified branches (plain vote when none is verified). On a small model that is
-often confidently wrong, agreement says little and a verified answer says much (measured on the
-shipped model: majority@16 54%, voting among verified samples 83-85%), so agreement alone never
-stops the search there.
+The stopping rule is selectable (`query.stopping_rule`, `spec.strategy.stoppingRule`,
+`ponder.stopping_rule`); without one it is `verifier` when the service has a verifier, else
+`beta` (above):
+
+- `verifier`: stop as soon as a wave holds a verified answer (verifier score >= the service's
+  `accept_score`, 0.99 unless set), and answer with the vote among verified branches (plain
+  vote when none is verified). On a small model that is often confidently wrong, agreement
+  says little and a verified answer says much, so agreement alone never stops it.
+- `window`: Early-Stopping Self-Consistency (Li et al. 2024, "Escape Sky-high Cost", ICLR):
+  stop once every branch of the last wave (the window) completed with the same answer; a wave
+  of one never agrees with itself. The answer is the vote over every wave.
+- `confidence`: the workers measure each branch's confidence as deep-conf does
+  (`query.deep_conf`: token confidence, window), every completed branch votes weighted by it,
+  and the search stops once the leader holds `deep_conf.consensus` of the weight.
 
 Giving up: a query still unsettled once it has spent `query.give_up` of its branch cap or token
 budget (`spec.strategy.giveUpPercent`) answers with its best so far, marked `gave_up`: on the
@@ -30,9 +38,11 @@ search stops after it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from fractions import Fraction
 from math import comb
 
+from ponder.api.service_config import StoppingRule
 from ponder.api.strategy import StrategyName
 from ponder.scheduler.strategies.base import (
     BranchRequest,
@@ -52,10 +62,12 @@ from ponder.scheduler.strategies.ledger import BranchLedger, given_up
 from ponder.scheduler.strategies.voting import (
     VoteResult,
     ballots_of,
+    confident_ballots,
     majority_vote,
     top_two,
     verified_vote,
     vote_answer,
+    weighted_vote,
 )
 
 
@@ -66,6 +78,33 @@ def leader_is_majority_probability(leader_votes: int, runner_up_votes: int) -> f
     trials = leader_votes + runner_up_votes + 1
     tail = sum(comb(trials, j) for j in range(leader_votes + 1))
     return float(Fraction(tail, 2**trials))
+
+
+def window_agrees(wave: Sequence[ScoredBranch]) -> bool:
+    """ESC's rule: every branch of the wave completed with one and the same answer, and the
+    wave has two branches at least."""
+    answers = {branch.answer for branch in wave}
+    return (
+        len(wave) >= 2
+        and all(b.completed for b in wave)
+        and len(answers) == 1
+        and (None not in answers)
+    )
+
+
+def has_verified(branches: Sequence[ScoredBranch], accept_score: float) -> bool:
+    """Some completed branch with an answer scored `accept_score` or more."""
+    return any(
+        b.completed and b.answer is not None and b.score is not None and b.score >= accept_score
+        for b in branches
+    )
+
+
+def rule_of(query: PlannedQuery) -> StoppingRule:
+    """The query's stopping rule: its own, else verifier with a verifier and beta without."""
+    if query.stopping_rule is not None:
+        return query.stopping_rule
+    return StoppingRule.VERIFIER if query.has_verifier else StoppingRule.BETA
 
 
 class AdaptiveConsistency(Strategy):
@@ -85,6 +124,7 @@ class AdaptiveConsistency(Strategy):
         self.branches: list[ScoredBranch] = []
         self.waves = 0
         self.greedy = query.temperature == 0
+        self.rule = rule_of(query)
 
     def begin(self) -> list[BranchRequest]:
         wave = self._next_wave()
@@ -117,8 +157,9 @@ class AdaptiveConsistency(Strategy):
                 n=1 if self.greedy else self.query.wave_size,
                 max_tokens=self.query.max_tokens_per_branch,
                 tag=f"wave-{self.waves}",
-                score=ScoreMode.FINAL if self.query.has_verifier else ScoreMode.NONE,
+                score=ScoreMode.FINAL if self.rule is StoppingRule.VERIFIER else ScoreMode.NONE,
                 logprobs=True,  # mean logprob breaks ties between equally voted answers
+                confidence=self.rule is StoppingRule.CONFIDENCE,
             ),
             # Late in the budget, fewer branches that can finish beat many cut short.
             min_tokens=self.query.max_tokens_per_branch // 2,
@@ -129,14 +170,19 @@ class AdaptiveConsistency(Strategy):
 
     def _vote(self) -> VoteResult | None:
         ballots = ballots_of(self.branches)
-        if self.query.has_verifier:
+        if self.rule is StoppingRule.VERIFIER:
             return verified_vote(ballots, self.query.accept_score)
+        if self.rule is StoppingRule.CONFIDENCE:
+            weighted = confident_ballots(self.branches, threshold=0.0)
+            return weighted_vote(weighted) if weighted else majority_vote(ballots)
         return majority_vote(ballots)
 
     def _answer(self) -> FinalAnswer | None:
         vote = self._vote()
         if vote is None:
             return vote_answer(self.branches, None)
+        if self.rule is StoppingRule.CONFIDENCE:
+            return vote_answer(self.branches, vote)  # the leader's share of the weight
         leader, runner_up = top_two(vote.votes)
         confidence = leader_is_majority_probability(int(leader), int(runner_up))
         return vote_answer(self.branches, vote, confidence)
@@ -144,12 +190,11 @@ class AdaptiveConsistency(Strategy):
     def _settled(self, answer: FinalAnswer) -> bool:
         if self.greedy:
             return True
-        if self.query.has_verifier:
-            return any(
-                b.completed
-                and b.answer is not None
-                and b.score is not None
-                and b.score >= self.query.accept_score
-                for b in self.branches
-            )
+        if self.rule is StoppingRule.VERIFIER:
+            return has_verified(self.branches, self.query.accept_score)
+        if self.rule is StoppingRule.WINDOW:
+            last = f"wave-{self.waves - 1}"
+            return window_agrees([b for b in self.branches if b.request.tag == last])
+        if self.rule is StoppingRule.CONFIDENCE:
+            return (answer.confidence or 0.0) >= self.query.deep_conf.consensus
         return answer.confidence is not None and answer.confidence >= self.query.confidence

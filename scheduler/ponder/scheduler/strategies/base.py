@@ -32,6 +32,7 @@ from ponder.api.service_config import (
     BudgetForcingConfig,
     DeepConfConfig,
     ExtractorKind,
+    StoppingRule,
 )
 from ponder.api.strategy import StrategyName
 from ponder.api.wire import BranchResult, BranchStatus, ChatMessage, Endpoint, EngineSampling
@@ -102,6 +103,7 @@ class PlannedQuery:
     engine: EngineSampling = field(default_factory=EngineSampling)  # to vLLM, every branch
     accept_score: float = 0.99  # a verifier score at or above this counts as verified
     deep_conf: DeepConfConfig = field(default_factory=DeepConfConfig)
+    stopping_rule: StoppingRule | None = None  # adaptive-consistency's; None: by has_verifier
     give_up: float = 1.0  # an adaptive strategy unsettled at this share of cap or budget answers
 
 

@@ -44,8 +44,8 @@ from ponder.scheduler.strategies.base import (
 )
 from ponder.scheduler.strategies.ledger import BranchLedger, given_up
 from ponder.scheduler.strategies.voting import (
-    Ballot,
     ballots_of,
+    confident_ballots,
     majority_vote,
     vote_answer,
     weighted_vote,
@@ -60,21 +60,6 @@ def confidence_threshold(confidences: list[float], keep_percent: int) -> float |
     ranked = sorted(confidences, reverse=True)
     keep = max(1, math.ceil(len(ranked) * keep_percent / 100))
     return ranked[keep - 1]  # keep_percent <= 100: never past the last
-
-
-def confident_ballots(branches: list[ScoredBranch], threshold: float | None) -> list[Ballot]:
-    """Ballots of the completed branches with an answer whose confidence reaches `threshold`,
-    each weighted by its confidence."""
-    if threshold is None:
-        return []
-    return [
-        Ballot(branch.answer, score=branch.result.confidence)
-        for branch in branches
-        if branch.completed
-        and branch.answer is not None
-        and branch.result.confidence is not None
-        and branch.result.confidence >= threshold
-    ]
 
 
 class DeepConf(Strategy):

@@ -94,6 +94,21 @@ def weighted_vote(ballots: Sequence[Ballot]) -> VoteResult | None:
     )
 
 
+def confident_ballots(branches: Sequence[ScoredBranch], threshold: float | None) -> list[Ballot]:
+    """Ballots of the completed branches with an answer whose confidence reaches `threshold`,
+    each weighted by its confidence."""
+    if threshold is None:
+        return []
+    return [
+        Ballot(branch.answer, score=branch.result.confidence)
+        for branch in branches
+        if branch.completed
+        and branch.answer is not None
+        and branch.result.confidence is not None
+        and branch.result.confidence >= threshold
+    ]
+
+
 def verified_vote(
     ballots: Sequence[Ballot], threshold: float = VERIFIED_SCORE
 ) -> VoteResult | None:
