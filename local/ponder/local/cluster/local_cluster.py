@@ -170,18 +170,40 @@ def distinct_free_ports(count: int) -> list[int]:
     return sorted(ports)
 
 
+PRODUCTION_ARGS: dict[str, dict[str, str]] = {
+    "kube-controller-manager": {
+        "kube-api-qps": "100",
+        "kube-api-burst": "200",
+        "concurrent-deployment-syncs": "20",
+        "concurrent-replicaset-syncs": "20",
+    },
+    "kube-scheduler": {"kube-api-qps": "100", "kube-api-burst": "200"},
+}
+"""The components' client rate limits and worker counts, raised as a cluster with many
+workloads runs them. At their defaults (controller-manager 20 requests/s, burst 30, 5 Deployment
+and 5 ReplicaSet workers) a burst of new Deployments queues in the controller-manager's own
+client: 200 ReasoningServices are 400 Deployments, ReplicaSets and pods, over a minute of
+requests at 20/s, which `bench/operator_scale.py` measured as most of creation -> Ready."""
+
+
 def kwokctl_config(ports: dict[str, int], bind_address: str = "127.0.0.1") -> str:
-    """kwokctl options: listen on loopback only, on the given ports.
+    """kwokctl options: listen on loopback only, on the given ports, with the components'
+    `PRODUCTION_ARGS`.
 
     kwokctl would pick ports itself, counting down from 32766 and only avoiding clusters in its
     own workdir, so two sessions starting at once could collide; the kernel's picks do not.
     """
     options: dict[str, object] = {"bindAddress": bind_address, "quietPull": True, **ports}
+    patches = [
+        {"name": name, "extraArgs": [{"key": k, "value": v} for k, v in args.items()]}
+        for name, args in PRODUCTION_ARGS.items()
+    ]
     return yaml.safe_dump(
         {
             "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
             "kind": "KwokctlConfiguration",
             "options": options,
+            "componentsPatches": patches,
         }
     )
 
